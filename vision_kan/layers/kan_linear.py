@@ -1,0 +1,262 @@
+"""KAN linear layers: a learned univariate function on every (input, output) edge, summed over inputs.
+
+* `KANLinear` (efficient-KAN semantics): y = W_b . SiLU(x) + (W_s * scaler) . B(x), B the cubic B-spline basis.
+* `FasterKANLinear` (FasterKAN): y = W . phi(LayerNorm(x)), phi the RSWAF basis on a symmetric grid.
+
+Both take any leading dims: (..., d) -> (..., d').
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .basis import bspline_basis_auto, knots_are_uniform, rswaf_basis, uniform_knots
+
+__all__ = ['KANLinear', 'FasterKANLinear', 'spline_regularization']
+
+
+def _check_features(x: torch.Tensor, in_features: int, layer: str) -> None:
+    if x.shape[-1] != in_features:
+        raise ValueError(f'{layer}: input last dim must be in_features={in_features}, got shape {tuple(x.shape)}')
+
+
+def spline_regularization(
+        weight: torch.Tensor,
+        regularize_activation: float = 1.0,
+        regularize_entropy: float = 1.0,
+) -> torch.Tensor:
+    """efficient-KAN's penalty from a (d', d, K) coefficient tensor: L1 of the edges' mean |coefficient| plus the
+    entropy of their distribution. Finite value and gradient also for an all-zero weight."""
+    l1 = weight.abs().mean(-1)  # (d', d): one "activation size" per edge
+    total = l1.sum()
+    p = l1 / total.clamp_min(torch.finfo(l1.dtype).tiny)
+    positive = p > 0
+    # p log p with 0 log 0 = 0; the inner where keeps log's gradient finite where p == 0
+    plogp = torch.where(positive, p * torch.log(torch.where(positive, p, torch.ones_like(p))), torch.zeros_like(p))
+    return regularize_activation * total - regularize_entropy * plogp.sum()
+
+
+class KANLinear(nn.Module):
+    """B-spline KAN layer. Parameters: d * d' * (G + k + 2) (+ d' with bias).
+
+    Args:
+        in_features: d.
+        out_features: d'.
+        grid_size: G, number of grid intervals on grid_range.
+        spline_order: k, B-spline order (3 = cubic; cubic on a uniform grid takes the closed form).
+        scale_noise: amplitude of the random initial spline coefficients.
+        scale_base: gain of the base weight init.
+        scale_spline: gain of the spline scaler init.
+        base_activation: the b(x) of the residual branch, SiLU by default.
+        grid_eps: in `update_grid`, weight of the uniform grid against the data quantiles.
+        grid_range: initial grid span.
+        bias: add a learned bias (efficient-KAN has none).
+    """
+
+    def __init__(
+            self,
+            in_features: int,
+            out_features: int,
+            grid_size: int = 5,
+            spline_order: int = 3,
+            scale_noise: float = 0.1,
+            scale_base: float = 1.0,
+            scale_spline: float = 1.0,
+            base_activation: type = nn.SiLU,
+            grid_eps: float = 0.02,
+            grid_range: Tuple[float, float] = (-1.0, 1.0),
+            bias: bool = False,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if not isinstance(grid_size, int) or grid_size < 1:
+            raise ValueError(f'KANLinear: grid_size must be an integer >= 1, got {grid_size!r}')
+        if not isinstance(spline_order, int) or spline_order < 0:
+            raise ValueError(f'KANLinear: spline_order must be an integer >= 0, got {spline_order!r}')
+        if not grid_range[0] < grid_range[1]:
+            raise ValueError(f'KANLinear: grid_range must be (low, high) with low < high, got {grid_range!r}')
+        dd = {'device': device, 'dtype': dtype}
+        self.in_features = in_features
+        self.out_features = out_features
+        self.grid_size = grid_size
+        self.spline_order = spline_order
+        self.scale_noise = scale_noise
+        self.scale_base = scale_base
+        self.scale_spline = scale_spline
+        self.grid_eps = grid_eps
+        self.grid_range = tuple(grid_range)
+        num_basis = grid_size + spline_order
+
+        knots = uniform_knots(in_features, grid_size, spline_order, grid_range, dtype=dtype or torch.float32,
+                              device=device)
+        self.register_buffer('grid', knots)  # (d, G + 2k + 1)
+        self.grid_uniform = True  # each feature's knots equally spaced: closed form applies; re-derived on load
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features, **dd))
+        self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, num_basis, **dd))
+        self.spline_scaler = nn.Parameter(torch.empty(out_features, in_features, **dd))
+        self.bias = nn.Parameter(torch.empty(out_features, **dd)) if bias else None
+        self.base_activation = base_activation()
+        self.reset_parameters()
+
+    @property
+    def num_basis(self) -> int:
+        return self.grid_size + self.spline_order
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * self.scale_base)
+        nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
+        with torch.no_grad():
+            # small random spline coefficients: the layer starts close to its base branch
+            self.spline_weight.uniform_(-0.5, 0.5).mul_(self.scale_noise / self.grid_size)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def init_weights(self) -> None:
+        """timm's ViT init calls this instead of overwriting the layer."""
+        self.reset_parameters()
+
+    def scaled_spline_weight(self) -> torch.Tensor:
+        return self.spline_weight * self.spline_scaler.unsqueeze(-1)  # (d', d, K)
+
+    def basis(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., d, G + k)."""
+        return bspline_basis_auto(x, self.grid, self.spline_order, self.grid_uniform)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.in_features, 'KANLinear')
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.in_features)  # (M, d)
+        base = F.linear(self.base_activation(x), self.base_weight, self.bias)
+        basis = self.basis(x).reshape(x.shape[0], -1)  # (M, d * K)
+        spline = F.linear(basis, self.scaled_spline_weight().reshape(self.out_features, -1))
+        return (base + spline).reshape(*lead, self.out_features)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.grid_uniform = knots_are_uniform(self.grid)
+
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor, margin: float = 0.01) -> None:
+        """Re-place the knots on the data and refit the coefficients so the layer keeps its function on x.
+
+        New knots: (1 - grid_eps) * data quantiles + grid_eps * uniform span of the data (+- margin), extended by
+        k uniform steps each side. The spline part is refitted by least squares on x.
+
+        Args:
+            x: (..., d) inputs the layer sees, e.g. gathered by a forward hook; all leading dims are samples.
+        """
+        _check_features(x, self.in_features, 'KANLinear.update_grid')
+        x = x.reshape(-1, self.in_features).to(self.grid.dtype)
+        m, k, g = x.shape[0], self.spline_order, self.grid_size
+        old_spline = torch.einsum('mik,oik->imo', self.basis(x), self.scaled_spline_weight())  # (d, M, d')
+
+        x_sorted = x.sort(dim=0).values  # (M, d)
+        quantile_idx = torch.linspace(0, m - 1, g + 1, device=x.device).round().long()
+        grid_adaptive = x_sorted[quantile_idx]  # (G + 1, d)
+        step = (x_sorted[-1] - x_sorted[0] + 2 * margin) / g  # (d,)
+        grid_uniform = x_sorted[0] - margin + step * torch.arange(g + 1, device=x.device, dtype=x.dtype)[:, None]
+        inner = self.grid_eps * grid_uniform + (1 - self.grid_eps) * grid_adaptive  # (G + 1, d)
+        ext = torch.arange(1, k + 1, device=x.device, dtype=x.dtype)[:, None] * step  # (k, d)
+        knots = torch.cat([inner[:1] - ext.flip(0), inner, inner[-1:] + ext], dim=0).T  # (d, G + 2k + 1)
+        self.grid.copy_(knots)
+        self.grid_uniform = knots_are_uniform(self.grid)
+
+        coeff = _least_squares(self.basis(x).transpose(0, 1), old_spline)  # (d, K, d')
+        coeff = coeff.permute(2, 0, 1)  # (d', d, K) = scaled spline weight
+        # store W_s = coeff / scaler (the published refit stores coeff and scales it a second time)
+        scaler = self.spline_scaler
+        tiny = scaler.abs() < 1e-8
+        self.spline_scaler.copy_(torch.where(tiny, torch.ones_like(scaler), scaler))
+        self.spline_weight.copy_(coeff / self.spline_scaler.unsqueeze(-1))
+
+    def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0):
+        return spline_regularization(self.spline_weight, regularize_activation, regularize_entropy)
+
+    def extra_repr(self) -> str:
+        return (f'in_features={self.in_features}, out_features={self.out_features}, grid_size={self.grid_size}, '
+                f'spline_order={self.spline_order}, bias={self.bias is not None}')
+
+
+def _least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched min ||a x - b|| through ridge-damped normal equations in float64, on any device.
+
+    a (d, M, K), b (d, M, d') -> (d, K, d'). Rank-deficient a (constant or duplicated data, fewer samples than
+    basis functions) is fine: the damping picks the small-norm solution instead of failing like CUDA's `gels`.
+    """
+    a64, b64 = a.double(), b.double()
+    ata = a64.transpose(1, 2) @ a64  # (d, K, K)
+    atb = a64.transpose(1, 2) @ b64  # (d, K, d')
+    scale = ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)  # (d,)
+    eye = torch.eye(ata.shape[-1], dtype=ata.dtype, device=ata.device)
+    ata = ata + (1e-10 * scale)[:, None, None] * eye
+    return torch.linalg.solve(ata, atb).to(b.dtype)
+
+
+class FasterKANLinear(nn.Module):
+    """FasterKAN layer: LayerNorm -> RSWAF basis on K grid points -> linear (d * K -> d').
+
+    The grid is symmetric, grid_range = (-r, r), with h the grid spacing by default, and the forward applies the
+    1/h that FasterKAN's shipped code forgets; the input gradient is autograd's, the true derivative.
+    """
+
+    def __init__(
+            self,
+            in_features: int,
+            out_features: int,
+            num_grids: int = 8,
+            grid_range: Tuple[float, float] = (-2.0, 2.0),
+            denominator: Optional[float] = None,
+            bias: bool = False,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if not isinstance(num_grids, int) or num_grids < 2:
+            raise ValueError(f'FasterKANLinear: num_grids must be an integer >= 2, got {num_grids!r}')
+        if not grid_range[0] < grid_range[1]:
+            raise ValueError(f'FasterKANLinear: grid_range must be (low, high) with low < high, got {grid_range!r}')
+        dd = {'device': device, 'dtype': dtype}
+        self.in_features = in_features
+        self.out_features = out_features
+        self.num_grids = num_grids
+        self.grid_range = tuple(grid_range)
+        h = denominator if denominator is not None else (grid_range[1] - grid_range[0]) / (num_grids - 1)
+        if h <= 0:
+            raise ValueError(f'FasterKANLinear: denominator must be > 0, got {denominator!r}')
+        self.inv_h = 1.0 / h
+        self.norm = nn.LayerNorm(in_features, **dd)
+        self.register_buffer('grid', torch.linspace(grid_range[0], grid_range[1], num_grids, **dd))
+        self.weight = nn.Parameter(torch.empty(out_features, in_features * num_grids, **dd))  # (d', d * K)
+        self.bias = nn.Parameter(torch.empty(out_features, **dd)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.norm.reset_parameters()
+        bound = 1.0 / math.sqrt(self.in_features * self.num_grids)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def init_weights(self) -> None:
+        self.reset_parameters()
+
+    def basis(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., d, K), on the normalised input."""
+        return rswaf_basis(self.norm(x), self.grid, self.inv_h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.in_features, 'FasterKANLinear')
+        lead = x.shape[:-1]
+        basis = self.basis(x.reshape(-1, self.in_features)).flatten(1)  # (M, d * K)
+        return F.linear(basis, self.weight, self.bias).reshape(*lead, self.out_features)
+
+    def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0):
+        weight = self.weight.view(self.out_features, self.in_features, self.num_grids)
+        return spline_regularization(weight, regularize_activation, regularize_entropy)
+
+    def extra_repr(self) -> str:
+        return (f'in_features={self.in_features}, out_features={self.out_features}, num_grids={self.num_grids}, '
+                f'grid_range={self.grid_range}, bias={self.bias is not None}')
