@@ -130,25 +130,29 @@ class BSplineBasis(ConvBasis):
         lo, hi = _check_range(grid_range, 'BSplineBasis')
         self.grid_size, self.spline_order, self.grid_range = grid_size, spline_order, (lo, hi)
         self.num_functions = grid_size + spline_order
-        knots = uniform_knots(1, grid_size, spline_order, (lo, hi), dtype=dtype or torch.float32, device=device)
-        self.register_buffer('knots', knots)  # (1, G + 2k + 1)
         h = (hi - lo) / grid_size
         # every function is 0 beyond one knot step outside the extended grid: clamping there changes nothing
         # and keeps (x - t_0) / h finite for any finite x
         self._clamp = (lo - (spline_order + 1) * h, hi + (spline_order + 1) * h)
 
-    def tensors(self):
-        return (self.knots,)
+    def knots(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, G + 2k + 1) equally spaced knots in x's dtype (made from the Python floats: exact in fp64)."""
+        return uniform_knots(1, self.grid_size, self.spline_order, self.grid_range, dtype=x.dtype, device=x.device)
 
-    def function(self, x, k, tensors):
-        (knots,) = tensors
+    def function(self, x, k, tensors, knots: Optional[torch.Tensor] = None):
+        knots = self.knots(x) if knots is None else knots
         xs = x.clamp(*self._clamp).unsqueeze(-1)  # (B, C, *S, 1): each element is one "feature"
-        local = knots[:, k:k + self.spline_order + 2].to(x.dtype)  # (1, k + 2) knots of B_j alone
+        local = knots[:, k:k + self.spline_order + 2]  # (1, k + 2) knots of B_j alone
         if self.spline_order == 3:
             value = bspline_basis_uniform(xs, local)
         else:
             value = bspline_basis(xs, local, self.spline_order)
         return value.reshape(x.shape)  # (B, C, *S, 1, 1) -> (B, C, *S)
+
+    def functions(self, x, tensors):
+        knots = self.knots(x)
+        for k in range(self.num_functions):
+            yield self.function(x, k, tensors, knots)
 
     def extra_repr(self):
         return f'grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}'
@@ -166,15 +170,11 @@ class RBFBasis(ConvBasis):
         if not h > 0:
             raise ValueError(f'RBFBasis: denominator must be > 0, got {denominator!r}')
         self.num_functions, self.grid_range, self.denominator = num_grids, (lo, hi), float(h)
-        self.register_buffer('grid', torch.linspace(lo, hi, num_grids, device=device, dtype=dtype))  # (K,)
+        self.centres = [lo + (hi - lo) * j / (num_grids - 1) for j in range(num_grids)]  # Python floats
         self._clamp = (lo - 11.0 * h, hi + 11.0 * h)  # exp(-11^2) underflows fp32: the clamp changes nothing
 
-    def tensors(self):
-        return (self.grid,)
-
     def function(self, x, k, tensors):
-        (grid,) = tensors
-        z = (x.clamp(*self._clamp) - grid[k].to(x.dtype)) / self.denominator
+        z = (x.clamp(*self._clamp) - self.centres[k]) / self.denominator
         return torch.exp(-z * z)
 
     def extra_repr(self):

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .basis import bspline_basis_auto, knots_are_uniform, rswaf_basis, uniform_knots
+from .kernels import fasterkan_linear_fused, kan_linear_fused
 
 __all__ = ['KANLinear', 'FasterKANLinear', 'spline_regularization']
 
@@ -127,6 +128,9 @@ class KANLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'KANLinear')
+        fused = kan_linear_fused(self, x)  # None unless the fused kernel applies (kernels.set_backend)
+        if fused is not None:
+            return fused
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)  # (M, d)
         base = F.linear(self.base_activation(x), self.base_weight, self.bias)
@@ -258,6 +262,9 @@ class FasterKANLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'FasterKANLinear')
+        fused = fasterkan_linear_fused(self, x)  # None unless the fused kernel applies (kernels.set_backend)
+        if fused is not None:
+            return fused
         lead = x.shape[:-1]
         basis = self.basis(x.reshape(-1, self.in_features)).flatten(1)  # (M, d * K)
         return F.linear(basis, self.weight, self.bias).reshape(*lead, self.out_features)

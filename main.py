@@ -1,0 +1,413 @@
+"""Train and evaluate vision_kan (and any timm) models the way DeiT trains DeiT.
+
+    python main.py                                        # the embedded demo: KAN on bundled 8x8 digits, CPU, ~1 min
+    python main.py --model vit_kan_tiny --data-path /data/imagenet               # one process
+    torchrun --nproc_per_node=8 main.py --config deit_configs/vit_kan_tiny_imagenet.yaml --data-path /data/imagenet
+    torchrun --nproc_per_node=2 main.py --config deit_configs/vit_kan_tiny_cifar10.yaml --data-path data/cifar10 \
+        --device cpu                                      # CPU, gloo
+    python main.py --eval --resume output/vit_kan_tiny/best.pth --model vit_kan_tiny --data-path /data/imagenet
+    python main.py --finetune base.pth --input-size 384 --model vit_kan_tiny --data-path /data/other
+
+Data: --data-path holds train/ and val/, one folder of images per class (ImageNet layout). A recipe (--config) is
+a YAML file whose keys are the flags' dest names; flags given on the command line override it. The output dir
+receives config.yaml, log.txt (one JSON line per epoch), tensorboard/, checkpoint.pth and best.pth.
+Problems in the input (paths, recipe, data, checkpoints, a NaN loss) end with one line on stderr and exit code 2.
+"""
+import argparse
+import datetime
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch.nn.parallel import DistributedDataParallel
+
+import vision_kan  # noqa: F401  (registers the models in timm)
+import vision_kan.models.kan_mlp  # noqa: F401  (the demo's model; harmless once vision_kan.models imports it)
+from engine import autocast, evaluate, train_one_epoch
+from vision_kan import checkpoint as ckpt_io
+from vision_kan.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
+from vision_kan.data import TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform
+from vision_kan.distributed import (
+    DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed,
+)
+from vision_kan.ema import KanModelEma
+from vision_kan.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
+from vision_kan.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
+from vision_kan.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
+from vision_kan.model_factory import count_gflops, count_params, create_model, create_teacher
+from vision_kan.run_log import RunLog, results_table
+
+DEMO_CONFIG = Path(__file__).resolve().parent / 'deit_configs' / 'demo_digits.yaml'
+AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """DeiT's flags and defaults (dashed; booleans as --x/--no-x), plus the KAN and run-control flags."""
+    bool_flag = argparse.BooleanOptionalAction
+    p = ArgumentParser('main.py', description='DeiT-style training of vision_kan / timm models', allow_abbrev=False)
+    p.add_argument('--config', default=None, help='YAML recipe; keys are the dest names below')
+    p.add_argument('--demo', action=bool_flag, default=False,
+                   help='write the bundled 8x8 digits into --data-path when it is missing (`python main.py` alone)')
+    g = p.add_argument_group('run')
+    g.add_argument('--batch-size', type=int, default=64, help='per process')
+    g.add_argument('--epochs', type=int, default=300)
+    g.add_argument('--data-path', default='', help='folder with train/ and val/ ImageFolders')
+    g.add_argument('--output-dir', default='', help='default output/<model>')
+    g.add_argument('--overwrite', action=bool_flag, default=False, help='start afresh in a dir holding a checkpoint')
+    g.add_argument('--device', default='', choices=['', 'cuda', 'cpu'], help='default: cuda when available')
+    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--resume', default='', help='checkpoint to continue from (or to evaluate with --eval)')
+    g.add_argument('--eval', action=bool_flag, default=False, help='only evaluate (with --resume weights)')
+    g.add_argument('--num-workers', type=int, default=10)
+    g.add_argument('--pin-mem', action=bool_flag, default=True)
+    g.add_argument('--print-freq', type=int, default=50, help='steps between progress lines when not on a terminal')
+    g.add_argument('--amp', action=bool_flag, default=False, help='mixed precision (autocast)')
+    g.add_argument('--amp-dtype', default='float16', choices=sorted(AMP_DTYPES),
+                   help='float16 uses a GradScaler; bfloat16 needs none')
+    g = p.add_argument_group('model')
+    g.add_argument('--model', default='vit_kan_tiny', help='any timm model name')
+    g.add_argument('--input-size', type=int, default=224)
+    g.add_argument('--drop', type=float, default=0.0, help='dropout rate')
+    g.add_argument('--drop-path', type=float, default=0.1)
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                   help='extra timm.create_model keywords: patch_size=4 hidden_dims=[64]')
+    g.add_argument('--finetune', default='', help='initialise from a checkpoint (pos-embed resampled, head reset)')
+    g.add_argument('--model-ema', action=bool_flag, default=True)
+    g.add_argument('--model-ema-decay', type=float, default=0.99996)
+    g.add_argument('--model-ema-force-cpu', action=bool_flag, default=False)
+    g.add_argument('--model-ema-warmup', action=bool_flag, default=False)
+    g = p.add_argument_group('optimizer and schedule')
+    g.add_argument('--opt', default='adamw')
+    g.add_argument('--opt-eps', type=float, default=1e-8)
+    g.add_argument('--opt-betas', type=float, nargs='+', default=None)
+    g.add_argument('--clip-grad', type=float, default=None)
+    g.add_argument('--clip-mode', default='norm', choices=['norm', 'value', 'agc'])
+    g.add_argument('--momentum', type=float, default=0.9)
+    g.add_argument('--weight-decay', type=float, default=0.05)
+    g.add_argument('--lr', type=float, default=5e-4, help='for a global batch of 512 (see --scale-lr)')
+    g.add_argument('--scale-lr', action=bool_flag, default=True, help='lr x global batch / 512 (DeiT)')
+    g.add_argument('--sched', default='cosine')
+    g.add_argument('--sched-on-updates', action=bool_flag, default=False, help='step the schedule every update')
+    g.add_argument('--lr-noise', type=float, nargs='+', default=None)
+    g.add_argument('--lr-noise-pct', type=float, default=0.67)
+    g.add_argument('--lr-noise-std', type=float, default=1.0)
+    g.add_argument('--warmup-lr', type=float, default=1e-6)
+    g.add_argument('--min-lr', type=float, default=1e-5)
+    g.add_argument('--decay-epochs', type=float, default=30)
+    g.add_argument('--warmup-epochs', type=int, default=5)
+    g.add_argument('--cooldown-epochs', type=int, default=0, help='trained after --epochs at --min-lr')
+    g.add_argument('--patience-epochs', type=int, default=10)
+    g.add_argument('--decay-rate', type=float, default=0.1)
+    g = p.add_argument_group('augmentation')
+    g.add_argument('--color-jitter', type=float, default=0.3)
+    g.add_argument('--aa', default='rand-m9-mstd0.5-inc1', help="timm auto-augment policy; 'none' for none")
+    g.add_argument('--smoothing', type=float, default=0.1)
+    g.add_argument('--train-interpolation', default='bicubic')
+    g.add_argument('--repeated-aug', action=bool_flag, default=True, help='3 repeats, when distributed')
+    g.add_argument('--train-crop', default='rrc', choices=['rrc', 'pad'], help="'pad': DeiT's CIFAR crop")
+    g.add_argument('--crop-pad', type=int, default=4)
+    g.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0])
+    g.add_argument('--ratio', type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0])
+    g.add_argument('--hflip', type=float, default=0.5)
+    g.add_argument('--vflip', type=float, default=0.0)
+    g.add_argument('--reprob', type=float, default=0.25)
+    g.add_argument('--remode', default='pixel')
+    g.add_argument('--recount', type=int, default=1)
+    g.add_argument('--eval-crop-ratio', type=float, default=0.875)
+    g.add_argument('--mixup', type=float, default=0.8)
+    g.add_argument('--cutmix', type=float, default=1.0)
+    g.add_argument('--cutmix-minmax', type=float, nargs=2, default=None)
+    g.add_argument('--mixup-prob', type=float, default=1.0)
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    g.add_argument('--mixup-mode', default='batch', choices=['batch', 'pair', 'elem'])
+    g = p.add_argument_group('distillation')
+    g.add_argument('--teacher-model', default='regnety_160')
+    g.add_argument('--teacher-path', default='')
+    g.add_argument('--teacher-pretrained', action=bool_flag, default=False, help="download through timm")
+    g.add_argument('--teacher-random-init', action=bool_flag, default=False, help='untrained teacher (tests)')
+    g.add_argument('--distillation-type', default='none', choices=['none', 'soft', 'hard'])
+    g.add_argument('--distillation-alpha', type=float, default=0.5)
+    g.add_argument('--distillation-tau', type=float, default=1.0)
+    g = p.add_argument_group('KAN')
+    g.add_argument('--kan-reg-weight', type=float, default=0.0, help='x sum of regularization_loss()')
+    g.add_argument('--grid-update-epochs', type=int, nargs='*', default=[], help='after these epochs (1-based)')
+    g.add_argument('--grid-update-every', type=int, default=0, help='and every N epochs (0: off)')
+    g.add_argument('--grid-update-until', type=int, default=None, help='no periodic update after this epoch')
+    g.add_argument('--grid-update-images', type=int, default=256, help='training images seen by an update')
+    g.add_argument('--grid-update-tokens', type=int, default=4096, help='input rows kept per layer')
+    g.add_argument('--grid-update-margin', type=float, default=0.01)
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Recipe (or the demo's, when argv is empty) as defaults, command line on top, then cross-flag checks."""
+    parser = get_args_parser()
+    config = preparse(argv) or (str(DEMO_CONFIG) if not argv else None)
+    if config:
+        parser.set_defaults(**load_config(config, parser))
+    args = parser.parse_args(list(argv))
+    args.config = config
+    if not args.data_path:
+        raise ConfigError('--data-path is required (a folder with train/ and val/); `python main.py` runs the demo')
+    if args.batch_size < 1 or args.epochs < 1:
+        raise ConfigError(f'--batch-size and --epochs must be >= 1, got {args.batch_size} and {args.epochs}')
+    mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    if mixup_active and args.mixup_mode == 'batch' and args.batch_size % 2:
+        raise ConfigError(f'--batch-size {args.batch_size}: mixup/cutmix needs an even batch (or --mixup 0 --cutmix 0)')
+    if args.eval and not args.resume:
+        print('warning: --eval without --resume evaluates an untrained model', file=sys.stderr)
+    return args
+
+
+def _seed_all(seed: int) -> None:
+    import random
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def _prepare_output_dir(args: argparse.Namespace) -> Path:
+    """Create the output dir and prove it writable; refuse to start afresh over another run's checkpoint."""
+    out = Path(args.output_dir or Path('output') / args.model)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix='.write-test-'):
+            pass
+    except OSError as e:
+        raise ConfigError(f'--output-dir {out} cannot be written: {e.strerror or e}') from None
+    if (out / 'checkpoint.pth').exists() and not args.resume and not args.overwrite:
+        raise ConfigError(f'--output-dir {out} already holds checkpoint.pth: continue with --resume '
+                          f'{out / "checkpoint.pth"}, start over with --overwrite, or pick another --output-dir')
+    return out
+
+
+def _transform_config(args: argparse.Namespace) -> TransformConfig:
+    keys = TransformConfig.__dataclass_fields__
+    return TransformConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in keys})
+
+
+def _resume(path: str, model, optimizer, lr_scheduler, grad_scaler, model_ema, model_name: str, rank: int):
+    """Load everything for an exact continuation; returns (start_epoch, max_accuracy, rng state list or None)."""
+    ckpt = ckpt_io.load_checkpoint(path)
+    ckpt_io.load_model_state(model, ckpt_io.model_state_from(ckpt, ('model',)), path, model_name)
+    if optimizer is None:  # --eval
+        return 0, 0.0, None
+    missing = [k for k in ('optimizer', 'epoch') if ckpt.get(k) is None]
+    if missing:
+        raise CheckpointError(f'--resume: {path} holds model weights only (no {", ".join(missing)}); use --finetune')
+    try:
+        optimizer.load_state_dict(ckpt['optimizer'])
+        if lr_scheduler is not None and ckpt.get('lr_scheduler') is not None:
+            lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f'--resume: optimizer state in {path} does not fit this run (--opt / model changed?): '
+                              f'{e}') from None
+    if grad_scaler is not None and ckpt.get('scaler') is not None:
+        grad_scaler.load_state_dict(ckpt['scaler'])
+    if model_ema is not None:
+        state = ckpt.get('model_ema') or ckpt['model']
+        ckpt_io.load_model_state(model_ema.module, state, path, model_name)
+    return ckpt['epoch'] + 1, float(ckpt.get('max_accuracy', 0.0)), ckpt.get('rng')
+
+
+def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
+    device, is_main, world = dist_info.device, dist_info.is_main, dist_info.world_size
+    log = print if is_main else (lambda *a, **k: None)
+    out = _prepare_output_dir(args) if is_main and not args.eval else None
+    if args.demo and is_main and not Path(args.data_path, 'train').is_dir():
+        from vision_kan.demo_data import write_digits_imagefolder
+        counts = write_digits_imagefolder(args.data_path)
+        log(f'demo: wrote scikit-learn digits to {args.data_path} ({counts["train"]} train / {counts["val"]} val)')
+    barrier()
+    _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
+
+    tcfg = _transform_config(args)
+    train_set, val_set, num_classes = build_datasets(
+        args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
+    train_loader, val_loader = build_loaders(
+        train_set, val_set, args.batch_size, args.num_workers, args.pin_mem and device.type == 'cuda', world,
+        dist_info.rank, args.repeated_aug, args.seed)
+
+    model = create_model(args.model, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
+                         img_size=args.input_size, log=log, **args.model_kwargs)
+    if args.finetune:
+        ckpt = ckpt_io.load_checkpoint(args.finetune, '--finetune')
+        ckpt_io.load_finetune_state(model, ckpt_io.model_state_from(ckpt), args.finetune, args.model, log=log)
+    model.to(device)
+    n_params = count_params(model)
+    gflops = count_gflops(model, (3, args.input_size, args.input_size), device) if is_main else None
+    log(f'model {args.model}: {n_params / 1e6:.3f}M params, '
+        f'{f"{gflops:.4f}" if gflops is not None else "n/a"} GFLOPs (fvcore) | {num_classes} classes | '
+        f'{len(train_set)} train / {len(val_set)} val images | {world} process(es) on {device.type}')
+
+    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp else None
+    if args.eval:
+        if args.resume:
+            _resume(args.resume, model, None, None, None, None, args.model, dist_info.rank)
+        stats = evaluate(model=model, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
+                         show_progress=is_main, print_freq=args.print_freq)
+        log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
+            f'loss {stats["loss"]:.4f}')
+        return 0
+
+    teacher = None
+    if args.distillation_type != 'none':
+        if not hasattr(model, 'set_distilled_training'):
+            raise ConfigError(f'--distillation-type {args.distillation_type}: {args.model} has no distillation token; '
+                              f'use a *_distilled model')
+        model.set_distilled_training(True)
+        teacher = create_teacher(args.teacher_model, num_classes, args.teacher_path, args.teacher_pretrained,
+                                 args.teacher_random_init).to(device)
+
+    model_without_ddp = model
+    if dist_info.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
+    opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
+    if args.opt_betas:
+        opt_kwargs['betas'] = tuple(args.opt_betas)
+    optimizer = create_optimizer_v2(model_without_ddp, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, **opt_kwargs)
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
+        cooldown_epochs=args.cooldown_epochs, patience_epochs=args.patience_epochs, decay_rate=args.decay_rate,
+        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, noise=args.lr_noise,
+        noise_pct=args.lr_noise_pct, noise_std=args.lr_noise_std, noise_seed=args.seed,
+        step_on_epochs=not args.sched_on_updates, updates_per_epoch=len(train_loader))
+    grad_scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    model_ema = None
+    if args.model_ema:  # after DDP: built from the broadcast weights, the same on every rank
+        model_ema = KanModelEma(model_without_ddp, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                                device=torch.device('cpu') if args.model_ema_force_cpu else None)
+
+    mixup_fn = None
+    if args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None:
+        mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                         prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                         label_smoothing=args.smoothing, num_classes=num_classes)
+    criterion = DistillationLoss(build_base_criterion(mixup_fn is not None, args.smoothing), teacher,
+                                 args.distillation_type, args.distillation_alpha, args.distillation_tau)
+    if args.kan_reg_weight > 0:
+        kan_modules = [m for _, m in outermost_modules_with(model_without_ddp, 'regularization_loss')]
+        criterion = KanRegularizedLoss(criterion, kan_modules, args.kan_reg_weight)
+    grid_scheduled = bool(args.grid_update_epochs) or args.grid_update_every > 0
+    if grid_scheduled and not grid_layers(model_without_ddp):
+        log(f'note: {args.model} has no KAN layer with update_grid (FasterKAN grids are fixed): no grid update')
+        grid_scheduled = False
+
+    start_epoch, max_accuracy = 0, 0.0
+    if args.resume:
+        start_epoch, max_accuracy, rng = _resume(args.resume, model_without_ddp, optimizer, lr_scheduler, grad_scaler,
+                                                 model_ema, args.model, dist_info.rank)
+        if rng is not None and len(rng) == world:
+            ckpt_io.set_rng_state(rng[dist_info.rank])
+        else:
+            log(f'note: {args.resume} has RNG states for {len(rng or [])} process(es), not {world}: reseeding')
+            _seed_all(args.seed + 1000 * start_epoch + dist_info.rank)
+        log(f'resumed from {args.resume} at epoch {start_epoch + 1}')
+    else:
+        _seed_all(args.seed + dist_info.rank)  # different augmentations on each rank
+    if start_epoch >= num_epochs:
+        raise ConfigError(f'--resume: {args.resume} already finished {start_epoch} of {num_epochs} epochs; '
+                          f'raise --epochs to train on')
+
+    if is_main:
+        save_config(args, out / 'config.yaml')
+    log(f'lr {lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {lr:.3e}')
+    log(f'training {num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
+    run_log = RunLog(out if is_main else None)
+    engine_kwargs = dict(model=model, criterion=criterion, data_loader=train_loader, optimizer=optimizer,
+                         device=device, num_epochs=num_epochs, world_size=world, mixup_fn=mixup_fn,
+                         model_ema=model_ema, grad_scaler=grad_scaler, amp_dtype=amp_dtype, clip_grad=args.clip_grad,
+                         clip_mode=args.clip_mode, lr_scheduler=lr_scheduler, show_progress=is_main,
+                         print_freq=args.print_freq)
+    start_time = time.time()
+    for epoch in range(start_epoch, num_epochs):
+        epoch_start = time.time()
+        train_loader.sampler.set_epoch(epoch)
+        try:
+            train_stats = train_one_epoch(epoch=epoch, **engine_kwargs)
+        except NonFiniteLossError as e:
+            last = f'{out / "checkpoint.pth"} (epoch {epoch}) is untouched' if epoch > 0 else 'no checkpoint written'
+            raise NonFiniteLossError(f'{e}; {last}' if is_main else str(e)) from None
+        if grid_scheduled and grid_update_due(epoch + 1, args.grid_update_epochs, args.grid_update_every,
+                                              args.grid_update_until):
+            loader = build_grid_sample_loader(train_set, args.grid_update_images, args.batch_size, args.num_workers,
+                                              world, dist_info.rank, args.seed, epoch)
+            ema_module = model_ema.module if model_ema is not None else None
+            n = update_kan_grids(model_without_ddp, loader, device, args.grid_update_tokens, args.seed + epoch,
+                                 args.grid_update_margin, ema_module, autocast(device, amp_dtype))
+            log(f'epoch {epoch + 1}: KAN grids of {n} layers re-placed on the data')
+        test_stats = evaluate(model=model_without_ddp, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
+                              show_progress=is_main, print_freq=args.print_freq)
+        ema_stats = None
+        if model_ema is not None and not args.model_ema_force_cpu:
+            ema_stats = evaluate(model=model_ema.module, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
+                                 show_progress=is_main, desc='Eval EMA', print_freq=args.print_freq)
+        if lr_scheduler is not None:
+            lr_scheduler.step(epoch + 1, test_stats['acc1'])
+        improved = test_stats['acc1'] > max_accuracy
+        max_accuracy = max(max_accuracy, test_stats['acc1'])
+
+        rng = all_gather_object(ckpt_io.get_rng_state())  # every rank's, so a resume continues each one
+        if is_main:
+            payload = ckpt_io.checkpoint_payload(model_without_ddp, optimizer, lr_scheduler, grad_scaler, model_ema,
+                                                 epoch, max_accuracy, vars(args), rng)
+            ckpt_io.save_atomic(payload, out / 'checkpoint.pth')
+            if improved:
+                ckpt_io.save_atomic(payload, out / 'best.pth')
+        row = {'epoch': epoch + 1, **{f'train_{k}': v for k, v in train_stats.items() if k != 'time'},
+               **{f'test_{k}': v for k, v in test_stats.items() if k != 'n'},
+               'ema_acc1': ema_stats['acc1'] if ema_stats else None, 'n_parameters': n_params,
+               'epoch_time': time.time() - epoch_start}
+        run_log.log_epoch(row)
+        log(f'epoch {epoch + 1}/{num_epochs}: train loss {train_stats["loss"]:.4f} | val acc1 {test_stats["acc1"]:.2f} '
+            f'acc5 {test_stats["acc5"]:.2f} loss {test_stats["loss"]:.4f} | best {max_accuracy:.2f}')
+    run_log.close()
+    total = datetime.timedelta(seconds=int(time.time() - start_time))
+    log('\n' + results_table(run_log.rows))
+    log(f'\nbest val acc1 {max_accuracy:.2f} | training time {total} | {out}: checkpoint.pth, best.pth, log.txt, '
+        f'config.yaml, tensorboard/')
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    """The user-facing line of an error; DataLoader workers wrap the original message in a traceback."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    last = lines[-1]
+    prefix = next((ln for ln in lines if ln.startswith('Caught ')), None)
+    if prefix and ': ' in last:  # 'vision_kan.errors.CorruptImageError: corrupt image file ...'
+        return last.split(': ', 1)[1]
+    return ' '.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the exit code (2 for problems in the input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    dist_info = None
+    try:
+        args = parse_args(argv)
+        dist_info = init_distributed(args.device)
+        return run(args, dist_info)
+    except (UserInputError, KeyboardInterrupt) as e:
+        if isinstance(e, KeyboardInterrupt):
+            print('interrupted; the last checkpoint is intact', file=sys.stderr)
+            return 130
+        where = f' (rank {dist_info.rank})' if dist_info is not None and dist_info.distributed else ''
+        print(f'error{where}: {_one_line(e)}', file=sys.stderr)
+        return 2
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Fused KAN kernels (vision_kan.layers.kernels) against the plain-torch reference path.
+
+The Triton kernels run on CPU through Triton's interpreter, which must be switched on (TRITON_INTERPRET=1) before
+Triton is imported: this file therefore runs itself once as a subprocess with that variable set (`python
+tests/test_kernels.py` prints one JSON line of errors) and the parametrised tests below read that report. Shapes
+are small and odd (token counts and feature sizes that are not multiples of the 16-wide interpreter tiles).
+
+Tolerances: fp32 paths agree to ~1e-6 relative (same maths, other summation order). Under bf16 / fp16 autocast
+both paths round the matmul operands, so each is compared with a float64 run of the same layer, and the fused
+error must stay within a small multiple of the reference path's own error (see LOWP_FACTOR).
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+
+HAS_TRITON = importlib.util.find_spec('triton') is not None
+REPO = Path(__file__).resolve().parents[1]
+
+# id -> (layer kind, in, out, leading shape, layer kwargs, autocast dtype or None)
+CASES = {
+    'kan_fp32_bias': ('kan', 19, 23, (2, 37), dict(bias=True), None),
+    'kan_fp32_grid3_perfeature': ('kan', 33, 17, (41,), dict(grid_size=3, grid_range=(-2.0, 1.0)), None),
+    'kan_bf16_autocast': ('kan', 21, 18, (3, 11), dict(bias=True), torch.bfloat16),
+    'fasterkan_fp32_bias': ('fasterkan', 19, 23, (2, 37), dict(bias=True), None),
+    'fasterkan_fp32_k5': ('fasterkan', 40, 9, (2, 3, 7), dict(num_grids=5, grid_range=(-1.5, 1.5), denominator=0.7),
+                          None),
+    'fasterkan_fp16_autocast': ('fasterkan', 18, 35, (29,), dict(bias=True), torch.float16),
+}
+FP32_TOL = 2e-5  # relative L2 error, fp32 fused vs fp32 reference
+# low precision: fused error vs fp64 <= LOWP_FACTOR * (reference error vs fp64) + one unit roundoff of the dtype.
+# The fused path rounds its matmul input (x, or LayerNorm(x)) to the autocast dtype as F.linear does; the
+# reference keeps its basis input in fp32, so the fused input gradient may be up to ~2.5x less accurate.
+LOWP_FACTOR = 2.0
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Worker: runs under TRITON_INTERPRET=1 in a subprocess
+# ------------------------------------------------------------------------------------------------------------------
+
+def _make_layer(kind: str, d_in: int, d_out: int, kwargs: Dict, seed: int) -> torch.nn.Module:
+    from vision_kan.layers import FasterKANLinear, KANLinear
+    torch.manual_seed(seed)
+    if kind == 'kan':
+        layer = KANLinear(d_in, d_out, **kwargs)
+        with torch.no_grad():
+            layer.spline_weight.normal_()  # a visible spline term, not the near-zero init
+            if layer.bias is not None:
+                layer.bias.normal_()
+            if kwargs.get('grid_size') == 3:  # each feature its own uniform knots (first knot and spacing)
+                steps = torch.arange(layer.grid.shape[1], dtype=torch.float32)
+                t0 = -2.5 + torch.rand(d_in, 1)
+                h = 0.3 + 0.5 * torch.rand(d_in, 1)
+                layer.grid.copy_(t0 + h * steps)
+        assert layer.grid_uniform
+    else:
+        layer = FasterKANLinear(d_in, d_out, **kwargs)
+        with torch.no_grad():
+            layer.norm.weight.normal_()
+            layer.norm.bias.normal_(std=0.5)
+            if layer.bias is not None:
+                layer.bias.normal_()
+    return layer
+
+
+def _run(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor, backend: str, autocast) -> List:
+    """Output and gradients (x first, then every parameter) of one forward/backward in float64 on return."""
+    from vision_kan.layers import kernels
+    layer.zero_grad()
+    x = x.clone().requires_grad_()
+    with kernels.backend(backend), torch.autocast('cpu', dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        y = layer(x)
+    (y.float() * grad_out).sum().backward()
+    return [y.detach().double(), x.grad.double()] + [p.grad.double() for p in layer.parameters()]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert torch.isfinite(a).all(), 'non-finite values'
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def _check_case(case: str) -> Dict[str, float]:
+    """{tensor name: error measure <= 1 when passing} for one case."""
+    kind, d_in, d_out, lead, kwargs, autocast = CASES[case]
+    layer = _make_layer(kind, d_in, d_out, kwargs, seed=len(case))
+    x = 1.4 * torch.randn(*lead, d_in)  # reaches outside the grid too (basis 0 there)
+    grad_out = torch.randn(*lead, d_out)
+    names = ['y', 'x'] + [n for n, _ in layer.named_parameters()]
+    fused = _run(layer, x, grad_out, 'fused', autocast)
+    ref = _run(layer, x, grad_out, 'reference', autocast)
+    if autocast is None:
+        return {n: _rel(f, r) / FP32_TOL for n, f, r in zip(names, fused, ref)}
+    exact = _run(layer.double(), x.double(), grad_out.double(), 'reference', None)
+    tol = UNIT_ROUNDOFF[autocast]
+    return {n: _rel(f, e) / (LOWP_FACTOR * _rel(r, e) + tol) for n, f, r, e in zip(names, fused, ref, exact)}
+
+
+def _check_compile() -> Dict[str, float]:
+    """torch.compile(fullgraph=True) of small KAN-ViTs on the fused path: no graph break, the custom ops in the
+    graph, same output and gradients as the reference path. {name: error measure <= 1 when passing}."""
+    import timm
+    import vision_kan  # noqa: F401  (registers the models)
+    from vision_kan.layers import kernels
+    graphs: List[str] = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+
+    out = {}
+    for name in ('vit_kan_tiny', 'vit_fasterkan_tiny'):
+        torch.manual_seed(0)
+        model = timm.create_model(name, img_size=16, patch_size=8, depth=2, embed_dim=24, num_heads=2,
+                                  num_classes=5)
+        x = torch.randn(3, 3, 16, 16)
+        graphs.clear()
+        with kernels.backend('fused'):
+            y = torch.compile(model, fullgraph=True, backend=recording_backend)(x)
+        y.sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        with kernels.backend('reference'):
+            y_ref = model(x)
+        y_ref.sum().backward()
+        out[f'{name}_ops_in_graph'] = 0.0 if any('vision_kan.basis_linear' in g for g in graphs) else 2.0
+        out[f'{name}_y'] = _rel(y.detach(), y_ref.detach()) / FP32_TOL
+        out[f'{name}_grads'] = max(_rel(g, p.grad) for g, p in zip(grads, model.parameters())) / FP32_TOL
+    return out
+
+
+def _check_nonuniform_fallback() -> Dict[str, float]:
+    """After update_grid the knots are not uniform: the fused backend warns once and runs the reference path."""
+    from vision_kan.layers import kernels
+    layer = _make_layer('kan', 7, 5, {}, seed=3)
+    x = torch.randn(50, 7) ** 3
+    layer.update_grid(x)
+    assert not layer.grid_uniform
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        with kernels.backend('fused'):
+            y1, y2 = layer(x), layer(x)
+    with kernels.backend('reference'):
+        y_ref = layer(x)
+    n_warn = sum('non-uniform grid' in str(w.message) for w in caught)
+    return {'warned_once': 0.0 if n_warn == 1 else 2.0, 'same_as_reference': float(not torch.equal(y1, y_ref)) * 2,
+            'repeat': float(not torch.equal(y1, y2)) * 2}
+
+
+def _worker() -> Dict[str, Dict[str, float]]:
+    assert os.environ.get('TRITON_INTERPRET') == '1', 'the worker must run under TRITON_INTERPRET=1'
+    torch.set_num_threads(1)
+    report = {case: _check_case(case) for case in CASES}
+    report['compile'] = _check_compile()
+    report['nonuniform_fallback'] = _check_nonuniform_fallback()
+    return report
+
+
+if __name__ == '__main__':
+    print(json.dumps(_worker()))
+    sys.exit(0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Tests (main pytest process)
+# ------------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def interpreter_report() -> Dict[str, Dict[str, float]]:
+    if not HAS_TRITON:
+        pytest.skip('triton is not importable: the fused kernels cannot run (reference path only)')
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get('PYTHONPATH', '')) if p)
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=path)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, cwd=str(REPO),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f'interpreter worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}'
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _assert_report(report: Dict[str, float]) -> None:
+    bad = {k: v for k, v in report.items() if not v <= 1.0}  # `not <=` also catches NaN
+    assert not bad, f'errors over tolerance (measure > 1): {bad}; all: {report}'
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_fused_matches_reference(interpreter_report, case):
+    """Forward and every gradient (x, weights, scaler, bias, LayerNorm) of the fused kernels match the reference."""
+    report = interpreter_report[case]
+    kind = CASES[case][0]
+    expected = {'y', 'x', 'bias'} if 'bias' in CASES[case][4] else {'y', 'x'}
+    expected |= {'base_weight', 'spline_weight', 'spline_scaler'} if kind == 'kan' else {'weight', 'norm.weight',
+                                                                                          'norm.bias'}
+    assert set(report) == expected
+    _assert_report(report)
+
+
+def test_compile_fullgraph_uses_fused_ops(interpreter_report):
+    _assert_report(interpreter_report['compile'])
+
+
+def test_nonuniform_grid_falls_back_with_one_warning(interpreter_report):
+    _assert_report(interpreter_report['nonuniform_fallback'])
+
+
+# -- dispatch API, no interpreter needed --------------------------------------------------------------------------
+
+def test_set_backend_rejects_unknown_name():
+    from vision_kan.layers import kernels
+    with pytest.raises(ValueError, match='set_backend'):
+        kernels.set_backend('cuda')
+
+
+def test_backend_context_restores_on_error():
+    from vision_kan.layers import kernels
+    before = kernels.get_backend()
+    with pytest.raises(KeyError):
+        with kernels.backend('reference'):
+            assert kernels.get_backend() == 'reference'
+            raise KeyError('inside')
+    assert kernels.get_backend() == before
+
+
+@pytest.mark.parametrize('kind', ['kan', 'fasterkan'])
+def test_auto_on_cpu_is_the_reference_path(kind, monkeypatch):
+    """'auto' never takes the (slow) interpreter: on CPU it is bit-identical to 'reference'."""
+    from vision_kan.layers import kernels
+    called: List[int] = []
+    monkeypatch.setattr(kernels.dispatch, 'basis_linear', lambda *a: called.append(1))
+    layer = _make_layer(kind, 6, 4, {}, seed=0)
+    x = torch.randn(5, 6)
+    with kernels.backend('auto'):
+        y_auto = layer(x)
+    with kernels.backend('reference'):
+        y_ref = layer(x)
+    assert not called and torch.equal(y_auto, y_ref)
+
+
+def test_fused_without_triton_or_interpreter_raises(monkeypatch):
+    from vision_kan.layers import kernels
+    layer = _make_layer('kan', 6, 4, {}, seed=0)
+    monkeypatch.setattr(kernels.dispatch, '_triton_importable', lambda: False)  # as on an install without Triton
+    assert not kernels.fused_available(torch.zeros(1))
+    with kernels.backend('fused'), pytest.raises(RuntimeError, match='fused'):
+        layer(torch.randn(3, 6))
+    with kernels.backend('auto'):
+        assert layer(torch.randn(3, 6)).shape == (3, 4)
+
+
+def test_fused_available_on_cpu_follows_the_interpreter(monkeypatch):
+    from vision_kan.layers import kernels
+    monkeypatch.setattr(kernels.dispatch, '_triton_importable', lambda: True)
+    monkeypatch.setattr(kernels.dispatch, '_interpreter_on', lambda: False)
+    assert not kernels.fused_available(torch.zeros(1))
+    monkeypatch.setattr(kernels.dispatch, '_interpreter_on', lambda: True)
+    assert kernels.fused_available(torch.zeros(1))
+    assert not kernels.fused_available(torch.zeros(1, device='meta'))

@@ -1,0 +1,30 @@
+"""Exceptions for problems in what the user gave (paths, config, data, checkpoints), not in the code.
+
+Library code raises these; only main.py turns them into one line on stderr and exit code 2.
+"""
+
+__all__ = ['UserInputError', 'ConfigError', 'DataError', 'CorruptImageError', 'CheckpointError', 'NonFiniteLossError']
+
+
+class UserInputError(ValueError):
+    """Base class: the message alone tells the user what to fix."""
+
+
+class ConfigError(UserInputError):
+    """An unknown config key, a wrongly typed value, or flags that do not fit together."""
+
+
+class DataError(UserInputError):
+    """A missing data path, a class folder without images, a batch larger than the data set."""
+
+
+class CorruptImageError(DataError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint that cannot be read or does not match the model."""
+
+
+class NonFiniteLossError(UserInputError, FloatingPointError):
+    """The training loss became NaN or infinite; the last good checkpoint is left as it was."""

@@ -1,0 +1,20 @@
+"""Fused GPU kernels (Triton) for the KAN layers, with the plain-torch reference path as fallback and oracle.
+
+    from vision_kan.layers import kernels
+    kernels.set_backend('reference')          # or 'auto' (default: fused on CUDA with Triton), 'fused'
+    with kernels.backend('fused'): y = model(x)
+
+The kernels never write the (tokens x J*d) basis tensor: the forward computes each basis tile in registers and
+feeds it to the matmul; the backward recomputes it for dW and contracts dY @ W_j with the basis derivative for dx.
+They are torch.library custom ops (`torch.ops.vision_kan.basis_linear*`) with fake kernels and autograd, so
+torch.compile traces a KAN-ViT without graph breaks. Triton is imported on first use only.
+"""
+from .dispatch import (
+    BACKENDS, backend, fasterkan_linear_fused, fused_available, get_backend, kan_linear_fused, set_backend,
+)
+from .ops import KIND_BSPLINE, KIND_RSWAF, basis_linear, basis_linear_dw, basis_linear_dx
+
+__all__ = [
+    'BACKENDS', 'backend', 'fasterkan_linear_fused', 'fused_available', 'get_backend', 'kan_linear_fused',
+    'set_backend', 'basis_linear', 'basis_linear_dx', 'basis_linear_dw', 'KIND_BSPLINE', 'KIND_RSWAF',
+]

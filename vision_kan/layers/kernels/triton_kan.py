@@ -1,0 +1,380 @@
+"""Triton kernels of the fused KAN linear layers. Imported lazily: only where Triton is installed.
+
+All three kernels share one picture of the layer: y = sum_j B_j(x) @ W_j^T, with J "slots" j and a weight
+W of shape (J, N, D) (slot, out feature, in feature):
+
+* KIND_BSPLINE (KANLinear): slot 0 is SiLU(x) with the base weight, slots 1..J-1 the cubic B-splines
+  B_s(x) = N(u - s), u = (x - t0_i) * inv_h_i per feature i, N the cardinal cubic on [0, 4).
+* KIND_RSWAF (FasterKANLinear, after its LayerNorm): slot j is phi_j(x) = 1 - tanh^2((x - g_j) * inv_h).
+
+The basis is computed per (rows x features) tile in registers and never written to memory:
+* forward   y  (M, N) = sum_j B_j(x) (M, D) @ W_j^T                       prologue fusion into the matmul
+* input grad dx (M, D) = sum_j B_j'(x) * (dY (M, N) @ W_j (N, D))          epilogue contraction per slot
+* weight grad dW_j (N, D) = dY^T (N, M) @ B_j(x) (M, D)                   basis tile recomputed from x
+Operands of tl.dot are in the weight dtype (bf16 / fp16 / fp32), accumulation in fp32.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+KIND_BSPLINE = 0
+KIND_RSWAF = 1
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _mma(a, b, acc, UPCAST: tl.constexpr, PREC: tl.constexpr):
+    """acc += a @ b. UPCAST: multiply in fp32 (Triton's interpreter mis-multiplies bf16 operands)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    else:
+        return tl.dot(a, b, acc, input_precision=PREC)
+
+
+@triton.jit
+def _cast(a, dt: tl.constexpr, UPCAST: tl.constexpr):
+    """a.to(dt). Triton's interpreter truncates fp32 -> bf16 where the GPU rounds to nearest even: under the
+    interpreter (UPCAST) round the bits here first, so its results match the GPU's."""
+    if UPCAST and dt == tl.bfloat16:
+        bits = a.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True).to(dt)
+    else:
+        return a.to(dt)
+
+
+@triton.jit
+def _cubic(u, s):
+    """Cubic B-spline B_s at positions u (knot units): N(u - s), N the cardinal cubic, support [s, s + 4)."""
+    r = tl.abs(u - (s + 2.0))  # distance from the centre of the support
+    inner = r * r * (0.5 * r - 1.0) + 2.0 / 3.0  # (4 - 6 r^2 + 3 r^3) / 6 for r < 1
+    q = tl.maximum(2.0 - r, 0.0)
+    return tl.where(r < 1.0, inner, q * q * q * (1.0 / 6.0))  # (2 - r)^3 / 6 for 1 <= r < 2, 0 beyond
+
+
+@triton.jit
+def _cubic_du(u, s):
+    """d B_s / d u."""
+    t = u - (s + 2.0)
+    r = tl.abs(t)
+    q = tl.maximum(2.0 - r, 0.0)
+    dr = tl.where(r < 1.0, r * (1.5 * r - 2.0), -0.5 * q * q)  # dN / dr
+    return tl.where(t < 0.0, -dr, dr)
+
+
+@triton.jit
+def _sech2_tanh(z):
+    """(1 - tanh^2 z, tanh z) through e = exp(-2|z|) in (0, 1]: no overflow for any z."""
+    e = tl.exp2(-2.0 * 1.4426950408889634 * tl.abs(z))
+    s = 1.0 / (1.0 + e)
+    th = (1.0 - e) * s
+    th = tl.where(z < 0.0, -th, th)
+    return 4.0 * e * s * s, th
+
+
+@triton.jit
+def _silu(x):
+    return x / (1.0 + tl.exp2(-1.4426950408889634 * x))
+
+
+@triton.jit
+def _silu_dx(x):
+    sg = 1.0 / (1.0 + tl.exp2(-1.4426950408889634 * x))
+    return sg * (1.0 + x * (1.0 - sg))
+
+
+@triton.jit
+def _slot_basis(x, p_ptr, offs_d, d_mask, D, s, inv_h, KIND: tl.constexpr):
+    """Basis slot s (0-based among the non-base slots) of an fp32 (rows, BD) tile x."""
+    if KIND == 0:
+        t0 = tl.load(p_ptr + offs_d, mask=d_mask, other=0.0)  # (BD,) first knot per feature
+        ih = tl.load(p_ptr + D + offs_d, mask=d_mask, other=0.0)  # (BD,) 1 / knot spacing
+        return _cubic((x - t0[None, :]) * ih[None, :], s)
+    else:
+        g = tl.load(p_ptr + s)  # grid point g_s
+        phi, _ = _sech2_tanh((x - g) * inv_h)
+        return phi
+
+
+@triton.jit
+def _fwd_kernel(
+        x_ptr, w_ptr, p_ptr, b_ptr, y_ptr, M, N, D, inv_h,
+        KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
+        BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+):
+    """y (M, N) = sum_j B_j(x) @ W_j^T (+ bias). One program: a (BM, BN) tile of y."""
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(N, BN)
+    pid_m, pid_n = pid // num_n, pid % num_n  # neighbours share the x rows (L2)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    m_mask, n_mask = offs_m < M, offs_n < N
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * D
+    w_cols = w_ptr + offs_n[None, :] * D  # W_j^T tile (BD, BN) read from (N, D) rows
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    nd = tl.cdiv(D, BD)
+    if FIRST == 1:  # base branch: slot 0 = SiLU(x) against the base weight
+        for kd in range(0, nd):
+            offs_d = kd * BD + tl.arange(0, BD)
+            d_mask = offs_d < D
+            x = tl.load(x_rows + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+            w = tl.load(w_cols + offs_d[:, None], mask=d_mask[:, None] & n_mask[None, :], other=0.0)
+            acc = _mma(_cast(_silu(x.to(tl.float32)), w.dtype, UPCAST), w, acc, UPCAST, PREC)
+    ns = J - FIRST  # basis slots; flat loop over (feature block, slot) so one W tile streams per step
+    for it in range(0, nd * ns):
+        kd = it // ns
+        s = it % ns
+        offs_d = kd * BD + tl.arange(0, BD)
+        d_mask = offs_d < D
+        x = tl.load(x_rows + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0).to(tl.float32)
+        w = tl.load(w_cols + (FIRST + s) * N * D + offs_d[:, None], mask=d_mask[:, None] & n_mask[None, :],
+                    other=0.0)  # padded features get W = 0, so their (nonzero) basis adds nothing
+        b = _slot_basis(x, p_ptr, offs_d, d_mask, D, s, inv_h, KIND)
+        acc = _mma(_cast(b, w.dtype, UPCAST), w, acc, UPCAST, PREC)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    tl.store(y_ptrs, _cast(acc, y_ptr.dtype.element_ty, UPCAST), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
+def _dx_kernel(
+        g_ptr, x_ptr, w_ptr, p_ptr, dx_ptr, M, N, D, inv_h,
+        KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr,
+        BM: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+):
+    """dx (M, D) = sum_j B_j'(x) * (dY @ W_j). One program: a (BM, BD) tile of dx; G_j tiles stay in registers."""
+    pid = tl.program_id(0)
+    num_d = tl.cdiv(D, BD)
+    pid_m, pid_d = pid // num_d, pid % num_d  # neighbours share the dY rows (L2)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    m_mask, d_mask = offs_m < M, offs_d < D
+    x_ptrs = x_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :]
+    x = tl.load(x_ptrs, mask=m_mask[:, None] & d_mask[None, :], other=0.0).to(tl.float32)  # (BM, BD)
+    g_rows = g_ptr + offs_m.to(tl.int64)[:, None] * N
+    w_cols = w_ptr + offs_d[None, :]
+    nn = tl.cdiv(N, BN)
+    dx = tl.zeros((BM, BD), dtype=tl.float32)
+    if FIRST == 1:  # base slot: SiLU'(x) * (dY @ W_0)
+        acc = tl.zeros((BM, BD), dtype=tl.float32)
+        for kn in range(0, nn):
+            offs_n = kn * BN + tl.arange(0, BN)
+            n_mask = offs_n < N
+            g = tl.load(g_rows + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+            w = tl.load(w_cols + offs_n[:, None] * D, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+            acc = _mma(g, w, acc, UPCAST, PREC)
+        dx = acc * _silu_dx(x)
+    if KIND == 0:
+        t0 = tl.load(p_ptr + offs_d, mask=d_mask, other=0.0)
+        ih = tl.load(p_ptr + D + offs_d, mask=d_mask, other=0.0)
+        z = (x - t0[None, :]) * ih[None, :]  # u, knot units
+    else:
+        z = x * inv_h
+    dxs = tl.zeros((BM, BD), dtype=tl.float32)  # sum_s (dY @ W_s) * dB_s/dz
+    for s in range(0, J - FIRST):
+        acc = tl.zeros((BM, BD), dtype=tl.float32)
+        for kn in range(0, nn):
+            offs_n = kn * BN + tl.arange(0, BN)
+            n_mask = offs_n < N
+            g = tl.load(g_rows + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+            w = tl.load(w_cols + (FIRST + s) * N * D + offs_n[:, None] * D, mask=n_mask[:, None] & d_mask[None, :],
+                        other=0.0)
+            acc = _mma(g, w, acc, UPCAST, PREC)
+        if KIND == 0:
+            dxs += acc * _cubic_du(z, s)
+        else:
+            phi, th = _sech2_tanh(z - tl.load(p_ptr + s) * inv_h)
+            dxs += acc * (th * phi)  # d phi / dz = -2 tanh(z) phi; the -2 is applied once below
+    if KIND == 0:
+        dx += dxs * ih[None, :]  # du/dx = inv_h per feature
+    else:
+        dx += dxs * (-2.0 * inv_h)
+    dx_ptrs = dx_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :]
+    tl.store(dx_ptrs, _cast(dx, dx_ptr.dtype.element_ty, UPCAST), mask=m_mask[:, None] & d_mask[None, :])
+
+
+@triton.jit
+def _dw_kernel(
+        g_ptr, x_ptr, p_ptr, part_ptr, M, N, D, inv_h, rows_per_split,
+        KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr,
+        BN: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+):
+    """Partial dW_j (N, D) = dY^T @ B_j(x) over one split of the rows. Grid: (J * tiles, splits)."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    num_n = tl.cdiv(N, BN)
+    num_d = tl.cdiv(D, BD)
+    j = pid // (num_n * num_d)
+    rem = pid % (num_n * num_d)
+    pid_n, pid_d = rem // num_d, rem % num_d
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    n_mask, d_mask = offs_n < N, offs_d < D
+    m_lo = split * rows_per_split
+    m_hi = tl.minimum(M, m_lo + rows_per_split)
+    acc = tl.zeros((BN, BD), dtype=tl.float32)
+    dt = g_ptr.dtype.element_ty
+    if j < FIRST:  # base slot: SiLU(x)
+        for m0 in range(m_lo, m_hi, BM):
+            offs_m = m0 + tl.arange(0, BM)
+            m_mask = offs_m < m_hi
+            rows = offs_m.to(tl.int64)[:, None]
+            g = tl.load(g_ptr + rows * N + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+            x = tl.load(x_ptr + rows * D + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+            acc = _mma(tl.trans(g), _cast(_silu(x.to(tl.float32)), dt, UPCAST), acc, UPCAST, PREC)
+    else:
+        s = j - FIRST
+        for m0 in range(m_lo, m_hi, BM):
+            offs_m = m0 + tl.arange(0, BM)
+            m_mask = offs_m < m_hi
+            rows = offs_m.to(tl.int64)[:, None]
+            # rows past m_hi load dY = 0, so their basis values add nothing
+            g = tl.load(g_ptr + rows * N + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+            x = tl.load(x_ptr + rows * D + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+            b = _slot_basis(x.to(tl.float32), p_ptr, offs_d, d_mask, D, s, inv_h, KIND)
+            acc = _mma(tl.trans(g), _cast(b, dt, UPCAST), acc, UPCAST, PREC)
+    out = part_ptr + (split * J + j).to(tl.int64) * N * D + offs_n[:, None] * D + offs_d[None, :]
+    tl.store(out, acc, mask=n_mask[:, None] & d_mask[None, :])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch configurations and a small tuner (first call per shape times the candidates on the GPU, then caches)
+# ---------------------------------------------------------------------------------------------------------------
+
+# (BM, BN, BD, num_warps, num_stages); the reduction block is the last of the three block sizes in each kernel
+_FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3), (128, 64, 64, 4, 4)]
+_DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 4, 3), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3)]  # BM, BD, BN
+_DW_CONFIGS = [(128, 64, 64, 8, 3), (128, 128, 64, 8, 3), (64, 64, 128, 4, 3), (64, 128, 64, 4, 3)]  # BN, BD, BM
+_INTERP_CONFIG = (16, 16, 16, 1, 1)
+_TUNED: Dict[Tuple, Tuple] = {}
+_TUNE = {'enabled': True}
+
+
+def _interpreting(t: torch.Tensor) -> bool:
+    return not t.is_cuda
+
+
+def _prec(dtype: torch.dtype) -> Optional[str]:
+    if dtype != torch.float32:
+        return None
+    return 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'
+
+
+def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor) -> None:
+    """Launch with the tuned config for `key`, timing every candidate on the first call (CUDA only)."""
+    if _interpreting(ref):
+        launch(_INTERP_CONFIG)
+        return
+    full_key = (name,) + key
+    cfg = _TUNED.get(full_key)
+    if cfg is None:
+        if not _TUNE['enabled'] or torch.cuda.is_current_stream_capturing():
+            cfg = configs[0]
+        else:
+            times = []
+            for c in configs:
+                try:
+                    times.append((triton.testing.do_bench(lambda: launch(c), warmup=5, rep=20), c))
+                except Exception:  # a config that does not fit (shared memory, registers) is skipped
+                    continue
+            if not times:
+                raise RuntimeError(f'vision_kan kernels: no launch configuration of {name} runs for {key}')
+            cfg = min(times)[1]
+        _TUNED[full_key] = cfg
+    launch(cfg)
+
+
+def set_tuning(enabled: bool) -> None:
+    """Time the candidate configurations on the first call per shape (True) or take the first one (False)."""
+    _TUNE['enabled'] = bool(enabled)
+
+
+def tuned_configs() -> Dict[Tuple, Tuple]:
+    """The configurations chosen so far, {(kernel, kind, dtype, M bucket, N, D): (blocks..., warps, stages)}."""
+    return dict(_TUNED)
+
+
+def _m_bucket(m: int) -> int:
+    return 1 << max(m - 1, 1).bit_length()
+
+
+def fwd(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.Tensor], kind: int,
+        first: int, inv_h: float) -> torch.Tensor:
+    """x (M, D), w (J, N, D), p params, bias (N,) or None -> y (M, N) in w's dtype."""
+    m, d = x.shape
+    j, n, _ = w.shape
+    y = torch.empty(m, n, dtype=w.dtype, device=x.device)
+    if m == 0:
+        return y
+    upcast = _interpreting(x)
+
+    def launch(c):
+        bm, bn, bd, warps, stages = c
+        grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
+        _fwd_kernel[grid](
+            x, w, p, bias if bias is not None else y, y, m, n, d, inv_h,
+            KIND=kind, J=j, FIRST=first, HAS_BIAS=bias is not None, BM=bm, BN=bn, BD=bd,
+            UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
+
+    _pick('fwd', (kind, w.dtype, _m_bucket(m), n, d), _FWD_CONFIGS, launch, x)
+    return y
+
+
+def dx(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, kind: int, first: int,
+       inv_h: float) -> torch.Tensor:
+    """dY (M, N), x (M, D), w (J, N, D) -> dx (M, D) in x's dtype."""
+    m, d = x.shape
+    j, n, _ = w.shape
+    out = torch.empty_like(x)
+    if m == 0:
+        return out
+    upcast = _interpreting(x)
+
+    def launch(c):
+        bm, bd, bn, warps, stages = c
+        grid = (triton.cdiv(m, bm) * triton.cdiv(d, bd),)
+        _dx_kernel[grid](
+            g, x, w, p, out, m, n, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, BN=bn,
+            UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
+
+    _pick('dx', (kind, w.dtype, _m_bucket(m), n, d), _DX_CONFIGS, launch, x)
+    return out
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != 'cuda':
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: int, first: int,
+       inv_h: float, dtype: torch.dtype) -> torch.Tensor:
+    """dY (M, N), x (M, D) -> dW (J, N, D) in `dtype`, fp32 partial sums over row splits."""
+    m, d = x.shape
+    n = g.shape[1]
+    j = num_slots
+    if m == 0:
+        return torch.zeros(j, n, d, dtype=dtype, device=x.device)
+    upcast = _interpreting(x)
+    sms = _num_sms(x.device)
+    result = {}
+
+    def launch(c):
+        bn, bd, bm, warps, stages = c
+        tiles = j * triton.cdiv(n, bn) * triton.cdiv(d, bd)
+        # enough programs for ~2 waves of the SMs, each split a multiple of BM rows and at least 4 blocks
+        splits = max(1, min(triton.cdiv(2 * sms, tiles), triton.cdiv(m, 4 * bm)))
+        rows = triton.cdiv(triton.cdiv(m, splits), bm) * bm
+        splits = triton.cdiv(m, rows)
+        part = torch.empty(splits, j, n, d, dtype=torch.float32, device=x.device)
+        _dw_kernel[(tiles, splits)](
+            g, x, p, part, m, n, d, inv_h, rows, KIND=kind, J=j, FIRST=first, BN=bn, BD=bd, BM=bm,
+            UPCAST=upcast, PREC=_prec(dtype), num_warps=warps, num_stages=stages)
+        result['part'] = part
+
+    _pick('dw', (kind, dtype, _m_bucket(m), n, d), _DW_CONFIGS, launch, x)
+    part = result['part']
+    return (part[0] if part.shape[0] == 1 else part.sum(0)).to(dtype)

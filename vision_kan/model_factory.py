@@ -1,0 +1,97 @@
+"""Building the student and the teacher from timm's registry by name, and counting what was built."""
+import difflib
+import warnings
+from typing import Any, Dict, Optional, Sequence
+
+import timm
+import torch
+import torch.nn as nn
+
+from .checkpoint import load_checkpoint, load_model_state, model_state_from
+from .errors import CheckpointError, ConfigError
+
+__all__ = ['create_model', 'create_teacher', 'count_params', 'count_gflops']
+
+# keywords main.py passes to every model; a model whose constructor does not take one is built without it
+_OPTIONAL_KWARGS = ('img_size', 'drop_path_rate')
+
+
+def _check_name(name: str, flag: str) -> None:
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f'; did you mean {", ".join(close)}?' if close else ''
+        raise ConfigError(f'{flag}: unknown model {name!r} (see timm.list_models() / vision_kan.list_models()){hint}')
+
+
+def create_model(name: str, flag: str = '--model', pretrained: bool = False, log=print, **kwargs) -> nn.Module:
+    """timm.create_model(name, **kwargs); img_size / drop_path_rate are dropped for models that do not take them
+    (a CNN has no img_size) unless the user put them in --model-kwargs. Bad keywords become a ConfigError."""
+    _check_name(name, flag)
+    kwargs = dict(kwargs)
+    droppable = [k for k in _OPTIONAL_KWARGS if k in kwargs]
+    while True:
+        try:
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+        except TypeError as e:
+            culprit = next((k for k in droppable if f"'{k}'" in str(e)), None)
+            if culprit is None:
+                raise ConfigError(f'{flag} {name}: {e}') from None
+            droppable.remove(culprit)
+            value = kwargs.pop(culprit)
+            if culprit == 'drop_path_rate' and value:
+                log(f'note: {name} has no drop path; --drop-path {value} is not used')
+        except (ValueError, AssertionError) as e:
+            raise ConfigError(f'{flag} {name} with {kwargs}: {e}') from None
+
+
+def create_teacher(
+        name: str,
+        num_classes: int,
+        checkpoint_path: str = '',
+        pretrained: bool = False,
+        random_init: bool = False,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+) -> nn.Module:
+    """A frozen teacher in eval mode: weights from checkpoint_path, or timm's pretrained download, or (only when
+    asked for explicitly, for smoke tests) a random init."""
+    if not (checkpoint_path or pretrained or random_init):
+        raise ConfigError(f'distillation needs the weights of teacher {name}: pass --teacher-path CHECKPOINT, or '
+                          f'--teacher-pretrained to download them through timm (or --teacher-random-init for a test)')
+    try:
+        teacher = create_model(name, flag='--teacher-model', pretrained=pretrained and not checkpoint_path,
+                               num_classes=num_classes, **(model_kwargs or {}))
+    except (OSError, RuntimeError) as e:  # download failed
+        raise CheckpointError(f'--teacher-pretrained: cannot get weights for {name}: {str(e).splitlines()[0]}; '
+                              f'pass --teacher-path') from None
+    if checkpoint_path:
+        ckpt = load_checkpoint(checkpoint_path, '--teacher-path')
+        load_model_state(teacher, model_state_from(ckpt), checkpoint_path, name, what='--teacher-path')
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_gflops(model: nn.Module, input_size: Sequence[int], device: torch.device) -> Optional[float]:
+    """GFLOPs of one image by fvcore (multiply-adds of matmuls/convs; KAN basis element-wise ops are not counted);
+    None when fvcore is missing or cannot trace the model."""
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            counter = FlopCountAnalysis(model, torch.zeros(1, *input_size, device=device))
+            counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return counter.total() / 1e9
+    except Exception:  # a counting failure must never stop training
+        return None
+    finally:
+        model.train(was_training)

@@ -1,0 +1,67 @@
+"""What the user watches during an epoch: a tqdm bar on a terminal (loss, lr, img/s, ETA), or, when output goes to a
+file, one printed line every `print_freq` steps and at the end of the epoch."""
+import datetime
+import sys
+import time
+from typing import Dict, Optional, TextIO
+
+from tqdm import tqdm
+
+__all__ = ['Progress', 'format_values']
+
+
+def format_values(values: Dict[str, float]) -> str:
+    """{'loss': 1.23, 'lr': 5e-4, 'img/s': 812.3} -> 'loss 1.2300 lr 5.00e-04 img/s 812'."""
+    parts = []
+    for k, v in values.items():
+        if k == 'lr':
+            parts.append(f'{k} {v:.2e}')
+        elif k.endswith('/s'):
+            parts.append(f'{k} {v:.0f}')
+        else:
+            parts.append(f'{k} {v:.4f}')
+    return ' '.join(parts)
+
+
+class Progress:
+    """Progress of one loop of `total` steps.
+
+    Args:
+        total: steps in the loop.
+        desc: prefix, e.g. 'Epoch 3/300'.
+        enabled: False on ranks other than 0 (they print nothing).
+        print_freq: steps between printed lines when the stream is not a terminal.
+        stream: where to write (stderr by default, like tqdm).
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, print_freq: int = 50,
+                 stream: Optional[TextIO] = None):
+        self.total = total
+        self.desc = desc
+        self.enabled = enabled
+        self.print_freq = max(1, print_freq)
+        self.stream = stream or sys.stderr
+        self.step = 0
+        self.start = time.perf_counter()
+        self.bar = None
+        if enabled and self.stream.isatty():
+            self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True, leave=True)
+
+    def update(self, values: Dict[str, float]) -> None:
+        """One step done; `values` are shown next to the bar."""
+        self.step += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(format_values(values), refresh=False)
+            self.bar.update(1)
+        elif self.step % self.print_freq == 0 or self.step == self.total:
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / self.step * (self.total - self.step)
+            width = len(str(self.total))
+            print(f'{self.desc} [{self.step:>{width}}/{self.total}] {format_values(values)} '
+                  f'eta {datetime.timedelta(seconds=int(eta))}', file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
