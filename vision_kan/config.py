@@ -72,7 +72,7 @@ def _check_value(action: argparse.Action, value: Any) -> Any:
         if action.default is None:
             return None
         raise ConfigError(f'config key {key!r} cannot be null (default {action.default!r})')
-    nargs = action.nargs
+    nargs = None if kind == 'bool' else action.nargs  # BooleanOptionalAction has nargs=0
     if nargs in ('+', '*') or isinstance(nargs, int):
         if not isinstance(value, (list, tuple)):
             value = [value] if nargs in ('+', '*') else value

@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .errors import ConfigError
+
 __all__ = ['DistInfo', 'init_distributed', 'cleanup_distributed', 'all_reduce_sum', 'all_gather_cat',
            'broadcast_state', 'barrier', 'all_gather_object']
 
@@ -43,9 +45,9 @@ def init_distributed(device: str = '', env: Optional[Mapping[str, str]] = None) 
     env = os.environ if env is None else env
     kind = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if kind not in ('cuda', 'cpu'):
-        raise ValueError(f"--device must be 'cuda', 'cpu' or empty, got {device!r}")
+        raise ConfigError(f"--device must be 'cuda', 'cpu' or empty, got {device!r}")
     if kind == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('--device cuda: no CUDA device is visible; use --device cpu')
+        raise ConfigError('--device cuda: no CUDA device is visible; use --device cpu')
     world_size = int(env.get('WORLD_SIZE', 1))
     rank = int(env.get('RANK', 0))
     local_rank = int(env.get('LOCAL_RANK', 0))
