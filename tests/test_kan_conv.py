@@ -199,20 +199,21 @@ def test_bias_norm_act_applied_in_order():
 # Gradients
 # ----------------------------------------------------------------------------------------------------------------
 
-def _gradcheck(layer, x):
+def _gradcheck(layer, x, fast_mode=True):
     names = [n for n, p in layer.named_parameters() if p.requires_grad]
     params = [p.detach().clone().requires_grad_(True) for n, p in layer.named_parameters() if p.requires_grad]
 
     def fn(x, *ps):
         return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))
 
-    assert torch.autograd.gradcheck(fn, (x.requires_grad_(True), *params), eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, (x.requires_grad_(True), *params), eps=1e-6, atol=1e-6, rtol=1e-5,
+                                    fast_mode=fast_mode)
 
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_gradcheck_fp64_2d(family):
     layer = make(family, cin=2, cout=2, padding=1, groups=2)
-    _gradcheck(layer, _input(2, 4, 2, bsz=1, scale=1.2))
+    _gradcheck(layer, _input(2, 4, 2, bsz=1, scale=1.2), fast_mode=family not in ('kagn', 'wavkan'))
 
 
 @pytest.mark.parametrize('family', ['kagn', 'kacn', 'wavkan', 'relukan'])
@@ -243,7 +244,7 @@ def test_gram_unit_weights_are_monic_legendre():
     t = np.linspace(-0.99, 0.99, 41)
     x = torch.tensor(np.arctanh(t)).view(1, 1, -1)
     basis = GramBasis(5).double()
-    values = [v.view(-1).numpy() for v in basis.functions(x, basis.tensors())]
+    values = [v.detach().view(-1).numpy() for v in basis.functions(x, basis.tensors())]
     for n, v in enumerate(values):
         monic = special.eval_legendre(n, t) * 2 ** n * math.factorial(n) ** 2 / math.factorial(2 * n)
         np.testing.assert_allclose(v, _silu(monic), rtol=1e-12, atol=1e-12)
@@ -343,7 +344,7 @@ def test_half_forward_backward_finite_on_every_value(family, dtype):
 def test_half_full_layer_close_to_fp32(family, dtype):
     torch.manual_seed(0)
     layer = CONV_KAN_FAMILIES[family](3, 4, 3, padding=1)
-    x = torch.cat([torch.linspace(-8, 8, 150), torch.tensor([-1e3, -4.5, -1.0, 1.0, 4.5, 1e3])]).view(1, 3, 6, 9)
+    x = torch.cat([torch.linspace(-8, 8, 156), torch.tensor([-1e3, -4.5, -1.0, 1.0, 4.5, 1e3])]).view(1, 3, 6, 9)
     ref = layer(x)
     y = layer.to(dtype)(x.to(dtype))
     assert torch.isfinite(y).all()
@@ -355,7 +356,7 @@ def test_half_full_layer_close_to_fp32(family, dtype):
 def test_chebyshev_near_one_is_finite_and_exact(dtype):
     """torch-conv-kan clamps tanh(x) to 1 - 1e-7, which rounds to 1 in fp16 and gives acos' infinite slope (NaN);
     the recurrence has T_n(+-1) = (+-1)^n exactly and a finite gradient everywhere."""
-    assert 'acos' not in inspect.getsource(conv_basis)
+    assert '.acos(' not in inspect.getsource(conv_basis)
     edge = torch.tensor([0.999, 1.0, 1.001, 3.0, 4.5, 10.0, 100.0, 60000.0])
     x = torch.cat([edge, -edge]).to(dtype).view(1, 1, -1)
     basis = ChebyshevBasis(4)
@@ -390,28 +391,36 @@ def test_autocast_bf16_cpu():
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_only_x_is_saved_for_backward(family):
-    layer = CONV_KAN_FAMILIES[family](4, 4, 3, padding=1)
-    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    """Autograd keeps x (and the small weights), never the (B, Cin * (K + 1), *S) features."""
+    layer = CONV_KAN_FAMILIES[family](32, 32, 3, padding=1)
+    x = torch.randn(3, 32, 8, 8, requires_grad=True)
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         layer(x).sum()
-    # the features would be (K + 1) * x.numel(); x and the small weights are all that is kept
-    assert max(saved) <= x.numel()
-    assert sum(saved) <= 2 * x.numel() + sum(p.numel() for p in layer.parameters())
+    activations = [t.numel() for t in saved if t.dim() == 4 and t.shape[0] == 3 and t.shape[2:] == x.shape[2:]]
+    if family == 'bottleneck_kagn':  # x for the squeeze and base convs, z for the Gram conv and the expand
+        z = x.numel() * layer.inner_channels // 32
+        assert sorted(activations) == sorted([x.numel()] * 2 + [z] * 2)
+    else:
+        assert activations == [x.numel()]
+    n_params = sum(p.numel() for p in layer.parameters())
+    assert sum(t.numel() for t in saved) - sum(activations) <= n_params
 
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_no_tensor_larger_than_the_features(family):
-    """Largest storage made in forward + backward: at most the (B, Cin * (K + 1), *S) features. WavKAN's published
-    layer makes (B, Cout, Cin, *S), 32 / (K + 1) = 6.4x larger at this shape."""
-    cin, cout, bsz, size = 4, 32, 2, 8
+    """Largest storage made in forward + backward: the (B, Cin * (K + 1), *S) features or the output. WavKAN's
+    published layer makes (B, Cout, Cin, *S), Cin = 8 times the output and 32 / (K + 1) times the features."""
+    cin, cout, bsz, size = 8, 32, 2, 16
     layer = CONV_KAN_FAMILIES[family](cin, cout, 3, padding=1)
     x = torch.randn(bsz, cin, size, size, requires_grad=True)
     k = max(layer.num_functions, getattr(getattr(layer, 'inner', None), 'num_functions', 0)) + 1
     with _CountOps() as ops:
         layer(x).sum().backward()
-    features = bsz * cin * k * size * size * 4
-    assert ops.max_bytes <= features < bsz * cout * cin * size * size * 4
+    assert ops.counts['convolution_backward'] >= 1  # the mode saw the backward too
+    pixels = bsz * size * size * 4  # bytes of one fp32 channel
+    assert ops.max_bytes <= max(cin * k, cout) * pixels
+    assert max(cin * k, cout) * 3 <= cout * cin
     assert x.grad is not None
 
 
