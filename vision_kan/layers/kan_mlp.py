@@ -5,6 +5,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .grkan import GRKANLinear
 from .kan_linear import FasterKANLinear, KANLinear
 
 __all__ = ['KANMlp', 'KAN_LAYERS', 'kan_mlp_layer']
@@ -12,7 +13,10 @@ __all__ = ['KANMlp', 'KAN_LAYERS', 'kan_mlp_layer']
 KAN_LAYERS = {
     'kan': KANLinear,  # efficient-KAN B-spline
     'fasterkan': FasterKANLinear,  # RSWAF
+    'grkan': GRKANLinear,  # KAT's group-rational layer: rational -> linear
 }
+# keywords for the second layer only: KAT starts the first rational as identity, the second as swish
+_FC2_KWARGS = {'grkan': dict(rational_init='swish')}
 
 
 def _pair(v):
@@ -56,7 +60,8 @@ class KANMlp(nn.Module):
         self.fc1 = layer(in_features, hidden_features, bias=bias[0], **kan_kwargs, **dd)
         self.drop1 = nn.Dropout(drop[0])
         self.norm = norm_layer(hidden_features, **dd) if norm_layer is not None else nn.Identity()
-        self.fc2 = layer(hidden_features, out_features, bias=bias[1], **kan_kwargs, **dd)
+        fc2_kwargs = dict(_FC2_KWARGS.get(kan_type, {}), **kan_kwargs)
+        self.fc2 = layer(hidden_features, out_features, bias=bias[1], **fc2_kwargs, **dd)
         self.drop2 = nn.Dropout(drop[1])
 
     def init_weights(self) -> None:

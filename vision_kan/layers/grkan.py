@@ -1,0 +1,139 @@
+"""Group-rational KAN (GR-KAN), the block of KAT (Kolmogorov-Arnold Transformer, Yang & Wang, 2024,
+https://arxiv.org/abs/2409.10594): a learnable rational function shared within each channel group, then a linear map.
+
+    F(x) = P(x) / Q(x),  P(x) = a_0 + a_1 x + ... + a_m x^m,  Q(x) = 1 + |b_1 x + ... + b_n x^n|   (m=5, n=4)
+
+Q >= 1, so F has no poles. Channels are split into `groups` contiguous groups, each with its own (a, b).
+"""
+import functools
+from typing import Callable, Dict, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .kernels.rational_triton import fused_rational_applies, rational_fused
+
+__all__ = ['rational', 'fit_rational', 'GroupRational', 'GRKANLinear']
+
+_TARGETS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    'identity': lambda x: x,
+    'swish': F.silu,
+    'gelu': F.gelu,
+}
+
+
+def rational(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Reference group-rational function. x (..., D), a (g, m + 1), b (g, n), D divisible by g -> (..., D)."""
+    g = a.shape[0]
+    xg = x.reshape(*x.shape[:-1], g, x.shape[-1] // g)  # (..., g, D/g)
+    a = a.to(x.dtype)[:, :, None]  # (g, m + 1, 1): broadcast over the group's channels
+    b = b.to(x.dtype)[:, :, None]
+    p = a[:, -1]
+    for j in range(a.shape[1] - 2, -1, -1):  # Horner: P(x) = a_0 + x (a_1 + x (a_2 + ...))
+        p = p * xg + a[:, j]
+    s = b[:, -1]
+    for j in range(b.shape[1] - 2, -1, -1):  # S(x) = b_1 + x (b_2 + ...), Q = 1 + |x S(x)|
+        s = s * xg + b[:, j]
+    return (p / (1.0 + (xg * s).abs())).reshape(x.shape)
+
+
+@functools.lru_cache(maxsize=None)
+def fit_rational(target: str, num_order: int = 5, den_order: int = 4, span: float = 3.0) -> Tuple[tuple, tuple]:
+    """Coefficients (a, b) of a rational function close to `target` on [-span, span], fitted once in float64.
+
+    A linearised least-squares start (P(x) - f(x) (1 + S(x)) = 0) refined by L-BFGS on the true form.
+    Returns tuples of floats so the cache never holds tensors.
+    """
+    if target not in _TARGETS:
+        raise ValueError(f'fit_rational: target must be one of {sorted(_TARGETS)}, got {target!r}')
+    x = torch.linspace(-span, span, 1001, dtype=torch.float64)
+    y = _TARGETS[target](x)
+    if target == 'identity':
+        a = torch.zeros(num_order + 1, dtype=torch.float64)
+        a[1] = 1.0
+        return tuple(a.tolist()), (0.0,) * den_order
+    powers_p = torch.stack([x ** j for j in range(num_order + 1)], 1)  # (N, m + 1)
+    powers_q = torch.stack([x ** j for j in range(1, den_order + 1)], 1)  # (N, n)
+    design = torch.cat([powers_p, -y[:, None] * powers_q], 1)
+    coef = torch.linalg.lstsq(design, y[:, None]).solution.squeeze(1)
+    a = coef[:num_order + 1].clone().requires_grad_()
+    b = coef[num_order + 1:].clone().requires_grad_()
+    opt = torch.optim.LBFGS([a, b], lr=0.5, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn='strong_wolfe')
+
+    def closure():
+        opt.zero_grad()
+        loss = (rational(x[:, None], a[None], b[None])[:, 0] - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return tuple(a.detach().tolist()), tuple(b.detach().tolist())
+
+
+class GroupRational(nn.Module):
+    """F applied channel-wise, one (a, b) per group. (..., D) -> (..., D)."""
+
+    def __init__(self, num_channels: int, groups: int = 8, num_order: int = 5, den_order: int = 4,
+                 init: str = 'identity', device=None, dtype=None):
+        super().__init__()
+        if groups < 1 or num_channels % groups:
+            raise ValueError(f'GroupRational: num_channels={num_channels} must be divisible by groups={groups}')
+        if init not in _TARGETS:
+            raise ValueError(f'GroupRational: init must be one of {sorted(_TARGETS)}, got {init!r}')
+        dd = {'device': device, 'dtype': dtype}
+        self.num_channels, self.groups, self.init = num_channels, groups, init
+        self.num_order, self.den_order = num_order, den_order
+        self.weight_numerator = nn.Parameter(torch.empty(groups, num_order + 1, **dd))  # a
+        self.weight_denominator = nn.Parameter(torch.empty(groups, den_order, **dd))  # b
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        a, b = fit_rational(self.init, self.num_order, self.den_order)
+        with torch.no_grad():
+            self.weight_numerator.copy_(torch.tensor(a).expand(self.groups, -1))
+            self.weight_denominator.copy_(torch.tensor(b).expand(self.groups, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.num_channels:
+            raise ValueError(f'GroupRational: input last dim must be {self.num_channels}, got {tuple(x.shape)}')
+        if fused_rational_applies(x, self.weight_numerator, self.weight_denominator):
+            return rational_fused(x, self.weight_numerator, self.weight_denominator)
+        return rational(x, self.weight_numerator, self.weight_denominator)
+
+    def extra_repr(self) -> str:
+        return f'{self.num_channels}, groups={self.groups}, order=({self.num_order}, {self.den_order}), init={self.init}'
+
+
+class GRKANLinear(nn.Module):
+    """GR-KAN layer: group rational -> linear. (..., d) -> (..., d'). Parameters: d d' (+ d') + 2 g (m + n + 1)."""
+
+    def __init__(self, in_features: int, out_features: int, groups: int = 8, num_order: int = 5, den_order: int = 4,
+                 rational_init: str = 'identity', bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.in_features, self.out_features = in_features, out_features
+        self.rational = GroupRational(in_features, groups, num_order, den_order, rational_init, **dd)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **dd))
+        self.bias = nn.Parameter(torch.empty(out_features, **dd)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """ViT's linear init (trunc-normal 0.02, zero bias), as KAT trains it."""
+        self.rational.reset_parameters()
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def init_weights(self) -> None:
+        self.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f'GRKANLinear: input last dim must be in_features={self.in_features}, '
+                             f'got shape {tuple(x.shape)}')
+        return F.linear(self.rational(x), self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f'in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}'
