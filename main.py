@@ -66,6 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--resume', default='', help='checkpoint to continue from (or to evaluate with --eval)')
     g.add_argument('--eval', action=bool_flag, default=False, help='only evaluate (with --resume weights)')
     g.add_argument('--num-workers', type=int, default=10)
+    g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
     g.add_argument('--pin-mem', action=bool_flag, default=True)
     g.add_argument('--print-freq', type=int, default=50, help='steps between progress lines when not on a terminal')
     g.add_argument('--amp', action=bool_flag, default=False, help='mixed precision (autocast)')
@@ -147,9 +148,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Recipe (or the demo's, when argv is empty) as defaults, command line on top, then cross-flag checks."""
+    """Recipe (the demo's for an empty argv or --demo) as defaults, command line on top, then cross-flag checks."""
     parser = get_args_parser()
-    config = preparse(argv) or (str(DEMO_CONFIG) if not argv else None)
+    demo = not argv or '--demo' in argv  # the demo's recipe unless another one is given
+    config = preparse(argv) or (str(DEMO_CONFIG) if demo else None)
     if config:
         parser.set_defaults(**load_config(config, parser))
     args = parser.parse_args(list(argv))
@@ -219,6 +221,8 @@ def _resume(path: str, model, optimizer, lr_scheduler, grad_scaler, model_ema, m
 
 def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     device, is_main, world = dist_info.device, dist_info.is_main, dist_info.world_size
+    if args.cpu_threads > 0:
+        torch.set_num_threads(args.cpu_threads)
     log = print if is_main else (lambda *a, **k: None)
     out = _prepare_output_dir(args) if is_main and not args.eval else None
     if args.demo and is_main and not Path(args.data_path, 'train').is_dir():

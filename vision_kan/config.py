@@ -8,7 +8,6 @@ is written beside the run as config.yaml, which is itself a valid recipe.
 import argparse
 import difflib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -130,13 +129,13 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
 def save_config(args: argparse.Namespace, path: Path, skip: Sequence[str] = ('config',)) -> None:
     """Write the merged run configuration (a valid recipe) atomically."""
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(args).items()) if k not in skip}
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.tmp-', dir=path.parent)
+    tmp = path.parent / f'.{path.name}.tmp-{os.getpid()}'
     try:
-        with os.fdopen(fd, 'w') as f:
+        with open(tmp, 'w') as f:
             yaml.safe_dump(cfg, f, sort_keys=True)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -80,7 +80,9 @@ def count_gflops(model: nn.Module, input_size: Sequence[int], device: torch.devi
     """GFLOPs of one image by fvcore (multiply-adds of matmuls/convs; KAN basis element-wise ops are not counted);
     None when fvcore is missing or cannot trace the model."""
     try:
-        from fvcore.nn import FlopCountAnalysis
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # fvcore's import trips torch.jit deprecation warnings
+            from fvcore.nn import FlopCountAnalysis
     except ImportError:
         return None
     was_training = model.training
