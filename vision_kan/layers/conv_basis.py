@@ -5,9 +5,11 @@ layer writes them into a (B, C, K, *S) buffer and mixes them with one convolutio
 
 To keep memory low the layer never saves that buffer for backward: it saves x and asks the basis for the
 vector-Jacobian product `vjp(x, grad)` = (sum_k grad_k * phi_k'(x), gradients of the basis parameters).
-Bases build their functions one at a time, so the largest temporary is one (B, C, *S) tensor, never (.., K).
+Bases build their functions one at a time, so their temporaries are a few tensors of x's size, never (.., K).
 Every method takes the basis tensors (`tensors()`: parameters and buffers) as explicit arguments so the
 autograd Function can hand back gradients for exactly the tensors it was given.
+
+Grid bases live here, polynomial ones (Legendre ... Bernstein) in `conv_basis_poly`.
 
 | basis            | input map  | functions (K)                                   | learnable        |
 |------------------|------------|-------------------------------------------------|------------------|
@@ -29,14 +31,10 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .basis import bspline_basis, bspline_basis_uniform, uniform_knots
 
-__all__ = [
-    'ConvBasis', 'BSplineBasis', 'RBFBasis', 'LegendreBasis', 'ChebyshevBasis', 'JacobiBasis', 'GramBasis',
-    'BernsteinBasis', 'ReLUKANBasis', 'WaveletBasis', 'WAVELETS',
-]
+__all__ = ['ConvBasis', 'BSplineBasis', 'RBFBasis', 'ReLUKANBasis', 'WaveletBasis', 'WAVELETS']
 
 Tensors = Sequence[torch.Tensor]
 VJP = Tuple[torch.Tensor, List[Optional[torch.Tensor]]]
@@ -154,6 +152,34 @@ class BSplineBasis(ConvBasis):
         for k in range(self.num_functions):
             yield self.function(x, k, tensors, knots)
 
+    def vjp(self, x, grad, tensors, needs):
+        """Analytic: B_j' = (B_{j,k-1} - B_{j+1,k-1}) / h on knots h apart; for cubics the closed form of N'."""
+        order, h = self.spline_order, (self.grid_range[1] - self.grid_range[0]) / self.grid_size
+        acc = torch.zeros_like(x)
+        if order == 0:  # piecewise constant
+            return acc, []
+        xc = x.clamp(*self._clamp)
+        if order == 3:
+            # B_j(x) = N(r), r = |u - j - 2|, u = (x - t_0) / h; dN/dr = -2r + 1.5r^2 (r < 1), -(2 - r)^2 / 2 (r < 2)
+            u = (xc - (self.grid_range[0] - 3 * h)) / h
+            for j in range(self.num_functions):
+                v = u - (j + 2.0)
+                r = v.abs()
+                inner = torch.mul(r, 1.5).sub_(2.0).mul_(r)
+                outer = torch.sub(2.0, r).clamp_(min=0.0).square_().mul_(-0.5)
+                slope = torch.where(r < 1.0, inner, outer).mul_(torch.sign(v))
+                acc.addcmul_(grad[:, :, j], slope)
+            return acc.mul_(1.0 / h), []
+        xs = xc.unsqueeze(-1)
+        knots = self.knots(x)
+        for i in range(self.num_functions + 1):  # sum_j g_j B_j' = sum_i B_{i,k-1} (g_i - g_{i-1}) / h
+            lower = bspline_basis(xs, knots[:, i:i + order + 1], order - 1).reshape(x.shape)
+            if i < self.num_functions:
+                acc.addcmul_(grad[:, :, i], lower)
+            if i > 0:
+                acc.addcmul_(grad[:, :, i - 1], lower, value=-1.0)
+        return acc.mul_(1.0 / h), []
+
     def extra_repr(self):
         return f'grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}'
 
@@ -177,225 +203,17 @@ class RBFBasis(ConvBasis):
         z = (x.clamp(*self._clamp) - self.centres[k]) / self.denominator
         return torch.exp(-z * z)
 
+    def vjp(self, x, grad, tensors, needs):
+        """Analytic: phi_j' = -2 z_j exp(-z_j^2) / h (beyond the clamp both are 0 to fp32 precision)."""
+        xc = x.clamp(*self._clamp)
+        acc = torch.zeros_like(x)
+        for j, centre in enumerate(self.centres):
+            z = torch.sub(xc, centre).div_(self.denominator)
+            acc.addcmul_(grad[:, :, j], torch.mul(z, z).neg_().exp_().mul_(z))
+        return acc.mul_(-2.0 / self.denominator), []
+
     def extra_repr(self):
         return f'num_grids={self.num_functions}, grid_range={self.grid_range}, denominator={self.denominator:.4g}'
-
-
-class _ThreeTermBasis(ConvBasis):
-    """Orthogonal polynomials of t = tanh(x) by a three-term recurrence, with an analytic, storage-free vjp.
-
-    P_0 = 1, P_1 = s t + o, P_{n+1} = (a_n t + b_n) P_n - c_n P_{n-1}. The vjp carries P_n and P_n' forward, so its
-    memory is a few (B, C, *S) tensors whatever the degree.
-    """
-    coupled = True
-
-    def __init__(self, degree: int, owner: str):
-        super().__init__()
-        _check_int('degree', degree, 0, owner)
-        self.degree = degree
-        self.num_functions = degree + 1
-
-    def first(self) -> Tuple[float, float]:
-        """(s, o) of P_1 = s t + o."""
-        return 1.0, 0.0
-
-    def coeffs(self, n: int) -> Tuple[float, float, float]:
-        """(a_n, b_n, c_n) of P_{n+1} = (a_n t + b_n) P_n - c_n P_{n-1}, n >= 1."""
-        raise NotImplementedError
-
-    def functions(self, x, tensors):
-        t = torch.tanh(x)
-        p_prev = torch.ones_like(t)
-        yield p_prev
-        if self.degree == 0:
-            return
-        s, o = self.first()
-        p = t * s + o
-        yield p
-        for n in range(1, self.degree):
-            a, b, c = self.coeffs(n)
-            p_prev, p = p, (t * a + b) * p - c * p_prev
-            yield p
-
-    def vjp(self, x, grad, tensors, needs):
-        if self.degree == 0:  # P_0 = 1 does not depend on x
-            return torch.zeros_like(x), []
-        t = torch.tanh(x)
-        s, o = self.first()
-        p_prev, p = torch.ones_like(t), t * s + o  # P_0, P_1
-        d_prev, d = torch.zeros_like(t), torch.full_like(t, s)  # dP_0/dt, dP_1/dt
-        acc = grad[:, :, 1].to(x.dtype) * s  # sum_n grad_n dP_n/dt
-        for n in range(1, self.degree):
-            a, b, c = self.coeffs(n)
-            lin = t * a + b
-            p_prev, p, d_prev, d = p, lin * p - c * p_prev, d, a * p + lin * d - c * d_prev
-            acc += grad[:, :, n + 1].to(x.dtype) * d
-        return acc * (1.0 - t * t), []  # chain rule through tanh
-
-    def extra_repr(self):
-        return f'degree={self.degree}'
-
-
-class LegendreBasis(_ThreeTermBasis):
-    """Legendre polynomials P_0 ... P_n of tanh(x) (KALN): (n + 1) P_{n+1} = (2n + 1) t P_n - n P_{n-1}."""
-
-    def __init__(self, degree: int = 3, device=None, dtype=None):
-        super().__init__(degree, 'LegendreBasis')
-
-    def coeffs(self, n):
-        return (2 * n + 1) / (n + 1), 0.0, n / (n + 1)
-
-
-class ChebyshevBasis(_ThreeTermBasis):
-    """Chebyshev polynomials T_0 ... T_n of tanh(x) (KACN), by T_{n+1} = 2 t T_n - T_{n-1}.
-
-    The recurrence equals cos(n arccos t) without the arccos, so |t| rounding to 1 in fp16 is harmless.
-    """
-
-    def __init__(self, degree: int = 3, device=None, dtype=None):
-        super().__init__(degree, 'ChebyshevBasis')
-
-    def coeffs(self, n):
-        return 2.0, 0.0, 1.0
-
-
-class JacobiBasis(_ThreeTermBasis):
-    """Jacobi polynomials P_0^(a,b) ... P_n^(a,b) of tanh(x) (KAJN), a, b > -1 (a = b = 0 gives Legendre)."""
-
-    def __init__(self, degree: int = 3, alpha: float = 1.0, beta: float = 1.0, device=None, dtype=None):
-        super().__init__(degree, 'JacobiBasis')
-        if not (alpha > -1 and beta > -1):
-            raise ValueError(f'JacobiBasis: alpha and beta must be > -1, got alpha={alpha!r}, beta={beta!r}')
-        self.alpha, self.beta = float(alpha), float(beta)
-
-    def first(self):
-        a, b = self.alpha, self.beta
-        return (a + b + 2) / 2, (a - b) / 2
-
-    def coeffs(self, n):
-        # standard recurrence for degree m = n + 1:
-        # 2m(m+a+b)(2m+a+b-2) P_m = (2m+a+b-1)[(2m+a+b)(2m+a+b-2) t + a^2 - b^2] P_{m-1}
-        #                           - 2(m+a-1)(m+b-1)(2m+a+b) P_{m-2}
-        a, b, m = self.alpha, self.beta, n + 1
-        ab = a + b
-        den = 2 * m * (m + ab) * (2 * m + ab - 2)
-        return ((2 * m + ab - 1) * (2 * m + ab) * (2 * m + ab - 2) / den,
-                (2 * m + ab - 1) * (a * a - b * b) / den,
-                2 * (m + a - 1) * (m + b - 1) * (2 * m + ab) / den)
-
-    def extra_repr(self):
-        return f'degree={self.degree}, alpha={self.alpha}, beta={self.beta}'
-
-
-def _silu_grad(p: torch.Tensor) -> torch.Tensor:
-    sig = torch.sigmoid(p)
-    return sig * (1.0 + p * (1.0 - sig))
-
-
-class GramBasis(ConvBasis):
-    """SiLU of Gram polynomials of t = tanh(x) (KAGN), with a learnable recurrence.
-
-    P_0 = 1, P_1 = t, P_{n+1} = t P_n - beta_n P_{n-1}, beta_n = w_n n^2 / (4 n^2 - 1); functions SiLU(P_n).
-    w starts at 1, where P_n are the monic Legendre polynomials (orthogonal on [-1, 1]). The vjp walks the
-    recurrence backwards (adjoint), storing the n + 1 values P_j of one (B, C, *S) size each.
-    """
-    coupled = True
-
-    def __init__(self, degree: int = 3, device=None, dtype=None):
-        super().__init__()
-        _check_int('degree', degree, 0, 'GramBasis')
-        self.degree = degree
-        self.num_functions = degree + 1
-        self.beta_weights = nn.Parameter(torch.empty(max(degree - 1, 0), device=device, dtype=dtype))  # w_1..
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.beta_weights)
-
-    def tensors(self):
-        return (self.beta_weights,)
-
-    def _betas(self, w: torch.Tensor, dtype) -> List[torch.Tensor]:
-        return [w[n - 1].to(dtype) * (n * n / (4.0 * n * n - 1.0)) for n in range(1, self.degree)]
-
-    def _polys(self, x: torch.Tensor, w: torch.Tensor) -> Iterator[torch.Tensor]:
-        t = torch.tanh(x)
-        p_prev = torch.ones_like(t)
-        yield p_prev
-        if self.degree == 0:
-            return
-        p = t
-        yield p
-        for beta in self._betas(w, x.dtype):
-            p_prev, p = p, t * p - beta * p_prev
-            yield p
-
-    def functions(self, x, tensors):
-        for p in self._polys(x, tensors[0]):
-            yield F.silu(p)
-
-    def vjp(self, x, grad, tensors, needs):
-        (w,) = tensors
-        polys = list(self._polys(x, w))  # P_0 .. P_n, each (B, C, *S)
-        t, betas, n_max = polys[1] if self.degree else None, self._betas(w, x.dtype), self.degree
-        if n_max == 0:
-            return torch.zeros_like(x), [torch.zeros_like(w) if needs[0] else None]
-        lam_next2 = lam_next = None  # adjoints of P_{n+2}, P_{n+1}
-        gt = torch.zeros_like(x)
-        gbeta = [None] * len(betas)
-        for n in range(n_max, 0, -1):  # lambda_n = h_n + t lambda_{n+1} - beta_{n+1} lambda_{n+2}
-            lam = grad[:, :, n].to(x.dtype) * _silu_grad(polys[n])
-            if lam_next is not None:
-                lam = lam + t * lam_next
-            if lam_next2 is not None:
-                lam = lam - betas[n] * lam_next2  # P_{n+2} = t P_{n+1} - beta_{n+1} P_n, betas[n] = beta_{n+1}
-            # P_{n+1} = t P_n - beta_n P_{n-1} for n >= 1: dL/dt += lambda_{n+1} P_n, dL/dbeta_n -= lambda_{n+1} P_{n-1}
-            if lam_next is not None:
-                gt = gt + lam_next * polys[n]
-                gbeta[n - 1] = -(lam_next * polys[n - 1]).sum()
-            lam_next2, lam_next = lam_next, lam
-        gt = gt + lam_next  # P_1 = t
-        gw = None
-        if needs[0]:
-            gw = torch.stack([g * (n * n / (4.0 * n * n - 1.0)) for n, g in enumerate(gbeta, start=1)]) \
-                if gbeta else torch.zeros_like(w)
-            gw = gw.to(w.dtype)
-        return gt * (1.0 - t * t), [gw]
-
-    def extra_repr(self):
-        return f'degree={self.degree}'
-
-
-def _int_pow(s: torch.Tensor, n: int) -> Optional[torch.Tensor]:
-    """s**n by products (None for n = 0): no pow, so no 0 * inf in the gradient at s = 0."""
-    out = None
-    for _ in range(n):
-        out = s if out is None else out * s
-    return out
-
-
-class BernsteinBasis(ConvBasis):
-    """Bernstein polynomials of s = sigmoid(x) (KABN): B_j(s) = C(n, j) s^j (1 - s)^(n - j), j = 0..n.
-
-    Non-negative and summing to 1 for every x (a partition of unity), so no function is constant.
-    """
-
-    def __init__(self, degree: int = 3, device=None, dtype=None):
-        super().__init__()
-        _check_int('degree', degree, 0, 'BernsteinBasis')
-        self.degree = degree
-        self.num_functions = degree + 1
-
-    def function(self, x, k, tensors):
-        s = torch.sigmoid(x)
-        left, right = _int_pow(s, k), _int_pow(1.0 - s, self.degree - k)
-        value = left if right is None else (right if left is None else left * right)
-        if value is None:  # degree 0: B_0 = 1
-            return torch.ones_like(x)
-        return value * float(math.comb(self.degree, k))
-
-    def extra_repr(self):
-        return f'degree={self.degree}'
 
 
 class ReLUKANBasis(ConvBasis):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .conv_basis import ConvBasis
+from .conv_basis_poly import silu_grad
 
 __all__ = ['BasisKANConv']
 
@@ -61,33 +62,53 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
+# The basis is evaluated a slice of the batch at a time, so its fp32 temporaries (a few per function, each the size
+# of the slice) stay small next to the features; 2^22 elements = 16 MiB per fp32 temporary.
+CHUNK_ELEMENTS = 1 << 22
+
+
+def _batch_chunks(x: torch.Tensor):
+    """Slices of the batch dim holding at most CHUNK_ELEMENTS elements each (at least one sample)."""
+    per_sample = max(x[0].numel(), 1) if x.shape[0] else 1
+    step = max(1, CHUNK_ELEMENTS // per_sample)
+    return [slice(i, i + step) for i in range(0, x.shape[0], step)]
+
+
 def _features(x: torch.Tensor, dtype: torch.dtype, base_act: Optional[nn.Module], basis: Optional[ConvBasis],
               tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """x (B, C, *S) -> (B, C * K', *S) in dtype: [b(x), phi_0(x), ..., phi_{K-1}(x)] for each channel in turn."""
-    xw = x.to(_work_dtype(x))
     offset = 1 if base_act is not None else 0
     num = offset + (basis.num_functions if basis is not None else 0)
     out = torch.empty(x.shape[0], x.shape[1], num, *x.shape[2:], dtype=dtype, device=x.device)  # (B, C, K', *S)
-    if base_act is not None:
-        out[:, :, 0].copy_(base_act(xw))
-    if basis is not None:
-        basis.expand(xw, out[:, :, offset:], tensors)
+    for sl in _batch_chunks(x):
+        xw = x[sl].to(_work_dtype(x))
+        if base_act is not None:
+            out[sl, :, 0].copy_(base_act(xw))
+        if basis is not None:
+            basis.expand(xw, out[sl, :, offset:], tensors)
     return out.flatten(1, 2)
 
 
 def _features_vjp(x: torch.Tensor, grad: torch.Tensor, base_act: Optional[nn.Module], basis: Optional[ConvBasis],
                   tensors: Sequence[torch.Tensor], needs: Sequence[bool]):
     """grad (B, C, K', *S) of the features -> (grad of x, grads of the basis tensors)."""
-    xw = x.to(_work_dtype(x))
-    gx, gt = None, [None] * len(tensors)
-    if base_act is not None:
-        with torch.enable_grad():
-            xg = xw.detach().requires_grad_(True)
-            (gx,) = torch.autograd.grad(base_act(xg), xg, grad[:, :, 0].to(xw.dtype))
-    if basis is not None:
-        gb, gt = basis.vjp(xw, grad[:, :, 1 if base_act is not None else 0:], tensors, needs)
-        gx = gb if gx is None else gx + gb
-    return gx.to(x.dtype), gt
+    gx, gt = torch.empty_like(x), [None] * len(tensors)
+    offset = 1 if base_act is not None else 0
+    for sl in _batch_chunks(x):
+        xw, g = x[sl].to(_work_dtype(x)), grad[sl]
+        gxs = None
+        if isinstance(base_act, nn.SiLU):
+            gxs = silu_grad(xw).mul_(g[:, :, 0])
+        elif base_act is not None:
+            with torch.enable_grad():
+                xg = xw.detach().requires_grad_(True)
+                (gxs,) = torch.autograd.grad(base_act(xg), xg, g[:, :, 0].to(xw.dtype))
+        if basis is not None:
+            gb, gts = basis.vjp(xw, g[:, :, offset:], tensors, needs)
+            gxs = gb if gxs is None else gxs.add_(gb)
+            gt = [a if b is None else (b if a is None else a + b) for a, b in zip(gt, gts)]
+        gx[sl] = gxs
+    return gx, gt
 
 
 class _KANConvFunction(torch.autograd.Function):

@@ -12,10 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conv_basis import (
-    BernsteinBasis, BSplineBasis, ChebyshevBasis, GramBasis, JacobiBasis, LegendreBasis, RBFBasis, ReLUKANBasis,
-    WaveletBasis,
-)
+from .conv_basis import BSplineBasis, RBFBasis, ReLUKANBasis, WaveletBasis
+from .conv_basis_poly import BernsteinBasis, ChebyshevBasis, GramBasis, JacobiBasis, LegendreBasis
 from .kan_conv import BasisKANConv
 
 __all__ = [

@@ -1,0 +1,225 @@
+"""Speed and memory of every conv-KAN family against nn.Conv2d, measured in one run.
+
+    python benchmarks/bench_conv.py                          # GPU: bf16 autocast, 64->64, 3x3, 56x56, batch 32
+    python benchmarks/bench_conv.py --check-fp16             # ... and an fp16 finiteness table for every family
+    python benchmarks/bench_conv.py --device cpu --batch 4   # CPU: fp32, memory from the profiler's timeline
+
+For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of
+--reps timed repetitions after --warmup (CUDA synchronised), and peak memory of one forward + backward
+(torch.cuda.max_memory_allocated; on CPU the peak of torch.profiler's memory timeline). Both are also given as
+multiples of nn.Conv2d(64, 64, 3, padding=1) in the same run. Peak memory counts everything alive: input,
+parameters, activations, gradients. The torch-conv-kan columns are its figures from ANCHORS.md (H100, bf16
+autocast, same shapes, with its default norms), so they compare only with a GPU bf16 run of this script.
+"""
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from vision_kan.layers.kan_conv_families import CONV_KAN_FAMILIES
+
+# torch-conv-kan on the H100 (ANCHORS.md): (time x conv, memory x conv); None: its backward fails
+TORCH_CONV_KAN = {
+    'kan': (17.3, 23), 'fastkan': (3.7, 10.4), 'kaln': (5.0, 34), 'kacn': (2.1, 5.8), 'kagn': (3.5, 34),
+    'kajn': (3.4, 34), 'kabn': None, 'relukan': (5.1, 12.4), 'wavkan': (58.7, 110), 'bottleneck_kagn': (4.5, 5.4),
+}
+LABELS = {
+    'kan': 'KAN (B-spline, G=5, k=3)', 'fastkan': 'FastKAN (RBF, 8)', 'kaln': 'KALN (Legendre, deg 3)',
+    'kacn': 'KACN (Chebyshev, deg 3)', 'kagn': 'KAGN (Gram, deg 3)', 'kajn': 'KAJN (Jacobi, deg 3)',
+    'kabn': 'KABN (Bernstein, deg 3)', 'relukan': 'ReLU-KAN (G=5, k=3)', 'wavkan': 'WavKAN (Mexican hat, 4)',
+    'bottleneck_kagn': 'Bottleneck KAGN (deg 3)',
+}
+NORMS = {'none': None, 'instance': nn.InstanceNorm2d, 'batch': nn.BatchNorm2d}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_it(fn: Callable[[], None], device: torch.device, warmup: int, reps: int) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]:
+    """Peak bytes alive during one call: the CUDA allocator's peak, or the CPU profiler's memory timeline."""
+    synchronize(device)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return float(torch.cuda.max_memory_allocated(device))
+    try:  # the timeline's builder is private API: report 'not measured' if it moves
+        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler._memory_profiler import Action, MemoryProfile
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as prof:
+            fn()
+        current = peak = 0
+        for _, action, _, size in MemoryProfile(prof.profiler.kineto_results).timeline:
+            if action in (Action.PREEXISTING, Action.CREATE):
+                current += size
+            elif action == Action.DESTROY:
+                current -= size
+            peak = max(peak, current)
+        return float(peak)
+    except Exception as e:  # noqa: BLE001 - any failure here only loses the memory column
+        print(f'memory not measured on CPU: {e}', file=sys.stderr)
+        return None
+
+
+def build(name: str, channels: int, norm: Optional[type], act: Optional[type]) -> nn.Module:
+    if name == 'conv':
+        return nn.Conv2d(channels, channels, 3, padding=1)
+    return CONV_KAN_FAMILIES[name](channels, channels, 3, padding=1, ndim=2, norm_layer=norm, act_layer=act)
+
+
+def step_fn(layer: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]) -> Callable[[], None]:
+    """One training-style forward + backward: gradients of the parameters and of x, freshly allocated."""
+    grad = None
+
+    def step():
+        nonlocal grad
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            y = layer(x)
+        if grad is None:
+            grad = torch.randn_like(y)
+        y.backward(grad)
+    return step
+
+
+def measure(names, args, device: torch.device, amp: Optional[torch.dtype]) -> Dict[str, dict]:
+    rows = {}
+    for name in names:
+        torch.manual_seed(0)
+        layer = build(name, args.channels, NORMS[args.norm], nn.SiLU if args.act == 'silu' else None).to(device)
+        x = torch.randn(args.batch, args.channels, args.size, args.size, device=device, requires_grad=True)
+        step = step_fn(layer, x, amp)
+        seconds = time_it(step, device, args.warmup, args.reps)
+        memory = peak_memory(step, device)
+        rows[name] = dict(ms=seconds * 1e3, mib=None if memory is None else memory / 2 ** 20,
+                          params=sum(p.numel() for p in layer.parameters()))
+        del layer, x, step
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+        print(f'{name}: {rows[name]}', file=sys.stderr)
+    return rows
+
+
+def check_fp16(device: torch.device) -> str:
+    """fp16 weights + input (no autocast) and fp16 autocast: forward and input gradient finite for every family on
+    values from -1e3 to 1e3, including the points where tanh rounds to +-1 in fp16 (|x| >= 4.5)."""
+    values = torch.cat([torch.linspace(-1e3, 1e3, 2000), torch.linspace(-6, 6, 4000),
+                        torch.tensor([-4.5, -1.0, 1.0, 4.5, 0.0, -0.9995, 0.9995, 8.0])])
+    x0 = values[:8 * 750].view(2, 3, 25, 40).to(device)  # 6000 values
+    lines = ['| family | fp16 forward finite | fp16 input grad finite | fp16 autocast forward finite |',
+             '|---|---|---|---|']
+    for name in CONV_KAN_FAMILIES:
+        torch.manual_seed(0)
+        layer = CONV_KAN_FAMILIES[name](3, 4, 3, padding=1).to(device)
+        with torch.autocast(device.type, dtype=torch.float16):
+            auto = bool(torch.isfinite(layer(x0)).all())
+        half = layer.half()
+        x = x0.half().requires_grad_(True)
+        y = half(x)
+        y.float().sum().backward()
+        lines.append(f'| {name} | {bool(torch.isfinite(y).all())} | {bool(torch.isfinite(x.grad).all())} | {auto} |')
+    return '\n'.join(lines)
+
+
+def fmt(v: Optional[float], digits: int = 2) -> str:
+    return 'not measured' if v is None else f'{v:.{digits}f}'
+
+
+def table(rows: Dict[str, dict], compare: bool) -> str:
+    base = rows['conv']
+    head = '| layer | params | fwd+bwd ms | time x conv | peak MiB | memory x conv |'
+    sep = '|---|---|---|---|---|---|'
+    if compare:
+        head += ' torch-conv-kan time x / memory x | target (half) met |'
+        sep += '---|---|'
+    lines = [head, sep]
+    for name, r in rows.items():
+        t = r['ms'] / base['ms']
+        m = None if r['mib'] is None or base['mib'] is None else r['mib'] / base['mib']
+        label = 'nn.Conv2d' if name == 'conv' else LABELS[name]
+        line = f"| {label} | {r['params']:,} | {r['ms']:.2f} | {t:.2f} | {fmt(r['mib'], 1)} | {fmt(m)} |"
+        if compare and name != 'conv':
+            ref = TORCH_CONV_KAN[name]
+            if ref is None:
+                line += ' backward fails | yes (works) |'
+            else:
+                ok = t <= ref[0] / 2 and m is not None and m <= ref[1] / 2
+                line += f' {ref[0]} / {ref[1]} | {"yes" if ok else "no"} (time {t / ref[0]:.2f}, memory ' \
+                        f'{fmt(None if m is None else m / ref[1])} of its multiples) |'
+        elif compare:
+            line += ' 1 / 1 | |'
+        lines.append(line)
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--batch', type=int, default=32)
+    p.add_argument('--size', type=int, default=56)
+    p.add_argument('--channels', type=int, default=64)
+    p.add_argument('--amp', choices=['auto', 'none', 'bf16', 'fp16'], default='auto',
+                   help='autocast dtype (auto: bf16 on CUDA, none on CPU)')
+    p.add_argument('--norm', choices=sorted(NORMS), default='none', help='norm_layer of every KAN layer')
+    p.add_argument('--act', choices=['none', 'silu'], default='none', help='act_layer of every KAN layer')
+    p.add_argument('--families', nargs='+', default=list(CONV_KAN_FAMILIES), metavar='FAMILY')
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--reps', type=int, default=10)
+    p.add_argument('--check-fp16', action='store_true', help='also print the fp16 finiteness table')
+    args = p.parse_args(argv)
+    unknown = [f for f in args.families if f not in CONV_KAN_FAMILIES]
+    if unknown:
+        print(f'bench_conv: unknown families {unknown}; choose from {sorted(CONV_KAN_FAMILIES)}', file=sys.stderr)
+        return 2
+    try:
+        device = torch.device(args.device)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as e:
+        print(f'bench_conv: device {args.device!r} is not usable: {e}', file=sys.stderr)
+        return 2
+    amp = {'auto': torch.bfloat16 if device.type == 'cuda' else None, 'none': None, 'bf16': torch.bfloat16,
+           'fp16': torch.float16}[args.amp]
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    rows = measure(['conv'] + args.families, args, device, amp)
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor() or 'CPU')
+    print(f'Device: {name} ({device.type}, {torch.get_num_threads()} CPU threads), '
+          f'date {datetime.date.today().isoformat()}, torch {torch.__version__}, '
+          f'autocast {amp if amp is not None else "off (fp32)"}, batch {args.batch}, '
+          f'{args.channels}->{args.channels} channels, 3x3, padding 1, {args.size}x{args.size}, '
+          f'norm {args.norm}, act {args.act}, median of {args.reps} reps\n')
+    compare = (device.type == 'cuda' and amp == torch.bfloat16 and args.batch == 32 and args.size == 56
+               and args.channels == 64)
+    print(table(rows, compare))
+    if args.check_fp16:
+        print('\nfp16 check (values -1e3..1e3 incl. |x| >= 4.5 where tanh rounds to 1):\n')
+        print(check_fp16(device))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
