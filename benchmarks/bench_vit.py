@@ -3,11 +3,19 @@
     python benchmarks/bench_vit.py                                   # GPU: bf16 autocast, 224 px, batch 256
     python benchmarks/bench_vit.py --device cpu --batch-size 8 --steps 3 --tokens 2048 --modes eager
 
-Prints two markdown tables:
+    python benchmarks/bench_vit.py --modes eager --backends fused --no-layers      # fused eager rows only
+
+Prints markdown tables (run order: kernels, layers, models, so a cut-off run still says the most):
+  * kernels (CUDA, fused backend): time of each fused kernel (forward, input grad, weight grad) at the ViT-tiny
+    layer shapes, its TFLOP/s, and cuBLAS on a dense GEMM of the same size (the matmul the kernel replaces);
+  * layers: fc1 + fc2 of one ViT-tiny block (tokens x 192 -> hidden -> 192), forward + backward, against nn.Linear,
+    for each KAN backend, with the fused path's largest error against the reference path (output and every
+    gradient, same dtype/autocast): max |fused - ref| and that over max |ref|;
   * whole models: params, GMACs (fvcore convention: one multiply-add = one "flop"), train img/s (forward, backward,
-    AdamW step), infer img/s, peak train memory, each also as a ratio to DeiT-tiny in the same mode;
-  * layers: fc1 + fc2 of one ViT-tiny block (tokens x 192 -> hidden -> 192), forward + backward, against nn.Linear.
-Modes: `eager` and `compiled` (torch.compile of the whole model). Compare rows only within a mode.
+    AdamW step), infer img/s, peak train memory, each also as a ratio to DeiT-tiny in the same mode.
+Modes: `eager` and `compiled` (torch.compile of the whole model), crossed with the KAN backends `reference` (plain
+torch) and `fused` (Triton kernels, vision_kan.layers.kernels). Ratios compare with DeiT-tiny in the same mode
+(eager to eager, compiled to compiled); DeiT-tiny has no KAN layer, so its row does not depend on the backend.
 """
 import argparse
 import contextlib
@@ -21,7 +29,7 @@ import torch
 import torch.nn as nn
 
 import vision_kan  # noqa: F401  registers the models
-from vision_kan.layers import FasterKANLinear, KANLinear
+from vision_kan.layers import FasterKANLinear, KANLinear, kernels
 
 BASELINE = 'deit_tiny_patch16_224'
 DEFAULT_MODELS = [BASELINE, 'vit_fasterkan_tiny', 'vit_kan_tiny', 'vit_kan_tiny@mlp_ratio=4']
@@ -91,11 +99,14 @@ def count_macs(model: nn.Module, img_size: int) -> Optional[float]:
             m.fused_attn = flag
 
 
-def bench_model(spec: str, args, device: torch.device, mode: str) -> Dict[str, float]:
+def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float]) -> Dict[str, float]:
+    """One row of the model table, under the KAN backend that is current (kernels.backend)."""
     name, kwargs = parse_model(spec)
     model = timm.create_model(name, img_size=args.img_size, **kwargs)
     row = {'params': sum(p.numel() for p in model.parameters()) / 1e6}
-    row['gmacs'] = count_macs(model, args.img_size) if args.macs else None
+    if args.macs and spec not in macs_cache:
+        macs_cache[spec] = count_macs(model, args.img_size)
+    row['gmacs'] = macs_cache.get(spec)
     model = model.to(device).train()
     net = torch.compile(model) if mode == 'compiled' else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -121,40 +132,124 @@ def bench_model(spec: str, args, device: torch.device, mode: str) -> Dict[str, f
         row['infer'] = args.batch_size / time_it(infer_step, device, args.warmup, args.steps)
     except torch.OutOfMemoryError:
         row.update(train=None, mem=None, infer=None, note='out of memory')
+    except Exception as exc:  # a failing row must not lose the rest of a device run
+        row.update(train=None, mem=None, infer=None, note=f'failed: {type(exc).__name__}: {str(exc)[:200]}')
     del net, model, opt
     if device.type == 'cuda':
         torch.cuda.empty_cache()
     return row
 
 
-def bench_layers(args, device: torch.device, mode: str) -> List[Dict]:
-    """fc1 + fc2 of one ViT-tiny block on (tokens, 192), forward + backward."""
-    dim = 192
-    pairs = {
+LAYER_DIM = 192
+
+
+def layer_pairs() -> Dict[str, Callable[[], nn.Module]]:
+    """fc1 + fc2 of one ViT-tiny block, tokens x 192 -> hidden -> 192."""
+    dim = LAYER_DIM
+    return {
         'nn.Linear (mlp_ratio 4)': lambda: nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)),
         'nn.Linear (hidden 192)': lambda: nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)),
         'FasterKANLinear (hidden 192)': lambda: nn.Sequential(FasterKANLinear(dim, dim), FasterKANLinear(dim, dim)),
         'KANLinear (hidden 192)': lambda: nn.Sequential(KANLinear(dim, dim), KANLinear(dim, dim)),
         'KANLinear (hidden 768)': lambda: nn.Sequential(KANLinear(dim, 4 * dim), KANLinear(4 * dim, dim)),
     }
-    autocast = torch.autocast(device.type, dtype=args.amp_dtype) if args.amp_dtype else contextlib.nullcontext()
+
+
+def _has_kan(module: nn.Module) -> bool:
+    return any(isinstance(m, (KANLinear, FasterKANLinear)) for m in module.modules())
+
+
+def _amp(args, device: torch.device):
+    return torch.autocast(device.type, dtype=args.amp_dtype) if args.amp_dtype else contextlib.nullcontext()
+
+
+def bench_layers(args, device: torch.device, mode: str, backends: List[str]) -> List[Dict]:
+    """fc1 + fc2 of one ViT-tiny block on (tokens, 192), forward + backward, per KAN backend."""
     rows = []
-    for label, make in pairs.items():
-        layer = make().to(device)
-        net = torch.compile(layer) if mode == 'compiled' else layer
-        x = torch.randn(args.tokens, dim, device=device, requires_grad=True)
+    for label, make in layer_pairs().items():
+        for name in backends if _has_kan(make()) else ['—']:
+            torch.manual_seed(0)
+            layer = make().to(device)
+            net = torch.compile(layer) if mode == 'compiled' else layer
+            x = torch.randn(args.tokens, LAYER_DIM, device=device, requires_grad=True)
 
-        def step():
-            with autocast:
-                y = net(x)
-            y.float().sum().backward()
+            def step():
+                with _amp(args, device):
+                    y = net(x)
+                y.float().sum().backward()
 
-        try:
-            rows.append(dict(layer=label, ms=1e3 * time_it(step, device, args.warmup, args.steps),
-                             mem=peak_memory(step, device)))
-        except torch.OutOfMemoryError:
-            rows.append(dict(layer=label, ms=None, mem=None))
-        del net, layer
+            row = dict(layer=label, backend=name, ms=None, mem=None)
+            try:
+                with kernels.backend(name if name != '—' else 'reference'):
+                    row.update(ms=1e3 * time_it(step, device, args.warmup, args.steps), mem=peak_memory(step, device))
+            except torch.OutOfMemoryError:
+                row['note'] = 'out of memory'
+            except Exception as exc:
+                row['note'] = f'failed: {type(exc).__name__}: {str(exc)[:200]}'
+            rows.append(row)
+            del net, layer, x
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+    return rows
+
+
+def layer_errors(make: Callable[[], nn.Module], args, device: torch.device) -> Dict[str, float]:
+    """Largest difference, fused against reference path, over the output and every gradient (x and parameters),
+    one forward + backward at the benchmark's dtype/autocast: {'abs': max |d|, 'rel': max |d| / max |ref|}."""
+    torch.manual_seed(0)
+    layer = make().to(device)
+    x = torch.randn(args.tokens, LAYER_DIM, device=device)
+    grad = torch.randn(args.tokens, LAYER_DIM, device=device)
+    out = {}
+    for name in ('reference', 'fused'):
+        layer.zero_grad(set_to_none=True)
+        xx = x.clone().requires_grad_()
+        with kernels.backend(name), _amp(args, device):
+            y = layer(xx)
+        (y.float() * grad).sum().backward()
+        out[name] = [y.detach().float(), xx.grad.float()] + [p.grad.float() for p in layer.parameters()]
+    diffs = [((f - r).abs().max().item(), r.abs().max().item()) for f, r in zip(out['fused'], out['reference'])]
+    return {'abs': max(d for d, _ in diffs), 'rel': max(d / max(m, 1e-30) for d, m in diffs)}
+
+
+def bench_kernels(args, device: torch.device) -> List[Dict]:
+    """Each fused kernel alone at the ViT-tiny layer shapes (M = tokens), against cuBLAS on the dense GEMM it
+    replaces: (M, J*d) @ (J*d, d') for the forward and the input grad, (d', M) @ (M, J*d) for the weight grad."""
+    from triton.testing import do_bench
+    ops = torch.ops.vision_kan
+    dt = args.amp_dtype or torch.float32
+    m = args.tokens
+    spline, rswaf = ('B-spline+SiLU', kernels.KIND_BSPLINE, 9), ('RSWAF', kernels.KIND_RSWAF, 8)
+    shapes = [spline + (192, 192), spline + (192, 768), spline + (768, 192), rswaf + (192, 192)]
+    rows = []
+    for label, kind, j, d, n in shapes:
+        x = torch.randn(m, d, device=device, dtype=dt)
+        w = (torch.randn(j, n, d, device=device) / (j * d) ** 0.5).to(dt)
+        g = torch.randn(m, n, device=device, dtype=dt)
+        if kind == kernels.KIND_BSPLINE:
+            params = torch.stack([torch.full((d,), -2.2, device=device), torch.full((d,), 2.5, device=device)])
+        else:
+            params = torch.linspace(-2, 2, j, device=device)
+        inv_h = 1.75
+        a = torch.randn(m, j * d, device=device, dtype=dt)  # the materialised basis a GEMM would read
+        b = torch.randn(j * d, n, device=device, dtype=dt)
+        flops = 2.0 * m * j * d * n
+        timings = {
+            'forward': (lambda: ops.basis_linear(x, w, params, None, kind, inv_h), lambda: a @ b),
+            'input grad': (lambda: ops.basis_linear_dx(g, x, w, params, kind, inv_h), lambda: g @ b.t()),
+            'weight grad': (lambda: ops.basis_linear_dw(g, x, w, params, kind, inv_h), lambda: g.t() @ a),
+        }
+        for what, (fused, gemm) in timings.items():
+            try:
+                fused()  # compile + tune outside the timing
+                ms = do_bench(fused, warmup=25, rep=100, return_mode='median')
+                ms_gemm = do_bench(gemm, warmup=25, rep=100, return_mode='median')
+                rows.append(dict(kernel=f'{label} {what}', shape=f'M={m} d={d} d\'={n} J={j}', ms=ms,
+                                 tflops=flops / ms / 1e9, gemm_ms=ms_gemm, gemm_tflops=flops / ms_gemm / 1e9))
+            except Exception as exc:
+                rows.append(dict(kernel=f'{label} {what}', shape=f'd={d} d\'={n}', ms=None, tflops=None,
+                                 gemm_ms=None, gemm_tflops=None, note=f'failed: {type(exc).__name__}: {str(exc)[:300]}'))
+        del x, w, g, a, b
     return rows
 
 
@@ -179,36 +274,83 @@ def main():
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--macs', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--layers', action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument('--backends', default='reference,fused', help='comma list of KAN backends: reference, fused')
+    parser.add_argument('--layer-modes', default=None, help='modes of the layer table (default: --modes)')
+    parser.add_argument('--kernels', action=argparse.BooleanOptionalAction, default=True,
+                        help='per-kernel table (CUDA with the fused backend only)')
     args = parser.parse_args()
     device = torch.device(args.device)
     args.amp_dtype = None if args.amp_dtype == 'none' or device.type == 'cpu' else getattr(torch, args.amp_dtype)
     modes = [m.strip() for m in args.modes.split(',') if m.strip()]
+    layer_modes = [m.strip() for m in (args.layer_modes or args.modes).split(',') if m.strip()]
+    backends = [b.strip() for b in args.backends.split(',') if b.strip()]
+    for b in backends:
+        if b not in ('reference', 'fused'):
+            parser.error(f'--backends: each must be reference or fused, got {b!r}')
 
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
-    print(f'# {name}, torch {torch.__version__}, timm {timm.__version__}, {datetime.date.today()}, '
-          f'batch {args.batch_size}, {args.img_size} px, autocast {args.amp_dtype}')
-    print('\n| model | mode | params (M) | GMACs | train img/s | × | infer img/s | × | peak GiB | × |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
-    for mode in modes:
-        base = None
-        for spec in args.models:
-            row = bench_model(spec, args, device, mode)
-            base = row if spec == BASELINE else base
-            b = base or {}
-            print(f"| {spec} | {mode} | {row['params']:.2f} | {fmt(row['gmacs'])} | {fmt(row['train'], '.0f')} | "
-                  f"{fmt(ratio(row['train'], b.get('train')))} | {fmt(row['infer'], '.0f')} | "
-                  f"{fmt(ratio(row['infer'], b.get('infer')))} | {fmt(row['mem'])} | "
-                  f"{fmt(ratio(row['mem'], b.get('mem')))} |{' ' + row['note'] if 'note' in row else ''}", flush=True)
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = 'absent'
+    print(f'# {name}, torch {torch.__version__}, triton {triton_version}, timm {timm.__version__}, '
+          f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px, autocast {args.amp_dtype}',
+          flush=True)
+
+    if args.kernels and device.type == 'cuda' and 'fused' in backends:
+        print(f'\n| fused kernel | shape | ms | TFLOP/s | cuBLAS same-size GEMM ms | TFLOP/s |')
+        print('|---|---|---|---|---|---|')
+        for r in bench_kernels(args, device):
+            print(f"| {r['kernel']} | {r['shape']} | {fmt(r['ms'], '.3f')} | {fmt(r['tflops'], '.0f')} | "
+                  f"{fmt(r['gemm_ms'], '.3f')} | {fmt(r['gemm_tflops'], '.0f')} |{' ' + r.get('note', '')}",
+                  flush=True)
 
     if args.layers:
-        print(f'\n| layer: fc1+fc2, {args.tokens} tokens, fwd+bwd | mode | ms | × nn.Linear (hidden 192) | peak GiB |')
-        print('|---|---|---|---|---|')
-        for mode in modes:
-            rows = bench_layers(args, device, mode)
-            base = rows[1]['ms']
+        errors = {}
+        if 'fused' in backends and 'reference' in backends:
+            for label, make in layer_pairs().items():
+                if _has_kan(make()):
+                    try:
+                        errors[label] = layer_errors(make, args, device)
+                    except Exception as exc:
+                        print(f'<!-- {label}: error check failed: {type(exc).__name__}: {str(exc)[:300]} -->')
+        print(f'\n| layer: fc1+fc2, {args.tokens} tokens, fwd+bwd | backend | mode | ms | × nn.Linear (hidden 192) '
+              '| peak GiB | fused vs ref: max abs err | max rel err |')
+        print('|---|---|---|---|---|---|---|---|')
+        for mode in layer_modes:
+            rows = bench_layers(args, device, mode, backends)
+            base = next((r['ms'] for r in rows if r['layer'] == 'nn.Linear (hidden 192)'), None)
             for r in rows:
-                print(f"| {r['layer']} | {mode} | {fmt(r['ms'])} | {fmt(ratio(r['ms'], base))} | {fmt(r['mem'])} |",
-                      flush=True)
+                err = errors.get(r['layer'], {}) if r['backend'] == 'fused' else {}
+                print(f"| {r['layer']} | {r['backend']} | {mode} | {fmt(r['ms'])} | {fmt(ratio(r['ms'], base))} | "
+                      f"{fmt(r['mem'])} | {fmt(err.get('abs'), '.2e')} | {fmt(err.get('rel'), '.2e')} |"
+                      f"{' ' + r['note'] if 'note' in r else ''}", flush=True)
+
+    print('\n| model | backend | mode | params (M) | GMACs | train img/s | × | infer img/s | × | peak GiB | × |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    macs_cache: Dict[str, float] = {}
+    for mode in modes:
+        base = None
+        runs = [(BASELINE, '—')] if BASELINE in args.models else []
+        runs += [(spec, b) for b in backends for spec in args.models if spec != BASELINE]
+        for spec, backend_name in runs:
+            with kernels.backend('reference' if backend_name == '—' else backend_name):
+                row = bench_model(spec, args, device, mode, macs_cache)
+            base = row if spec == BASELINE else base
+            b = base or {}
+            print(f"| {spec} | {backend_name} | {mode} | {row['params']:.2f} | {fmt(row['gmacs'])} | "
+                  f"{fmt(row['train'], '.0f')} | {fmt(ratio(row['train'], b.get('train')))} | "
+                  f"{fmt(row['infer'], '.0f')} | {fmt(ratio(row['infer'], b.get('infer')))} | {fmt(row['mem'])} | "
+                  f"{fmt(ratio(row['mem'], b.get('mem')))} |{' ' + row['note'] if 'note' in row else ''}", flush=True)
+            if mode == 'compiled':
+                torch._dynamo.reset()  # a fresh compile per row: no cache shared between backends
+
+    if 'fused' in backends and device.type == 'cuda':
+        from vision_kan.layers.kernels import triton_kan
+        print('\nkernel configurations chosen (kernel, kind, dtype, M bucket, N, D) -> (blocks, warps, stages):')
+        for key, cfg in triton_kan.tuned_configs().items():
+            print(f'  {key} -> {cfg}')
 
 
 if __name__ == '__main__':

@@ -76,7 +76,8 @@ def _run(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor, backen
     from vision_kan.layers import kernels
     layer.zero_grad()
     x = x.clone().requires_grad_()
-    with kernels.backend(backend), torch.autocast('cpu', dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+    amp = torch.autocast('cpu', dtype=autocast or torch.bfloat16, enabled=autocast is not None)
+    with kernels.backend(backend), amp:
         y = layer(x)
     (y.float() * grad_out).sum().backward()
     return [y.detach().double(), x.grad.double()] + [p.grad.double() for p in layer.parameters()]

@@ -153,26 +153,18 @@ def _dx_kernel(
     offs_d = pid_d * BD + tl.arange(0, BD)
     m_mask, d_mask = offs_m < M, offs_d < D
     x_ptrs = x_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :]
-    x = tl.load(x_ptrs, mask=m_mask[:, None] & d_mask[None, :], other=0.0).to(tl.float32)  # (BM, BD)
+    x_mask = m_mask[:, None] & d_mask[None, :]
+    x = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)  # (BM, BD)
     g_rows = g_ptr + offs_m.to(tl.int64)[:, None] * N
     w_cols = w_ptr + offs_d[None, :]
     nn = tl.cdiv(N, BN)
-    dx = tl.zeros((BM, BD), dtype=tl.float32)
-    if FIRST == 1:  # base slot: SiLU'(x) * (dY @ W_0)
-        acc = tl.zeros((BM, BD), dtype=tl.float32)
-        for kn in range(0, nn):
-            offs_n = kn * BN + tl.arange(0, BN)
-            n_mask = offs_n < N
-            g = tl.load(g_rows + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
-            w = tl.load(w_cols + offs_n[:, None] * D, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
-            acc = _mma(g, w, acc, UPCAST, PREC)
-        dx = acc * _silu_dx(x)
     if KIND == 0:
         t0 = tl.load(p_ptr + offs_d, mask=d_mask, other=0.0)
         ih = tl.load(p_ptr + D + offs_d, mask=d_mask, other=0.0)
         z = (x - t0[None, :]) * ih[None, :]  # u, knot units
     else:
         z = x * inv_h
+    # basis slots first, so only z, the slot's G tile and the running sum are live in the long loop
     dxs = tl.zeros((BM, BD), dtype=tl.float32)  # sum_s (dY @ W_s) * dB_s/dz
     for s in range(0, J - FIRST):
         acc = tl.zeros((BM, BD), dtype=tl.float32)
@@ -189,9 +181,19 @@ def _dx_kernel(
             phi, th = _sech2_tanh(z - tl.load(p_ptr + s) * inv_h)
             dxs += acc * (th * phi)  # d phi / dz = -2 tanh(z) phi; the -2 is applied once below
     if KIND == 0:
-        dx += dxs * ih[None, :]  # du/dx = inv_h per feature
+        dx = dxs * ih[None, :]  # du/dx = inv_h per feature
     else:
-        dx += dxs * (-2.0 * inv_h)
+        dx = dxs * (-2.0 * inv_h)
+    if FIRST == 1:  # base slot: SiLU'(x) * (dY @ W_0)
+        acc = tl.zeros((BM, BD), dtype=tl.float32)
+        for kn in range(0, nn):
+            offs_n = kn * BN + tl.arange(0, BN)
+            n_mask = offs_n < N
+            g = tl.load(g_rows + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+            w = tl.load(w_cols + offs_n[:, None] * D, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+            acc = _mma(g, w, acc, UPCAST, PREC)
+        x = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)  # reloaded (L1/L2) rather than kept live
+        dx += acc * _silu_dx(x)
     dx_ptrs = dx_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :]
     tl.store(dx_ptrs, _cast(dx, dx_ptr.dtype.element_ty, UPCAST), mask=m_mask[:, None] & d_mask[None, :])
 
@@ -244,10 +246,13 @@ def _dw_kernel(
 # Launch configurations and a small tuner (first call per shape times the candidates on the GPU, then caches)
 # ---------------------------------------------------------------------------------------------------------------
 
-# (BM, BN, BD, num_warps, num_stages); the reduction block is the last of the three block sizes in each kernel
-_FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3), (128, 64, 64, 4, 4)]
-_DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 4, 3), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3)]  # BM, BD, BN
-_DW_CONFIGS = [(128, 64, 64, 8, 3), (128, 128, 64, 8, 3), (64, 64, 128, 4, 3), (64, 128, 64, 4, 3)]  # BN, BD, BM
+# Candidates checked with ptxas for sm_90 (triton 3.8, bf16, dims divisible by 16): all use wgmma, none spills.
+# fwd: (BM, BN, BD, warps, stages); the accumulator is (BM, BN), x and W_j^T tiles stream through shared memory
+_FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3)]
+# dx: (BM, BD, BN, ...); three (BM, BD) fp32 tiles stay live (z, G_j, running sum)
+_DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2)]
+# dw: (BN, BD, BM, ...); the accumulator is (BN, BD), rows are split over programs
+_DW_CONFIGS = [(128, 64, 64, 8, 3), (128, 128, 64, 8, 3), (64, 64, 128, 4, 3)]
 _INTERP_CONFIG = (16, 16, 16, 1, 1)
 _TUNED: Dict[Tuple, Tuple] = {}
 _TUNE = {'enabled': True}
