@@ -1,0 +1,191 @@
+"""KAL-Net: a Kolmogorov-Arnold network of Legendre-polynomial layers over the flattened image (TorchKAN's KAL_Net).
+
+TorchKAN (KAL-Net, 97.8% on MNIST as published) - https://github.com/1ssb/torchkan
+KAN: Kolmogorov-Arnold Networks (Liu et al., 2024) - https://arxiv.org/abs/2404.19756
+
+A KALN layer maps (B, d) -> (B, d'):
+
+    y = SiLU(LayerNorm(W_b . SiLU(x) + W_p . [P_0(t), ..., P_n(t)])),   t = tanh(x)
+
+with P_j the Legendre polynomials of each input feature, by Bonnet's recurrence. TorchKAN
+rescales x to [-1, 1] by the min and max of the whole batch, so a sample's output depends on the rest of its
+batch (and eval differs from train); tanh squashes each value on its own instead. The classifier is a KALN layer
+without the LayerNorm and SiLU (logits).
+
+Small images only (MNIST 28x28, the 8x8 digits): the first layer sees in_chans * img_size**2 inputs.
+"""
+import math
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+
+__all__ = ['KALNLinear', 'KALNet']
+
+
+class KALNLinear(nn.Module):
+    """Legendre KAN layer: base SiLU branch + degree-n Legendre expansion of tanh(x), optional LayerNorm + SiLU.
+
+    Parameters: d' d (base) + d' d (n + 1) (polynomials) + 2 d' (LayerNorm). (B, d) -> (B, d').
+
+    Args:
+        in_features: d.
+        out_features: d'.
+        degree: n, highest Legendre degree.
+        norm_act: apply LayerNorm and SiLU to the output (hidden layers); False for a classifier.
+    """
+
+    def __init__(self, in_features: int, out_features: int, degree: int = 3, norm_act: bool = True):
+        super().__init__()
+        if not isinstance(degree, int) or degree < 0:
+            raise ValueError(f'KALNLinear: degree must be an integer >= 0, got {degree!r}')
+        self.in_features, self.out_features, self.degree = in_features, out_features, degree
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.poly_weight = nn.Parameter(torch.empty(out_features, in_features * (degree + 1)))  # (d', d (n+1))
+        self.norm = nn.LayerNorm(out_features) if norm_act else nn.Identity()
+        self.act = nn.SiLU() if norm_act else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5))  # nn.Linear's init
+        bound = 1.0 / math.sqrt(self.in_features * (self.degree + 1))
+        nn.init.uniform_(self.poly_weight, -bound, bound)
+        if isinstance(self.norm, nn.LayerNorm):
+            self.norm.reset_parameters()
+
+    def legendre(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, d, n + 1): P_0 ... P_n of t = tanh(x), (j + 1) P_{j+1} = (2j + 1) t P_j - j P_{j-1}."""
+        t = torch.tanh(x)
+        polys = [torch.ones_like(t), t][:self.degree + 1]
+        for j in range(1, self.degree):
+            polys.append(((2 * j + 1) * t * polys[j] - j * polys[j - 1]) / (j + 1))
+        return torch.stack(polys, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f'KALNLinear: input must be (B, {self.in_features}), got {tuple(x.shape)}')
+        base = F.linear(F.silu(x), self.base_weight)  # (B, d')
+        poly = F.linear(self.legendre(x).flatten(1), self.poly_weight)  # (B, d (n+1)) -> (B, d')
+        return self.act(self.norm(base + poly))
+
+    def extra_repr(self) -> str:
+        return f'{self.in_features}, {self.out_features}, degree={self.degree}'
+
+
+def _to_2tuple(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class KALNet(nn.Module):
+    """Flatten -> KALN layers (hidden_dims) -> dropout -> KALN classifier.
+
+    Args:
+        img_size: input height/width (int or pair); fixed, the first layer's width depends on it.
+        in_chans: input channels.
+        num_classes: classifier outputs; 0 leaves the head as Identity (features out).
+        hidden_dims: widths of the hidden KALN layers.
+        degree: Legendre degree of every layer.
+        drop_rate: dropout before the classifier.
+        global_pool: accepted for timm API compatibility; only '' or None (there is nothing to pool).
+    """
+
+    def __init__(
+            self,
+            img_size: Union[int, Sequence[int]] = 28,
+            in_chans: int = 1,
+            num_classes: int = 10,
+            hidden_dims: Sequence[int] = (256,),
+            degree: int = 3,
+            drop_rate: float = 0.0,
+            global_pool: Optional[str] = None,
+    ):
+        super().__init__()
+        if global_pool:
+            raise ValueError(f'kan_kalnet: global_pool must be empty (no spatial features), got {global_pool!r}')
+        if not hidden_dims or any(int(h) < 1 for h in hidden_dims):
+            raise ValueError(f'kan_kalnet: hidden_dims must be a non-empty list of positive widths, got '
+                             f'{hidden_dims!r}')
+        if not isinstance(degree, int) or degree < 0:
+            raise ValueError(f'kan_kalnet: degree must be an integer >= 0, got {degree!r}')
+        self.img_size, self.in_chans, self.degree = _to_2tuple(img_size), in_chans, degree
+        self.num_classes = num_classes
+        self.grad_checkpointing = False
+        widths = [in_chans * self.img_size[0] * self.img_size[1], *[int(h) for h in hidden_dims]]
+        self.layers = nn.Sequential(*[KALNLinear(a, b, degree) for a, b in zip(widths, widths[1:])])
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = self._classifier(num_classes)
+
+    def _classifier(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        return KALNLinear(self.num_features, num_classes, self.degree, norm_act=False)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^layers\.0', blocks=r'^layers\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool:
+            raise ValueError(f'kan_kalnet: global_pool must be empty (no spatial features), got {global_pool!r}')
+        self.num_classes = num_classes
+        self.head = self._classifier(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)  # (B, C, H, W) -> (B, C*H*W)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.layers, x)
+        return self.layers(x)  # (B, num_features)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_kalnet(variant: str, pretrained: bool = False, **kwargs) -> KALNet:
+    return build_model_with_cfg(KALNet, variant, pretrained, **kwargs)
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 10, 'input_size': (1, 28, 28), 'pool_size': None,
+        'crop_pct': 1.0, 'interpolation': 'bilinear', 'fixed_input_size': True,
+        'mean': (0.5,), 'std': (0.5,),
+        'first_conv': 'layers.0', 'classifier': 'head',
+        'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'kan_kalnet.untrained': _cfg(),
+    'kan_kalnet_digits.untrained': _cfg(input_size=(1, 8, 8)),
+})
+
+
+@register_model
+def kan_kalnet(pretrained: bool = False, **kwargs) -> KALNet:
+    """KAL-Net [784, 256, 10] for 28x28 grey digits (TorchKAN's MNIST shape), Legendre degree 3."""
+    model_args = dict(img_size=28, in_chans=1, hidden_dims=(256,), degree=3)
+    return _create_kalnet('kan_kalnet', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kalnet_digits(pretrained: bool = False, **kwargs) -> KALNet:
+    """KAL-Net [64, 64, 10] for the 8x8 digits of the embedded demo."""
+    model_args = dict(img_size=8, in_chans=1, hidden_dims=(64,), degree=3)
+    return _create_kalnet('kan_kalnet_digits', pretrained, **dict(model_args, **kwargs))
