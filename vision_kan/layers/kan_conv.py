@@ -12,6 +12,7 @@ inside its forward, convolves and drops it; it saves only x. Backward rebuilds i
 it, and gets the input gradient from the basis's vector-Jacobian product (`ConvBasis.vjp`), one function at a
 time. Under autocast the features are written in the autocast dtype, the basis itself is evaluated in fp32.
 """
+import contextlib
 import math
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -281,9 +282,11 @@ class BasisKANConv(nn.Module):
         if weight is None:
             return None
         device_type = x.device.type
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        autocast = torch.amp.is_autocast_available(device_type)  # False e.g. on 'meta'
+        dtype = torch.get_autocast_dtype(device_type) if autocast and torch.is_autocast_enabled(device_type) \
+            else x.dtype
         tensors = self.basis.tensors() if self.basis is not None else ()
-        with torch.autocast(device_type, enabled=False):
+        with torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext():
             return _KANConvFunction.apply(x, weight.to(dtype), self._geom, self.base_act, self.basis, *tensors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
