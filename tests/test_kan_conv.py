@@ -549,6 +549,13 @@ def test_errors_name_the_argument(kwargs, match):
         CONV_KAN_FAMILIES['kagn'](2, 2, 3)(torch.randn(1, 3, 5, 5))
 
 
+def test_meta_device():
+    """timm can build models on the meta device; layers must construct and run there."""
+    for cls in CONV_KAN_FAMILIES.values():
+        layer = cls(4, 6, 3, padding=1, device='meta')
+        assert layer(torch.empty(2, 4, 5, 5, device='meta')).shape == (2, 6, 5, 5)
+
+
 def test_dropout_in_training_only():
     layer = kan_conv_families.KALNConv2d(4, 4, 3, padding=1, dropout=0.5)
     x = torch.randn(2, 4, 6, 6)
