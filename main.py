@@ -41,7 +41,7 @@ from vision_kan.ema import KanModelEma
 from vision_kan.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
 from vision_kan.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
 from vision_kan.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
-from vision_kan.model_factory import count_gflops, count_params, create_model, create_teacher
+from vision_kan.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
 from vision_kan.run_log import RunLog, results_table
 
 DEMO_CONFIG = Path(__file__).resolve().parent / 'deit_configs' / 'demo_digits.yaml'
@@ -158,6 +158,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.config = config
     if not args.data_path:
         raise ConfigError('--data-path is required (a folder with train/ and val/); `python main.py` runs the demo')
+    check_model_name(args.model)
+    if args.distillation_type != 'none':
+        check_model_name(args.teacher_model, '--teacher-model')
     if args.batch_size < 1 or args.epochs < 1:
         raise ConfigError(f'--batch-size and --epochs must be >= 1, got {args.batch_size} and {args.epochs}')
     mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
@@ -195,7 +198,7 @@ def _transform_config(args: argparse.Namespace) -> TransformConfig:
     return TransformConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in keys})
 
 
-def _resume(path: str, model, optimizer, lr_scheduler, grad_scaler, model_ema, model_name: str, rank: int):
+def _resume(path: str, model, optimizer, grad_scaler, model_ema, model_name: str):
     """Load everything for an exact continuation; returns (start_epoch, max_accuracy, rng state list or None)."""
     ckpt = ckpt_io.load_checkpoint(path)
     ckpt_io.load_model_state(model, ckpt_io.model_state_from(ckpt, ('model',)), path, model_name)
@@ -206,8 +209,6 @@ def _resume(path: str, model, optimizer, lr_scheduler, grad_scaler, model_ema, m
         raise CheckpointError(f'--resume: {path} holds model weights only (no {", ".join(missing)}); use --finetune')
     try:
         optimizer.load_state_dict(ckpt['optimizer'])
-        if lr_scheduler is not None and ckpt.get('lr_scheduler') is not None:
-            lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
     except (ValueError, KeyError) as e:
         raise CheckpointError(f'--resume: optimizer state in {path} does not fit this run (--opt / model changed?): '
                               f'{e}') from None
@@ -254,7 +255,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp else None
     if args.eval:
         if args.resume:
-            _resume(args.resume, model, None, None, None, None, args.model, dist_info.rank)
+            _resume(args.resume, model, None, None, None, args.model)
         stats = evaluate(model=model, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
                          show_progress=is_main, print_freq=args.print_freq)
         log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
@@ -268,7 +269,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
                               f'use a *_distilled model')
         model.set_distilled_training(True)
         teacher = create_teacher(args.teacher_model, num_classes, args.teacher_path, args.teacher_pretrained,
-                                 args.teacher_random_init).to(device)
+                                 args.teacher_random_init, model_kwargs={'img_size': args.input_size}).to(device)
 
     model_without_ddp = model
     if dist_info.distributed:
@@ -308,13 +309,19 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
 
     start_epoch, max_accuracy = 0, 0.0
     if args.resume:
-        start_epoch, max_accuracy, rng = _resume(args.resume, model_without_ddp, optimizer, lr_scheduler, grad_scaler,
-                                                 model_ema, args.model, dist_info.rank)
+        start_epoch, max_accuracy, rng = _resume(args.resume, model_without_ddp, optimizer, grad_scaler, model_ema,
+                                                 args.model)
         if rng is not None and len(rng) == world:
             ckpt_io.set_rng_state(rng[dist_info.rank])
         else:
             log(f'note: {args.resume} has RNG states for {len(rng or [])} process(es), not {world}: reseeding')
             _seed_all(args.seed + 1000 * start_epoch + dist_info.rank)
+        # timm's schedules are functions of the epoch / update, rebuilt from the flags (so --epochs may be raised on
+        # resume): move to where the uninterrupted run stands at the start of start_epoch
+        if lr_scheduler is not None and args.sched_on_updates:
+            lr_scheduler.step_update(start_epoch * len(train_loader))
+        elif lr_scheduler is not None:
+            lr_scheduler.step(start_epoch)
         log(f'resumed from {args.resume} at epoch {start_epoch + 1}')
     else:
         _seed_all(args.seed + dist_info.rank)  # different augmentations on each rank
@@ -322,8 +329,6 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         raise ConfigError(f'--resume: {args.resume} already finished {start_epoch} of {num_epochs} epochs; '
                           f'raise --epochs to train on')
 
-    if is_main:
-        save_config(args, out / 'config.yaml')
     log(f'lr {lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {lr:.3e}')
     log(f'training {num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
     run_log = RunLog(out if is_main else None)
@@ -362,11 +367,13 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
 
         rng = all_gather_object(ckpt_io.get_rng_state())  # every rank's, so a resume continues each one
         if is_main:
-            payload = ckpt_io.checkpoint_payload(model_without_ddp, optimizer, lr_scheduler, grad_scaler, model_ema,
-                                                 epoch, max_accuracy, vars(args), rng)
+            payload = ckpt_io.checkpoint_payload(model_without_ddp, optimizer, grad_scaler, model_ema, epoch,
+                                                 max_accuracy, vars(args), rng)
             ckpt_io.save_atomic(payload, out / 'checkpoint.pth')
             if improved:
                 ckpt_io.save_atomic(payload, out / 'best.pth')
+            if epoch == start_epoch:  # the first write of this run comes after its first good epoch
+                save_config(args, out / 'config.yaml')
         row = {'epoch': epoch + 1, **{f'train_{k}': v for k, v in train_stats.items() if k != 'time'},
                **{f'test_{k}': v for k, v in test_stats.items() if k != 'n'},
                'ema_acc1': ema_stats['acc1'] if ema_stats else None, 'n_parameters': n_params,

@@ -52,8 +52,8 @@ def load_checkpoint(path: PathLike, what: str = '--resume') -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # a truncated zip, a pickle of arbitrary objects, not a torch file at all
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f'{what}: cannot read checkpoint {path}: {first}') from None
+        raise CheckpointError(f'{what}: cannot read {path}: not a PyTorch checkpoint of tensors and plain values '
+                              f'({type(e).__name__})') from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{what}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict')
     return ckpt
@@ -136,7 +136,6 @@ def load_finetune_state(model: nn.Module, state: Dict[str, torch.Tensor], path: 
 def checkpoint_payload(
         model: nn.Module,
         optimizer: Optional[torch.optim.Optimizer],
-        lr_scheduler: Optional[Any],
         grad_scaler: Optional[Any],
         model_ema: Optional[nn.Module],
         epoch: int,
@@ -144,11 +143,11 @@ def checkpoint_payload(
         config: Dict[str, Any],
         rng: List[Dict[str, Any]],
 ) -> Dict[str, Any]:
-    """What checkpoint.pth holds; entries that do not apply are None (a run without EMA saves fine)."""
+    """What checkpoint.pth holds; entries that do not apply are None (a run without EMA saves fine). No scheduler
+    state: timm's schedules are functions of the epoch, rebuilt from the flags on resume."""
     return {
         'model': model.state_dict(),
         'optimizer': optimizer.state_dict() if optimizer is not None else None,
-        'lr_scheduler': lr_scheduler.state_dict() if lr_scheduler is not None else None,
         'scaler': grad_scaler.state_dict() if grad_scaler is not None else None,
         'model_ema': model_ema.module.state_dict() if model_ema is not None else None,
         'epoch': epoch,

@@ -22,7 +22,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error raises ConfigError (one line, exit 2 in main) instead of printing usage."""
 
     def error(self, message: str):
-        raise ConfigError(f'{self.prog}: error: {message}')
+        raise ConfigError(message)
 
 
 class ParseKwargs(argparse.Action):
@@ -71,7 +71,7 @@ def _check_value(action: argparse.Action, value: Any) -> Any:
         if action.default is None:
             return None
         raise ConfigError(f'config key {key!r} cannot be null (default {action.default!r})')
-    nargs = None if kind == 'bool' else action.nargs  # BooleanOptionalAction has nargs=0
+    nargs = None if kind in ('bool', 'dict') else action.nargs  # BooleanOptionalAction: nargs=0; kwargs: one dict
     if nargs in ('+', '*') or isinstance(nargs, int):
         if not isinstance(value, (list, tuple)):
             value = [value] if nargs in ('+', '*') else value
@@ -79,9 +79,9 @@ def _check_value(action: argparse.Action, value: Any) -> Any:
             raise ConfigError(f'config key {key!r} must be a list of {nargs} {kind}s, got {value!r}')
         if isinstance(nargs, int) and len(value) != nargs:
             raise ConfigError(f'config key {key!r} must have {nargs} values, got {len(value)}: {value!r}')
-        if nargs == '+' and not value and kind != 'dict':
+        if nargs == '+' and not value:
             raise ConfigError(f'config key {key!r} needs at least one value')
-        value = [_scalar(v, kind, key) for v in value] if kind != 'dict' else _scalar(value, kind, key)
+        value = [_scalar(v, kind, key) for v in value]
         items = value
     else:
         value = _scalar(value, kind, key)

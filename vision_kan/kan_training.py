@@ -160,9 +160,12 @@ def update_kan_grids(
     if ema_model is not None:
         ema_named = dict(ema_model.named_modules())
         ema_layers = {n: ema_named[n] for n in layers}
-        xs = collect_layer_inputs(ema_model, ema_layers, loader, device, per_rank, g, autocast)
+        ema_device = next(ema_model.parameters()).device  # the CPU with --model-ema-force-cpu
+        xs = collect_layer_inputs(ema_model, ema_layers, loader, ema_device, per_rank, g,
+                                  autocast if ema_device == device else None)
         for name, layer in ema_layers.items():
-            layer.update_grid(_gather_same_count(xs[name]), margin=margin, grid=layers[name].grid)
+            x = _gather_same_count(xs[name].to(device)).to(ema_device)  # gathered where the backend can
+            layer.update_grid(x, margin=margin, grid=layers[name].grid)
         broadcast_state(ema_model)
         _refresh(ema_layers.values())
     return len(layers)

@@ -10,13 +10,14 @@ import torch.nn as nn
 from .checkpoint import load_checkpoint, load_model_state, model_state_from
 from .errors import CheckpointError, ConfigError
 
-__all__ = ['create_model', 'create_teacher', 'count_params', 'count_gflops']
+__all__ = ['check_model_name', 'create_model', 'create_teacher', 'count_params', 'count_gflops']
 
 # keywords main.py passes to every model; a model whose constructor does not take one is built without it
 _OPTIONAL_KWARGS = ('img_size', 'drop_path_rate')
 
 
-def _check_name(name: str, flag: str) -> None:
+def check_model_name(name: str, flag: str = '--model') -> None:
+    """ConfigError (with close matches) unless timm knows the name."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         hint = f'; did you mean {", ".join(close)}?' if close else ''
@@ -26,7 +27,7 @@ def _check_name(name: str, flag: str) -> None:
 def create_model(name: str, flag: str = '--model', pretrained: bool = False, log=print, **kwargs) -> nn.Module:
     """timm.create_model(name, **kwargs); img_size / drop_path_rate are dropped for models that do not take them
     (a CNN has no img_size) unless the user put them in --model-kwargs. Bad keywords become a ConfigError."""
-    _check_name(name, flag)
+    check_model_name(name, flag)
     kwargs = dict(kwargs)
     droppable = [k for k in _OPTIONAL_KWARGS if k in kwargs]
     while True:

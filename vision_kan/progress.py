@@ -1,5 +1,5 @@
 """What the user watches during an epoch: a tqdm bar on a terminal (loss, lr, img/s, ETA), or, when output goes to a
-file, one printed line every `print_freq` steps and at the end of the epoch."""
+file, one printed line (with the ETA) every `print_freq` steps and at the end of the epoch."""
 import datetime
 import sys
 import time
@@ -31,7 +31,8 @@ class Progress:
         desc: prefix, e.g. 'Epoch 3/300'.
         enabled: False on ranks other than 0 (they print nothing).
         print_freq: steps between printed lines when the stream is not a terminal.
-        stream: where to write (stderr by default, like tqdm).
+        stream: where to write; by default a tqdm bar on stderr when that is a terminal, else lines on stdout
+            (so stderr carries only warnings and errors in logs).
     """
 
     def __init__(self, total: int, desc: str, enabled: bool = True, print_freq: int = 50,
@@ -40,7 +41,9 @@ class Progress:
         self.desc = desc
         self.enabled = enabled
         self.print_freq = max(1, print_freq)
-        self.stream = stream or sys.stderr
+        if stream is None:
+            stream = sys.stderr if sys.stderr.isatty() else sys.stdout
+        self.stream = stream
         self.step = 0
         self.start = time.perf_counter()
         self.bar = None

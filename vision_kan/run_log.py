@@ -18,16 +18,16 @@ class RunLog:
     def __init__(self, output_dir: Optional[Path]):
         self.output_dir = output_dir
         self.rows: List[Dict[str, Any]] = []
-        self.writer = None
-        if output_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(output_dir / 'tensorboard'))
+        self.writer = None  # made with the first row: a run that fails before finishing an epoch writes nothing
 
     def log_epoch(self, row: Dict[str, Any]) -> None:
         """row: {'epoch': 1-based, 'train_loss', 'train_lr', 'train_img_per_s', 'test_loss', 'test_acc1', ...}."""
         self.rows.append(row)
         if self.output_dir is None:
             return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(self.output_dir / 'tensorboard'))
         with open(self.output_dir / 'log.txt', 'a') as f:
             f.write(json.dumps(row) + '\n')
             f.flush()

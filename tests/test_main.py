@@ -1,0 +1,305 @@
+"""main.py end to end on generated ImageFolders: a training run and what it leaves, exact resume, distillation,
+fine-tune, eval, AMP, the bad inputs (exit 2, one line on stderr, files intact), 2-process DDP through torchrun,
+and the embedded demo (shortened)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.models import register_model
+
+import main
+from conftest import TINY_VIT, common_args, make_image_folder
+from vision_kan.checkpoint import load_checkpoint
+from vision_kan.layers.basis import uniform_knots
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _log(out: Path):
+    return [json.loads(line) for line in (out / 'log.txt').read_text().splitlines()]
+
+
+def _digest(root: Path):
+    """Bytes of every file under root (to prove nothing was changed)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def _one_error_line(capsys) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith('error: ')
+    return err[0]
+
+
+# ---------------------------------------------------------------- a training run
+
+def test_short_training_run_leaves_everything(image_folder, tmp_path, capsys):
+    out = tmp_path / 'run'
+    rc = main.main(common_args(image_folder, out, *TINY_VIT, '--epochs', '2', '--batch-size', '8', '--lr', '5.0e-3',
+                               '--no-scale-lr', '--model-ema', '--model-ema-decay', '0.9', '--grid-update-every', '1',
+                               '--kan-reg-weight', '1.0e-4'))
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert 'params' in printed and 'GFLOPs' in printed and 'val acc1' in printed
+    assert 'KAN grids of 4 layers re-placed' in printed
+    rows = _log(out)
+    assert [r['epoch'] for r in rows] == [1, 2]
+    for r in rows:
+        for key in ('train_loss', 'train_lr', 'train_img_per_s', 'test_loss', 'test_acc1', 'test_acc5', 'ema_acc1'):
+            assert isinstance(r[key], float) and r[key] == r[key], key
+    assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
+    ckpt = load_checkpoint(out / 'checkpoint.pth')
+    assert ckpt['epoch'] == 1 and ckpt['model_ema'] is not None and len(ckpt['rng']) == 1
+    assert (out / 'best.pth').is_file()
+    grid = ckpt['model']['blocks.0.mlp.fc1.grid']
+    assert not torch.allclose(grid, uniform_knots(grid.shape[0], 5, 3))  # the grid update reached the checkpoint
+    torch.testing.assert_close(ckpt['model_ema']['blocks.0.mlp.fc1.grid'], grid, rtol=0, atol=0)
+    # the saved config is the merged recipe and runs again as --config
+    args = main.parse_args(['--config', str(out / 'config.yaml')])
+    assert args.epochs == 2 and args.model_kwargs['embed_dim'] == 32 and args.kan_reg_weight == 1.0e-4
+
+
+def test_resume_continues_exactly(image_folder, tmp_path, monkeypatch):
+    # every source of randomness on: mixup/cutmix (numpy), RandAugment (random), erasing and crops (torch),
+    # EMA, a grid update after each epoch, a per-update schedule with warmup
+    flags = [*TINY_VIT, '--epochs', '3', '--batch-size', '8', '--lr', '1.0e-2', '--no-scale-lr', '--sched-on-updates',
+             '--warmup-epochs', '1', '--model-ema', '--model-ema-decay', '0.9', '--grid-update-every', '1',
+             '--mixup', '0.8', '--cutmix', '1.0', '--aa', 'rand-m9-mstd0.5-inc1', '--reprob', '0.25']
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    assert main.main(common_args(image_folder, straight, *flags)) == 0
+
+    log_epoch = main.RunLog.log_epoch
+
+    def killed_after_first_epoch(self, row):
+        log_epoch(self, row)
+        if row['epoch'] == 1:
+            raise KeyboardInterrupt  # the job dies between epochs
+
+    monkeypatch.setattr(main.RunLog, 'log_epoch', killed_after_first_epoch)
+    assert main.main(common_args(image_folder, resumed, *flags)) == 130
+    monkeypatch.setattr(main.RunLog, 'log_epoch', log_epoch)
+    assert main.main(common_args(image_folder, resumed, *flags, '--resume', str(resumed / 'checkpoint.pth'))) == 0
+
+    a, b = _log(straight), _log(resumed)
+    assert [r['epoch'] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        for key in ('train_loss', 'train_lr', 'test_loss', 'test_acc1', 'ema_acc1'):
+            assert abs(ra[key] - rb[key]) <= 1e-6, (ra['epoch'], key, ra[key], rb[key])
+    ca, cb = load_checkpoint(straight / 'checkpoint.pth'), load_checkpoint(resumed / 'checkpoint.pth')
+    for part in ('model', 'model_ema'):
+        for k in ca[part]:
+            torch.testing.assert_close(ca[part][k], cb[part][k], rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the other modes
+
+def test_distillation_soft_and_hard(image_folder, tmp_path):
+    teacher = timm.create_model('kan_mlp', img_size=16, num_classes=3)
+    torch.save({'model': teacher.state_dict()}, tmp_path / 'teacher.pth')
+    student = ['--model', 'vit_kan_tiny_distilled', '--input-size', '16', '--model-kwargs', 'patch_size=8', 'depth=2',
+               'embed_dim=32', 'num_heads=2', '--epochs', '1', '--batch-size', '8', '--teacher-model', 'kan_mlp']
+    assert main.main(common_args(image_folder, tmp_path / 'soft', *student, '--distillation-type', 'soft',
+                                 '--teacher-path', str(tmp_path / 'teacher.pth'), '--distillation-tau', '2.0')) == 0
+    assert main.main(common_args(image_folder, tmp_path / 'hard', *student, '--distillation-type', 'hard',
+                                 '--teacher-random-init', '--mixup', '0.8')) == 0
+    for run in ('soft', 'hard'):
+        row = _log(tmp_path / run)[0]
+        assert 0 < row['train_loss'] < 10
+        assert 'head_dist.weight' in load_checkpoint(tmp_path / run / 'checkpoint.pth')['model']
+
+
+def test_finetune_then_eval_alone(image_folder, tmp_path, capsys):
+    assert main.main(common_args(image_folder, tmp_path / 'src', *TINY_VIT, '--epochs', '1', '--batch-size', '8')) == 0
+    other = make_image_folder(tmp_path / 'other', num_classes=2, size=32)
+    vit32 = ['--model', 'vit_kan_tiny', '--input-size', '32', '--model-kwargs', 'patch_size=8', 'depth=2',
+             'embed_dim=32', 'num_heads=2']
+    assert main.main(common_args(other, tmp_path / 'ft', *vit32, '--epochs', '1', '--batch-size', '8',
+                                 '--finetune', str(tmp_path / 'src' / 'checkpoint.pth'))) == 0
+    printed = capsys.readouterr().out
+    assert 'resampled to (1, 17, 32)' in printed and 'head.weight reset' in printed
+    before = _digest(tmp_path)
+    assert main.main(common_args(other, tmp_path / 'never', *vit32, '--batch-size', '8', '--eval',
+                                 '--resume', str(tmp_path / 'ft' / 'best.pth'))) == 0
+    assert 'Accuracy on 8 val images' in capsys.readouterr().out
+    assert _digest(tmp_path) == before and not (tmp_path / 'never').exists()  # --eval writes nothing
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_amp_runs_on_cpu(image_folder, tmp_path, dtype):
+    assert main.main(common_args(image_folder, tmp_path / dtype, *TINY_VIT, '--epochs', '1', '--batch-size', '8',
+                                 '--amp', '--amp-dtype', dtype, '--clip-grad', '1.0')) == 0
+    loss = _log(tmp_path / dtype)[0]['train_loss']
+    assert loss == loss and abs(loss) != float('inf')
+
+
+def test_embedded_demo_shortened(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main.main(['--demo', '--epochs', '3']) == 0
+    out = tmp_path / 'output' / 'demo_digits'
+    assert (tmp_path / 'output' / 'digits' / 'train' / '9').is_dir()
+    rows = _log(out)
+    assert rows[-1]['test_acc1'] >= 90.0  # 3 of the demo's 15 epochs (the full demo reaches about 98)
+    assert 'best val acc1' in capsys.readouterr().out
+    assert main.main(['--demo', '--epochs', '1']) == 0  # runs again over its own output (overwrite: true)
+
+
+# ---------------------------------------------------------------- bad input
+
+@register_model
+def nan_after_four_steps_test(pretrained: bool = False, num_classes: int = 3, **kwargs) -> nn.Module:
+    """A linear classifier whose output turns NaN from its 5th training forward (24 images, batch 8: epoch 2)."""
+
+    class NaNAfter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 16 * 16, num_classes)
+            self.register_buffer('calls', torch.zeros((), dtype=torch.long))
+
+        def forward(self, x):
+            if self.training:
+                self.calls += 1
+            y = self.fc(x.flatten(1))
+            return y * float('nan') if self.calls > 4 else y
+
+    return NaNAfter()
+
+
+def _bad_data(root: Path, kind: str) -> Path:
+    data = make_image_folder(root / kind)
+    if kind == 'empty_class':
+        for p in (data / 'train' / 'class_1').iterdir():
+            p.unlink()
+    elif kind == 'corrupt':
+        (data / 'train' / 'class_2' / '3.png').write_bytes(b'definitely not a png')
+    return data
+
+
+@pytest.mark.parametrize('case, fragment', [
+    ('missing_data', 'does not exist'),
+    ('empty_class', 'class_1 has no images'),
+    ('corrupt', 'corrupt image file'),
+    ('unknown_model', "unknown model 'vit_kan_tinny'"),
+    ('unknown_key', "unknown key 'learning_rate'"),
+    ('typed_value', "must be a float, got the string '5e-4'"),
+    ('mismatch', 'does not match model kan_mlp'),
+    ('unwritable', 'cannot be written'),
+    ('batch_too_large', '--batch-size 64 is larger than'),
+    ('cli_type', "argument --epochs: invalid int value: 'x'"),
+    ('no_teacher_weights', '--teacher-path'),
+    ('not_distilled', 'has no distillation token'),
+    ('nan', 'training loss is nan at epoch 2, step 2'),
+])
+def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case, fragment):
+    previous = tmp_path / 'previous'  # an earlier run's files, sitting where the bad run points
+    data = _bad_data(tmp_path, 'good')
+    model = ['--model', 'kan_mlp', '--input-size', '16'] if case == 'mismatch' else TINY_VIT
+    flags = ['--epochs', '1', '--batch-size', '8']
+    assert main.main(common_args(data, previous, *TINY_VIT, *flags)) == 0
+    capsys.readouterr()
+    before = _digest(previous)
+
+    out, extra = previous, ['--resume', str(previous / 'checkpoint.pth'), '--epochs', '2']
+    if case == 'missing_data':
+        data = tmp_path / 'nowhere'
+    elif case in ('empty_class', 'corrupt'):
+        data = _bad_data(tmp_path, case)
+    elif case == 'unknown_model':
+        extra += ['--model', 'vit_kan_tinny']
+    elif case in ('unknown_key', 'typed_value'):
+        (tmp_path / 'r.yaml').write_text('learning_rate: 5.0e-4\n' if case == 'unknown_key' else 'lr: 5e-4\n')
+        extra += ['--config', str(tmp_path / 'r.yaml')]
+    elif case == 'unwritable':
+        (tmp_path / 'a_file').write_text('x')
+        out, extra = tmp_path / 'a_file' / 'run', []
+    elif case == 'batch_too_large':
+        extra += ['--batch-size', '64']
+    elif case == 'cli_type':
+        extra += ['--epochs', 'x']
+    elif case in ('no_teacher_weights', 'not_distilled'):
+        extra += ['--distillation-type', 'soft', '--teacher-model', 'kan_mlp']
+        if case == 'no_teacher_weights':
+            extra += ['--model', 'vit_kan_tiny_distilled']
+    elif case == 'nan':
+        out, extra = tmp_path / 'nan', ['--model', 'nan_after_four_steps_test', '--epochs', '3']
+    rc = main.main(common_args(data, out, *model, *flags, *extra))
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert fragment in line, line
+    assert _digest(previous) == before  # nothing already written was lost or changed
+    if case == 'nan':  # the run stopped in epoch 2: epoch 1's checkpoint is there and loads
+        assert 'checkpoint.pth (epoch 1) is untouched' in line
+        assert load_checkpoint(out / 'checkpoint.pth')['epoch'] == 0 and len(_log(out)) == 1
+
+
+def test_fresh_run_refuses_to_overwrite_a_checkpoint(image_folder, tmp_path, capsys):
+    flags = common_args(image_folder, tmp_path / 'run', *TINY_VIT, '--epochs', '1', '--batch-size', '8')
+    assert main.main(flags) == 0
+    before = _digest(tmp_path / 'run')
+    capsys.readouterr()
+    assert main.main(flags) == 2
+    assert '--overwrite' in _one_error_line(capsys)
+    assert _digest(tmp_path / 'run') == before
+
+
+def test_cli_process_exit_code_and_single_stderr_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / 'main.py'), '--data-path', str(tmp_path / 'none'),
+                           '--device', 'cpu'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f'error: --data-path: {tmp_path / "none"} does not exist']
+
+
+# ---------------------------------------------------------------- DDP
+
+_RANK_SCRIPT = """
+import hashlib, json, os, sys
+sys.path.insert(0, {repo!r})
+import main
+states = []
+evaluate = main.evaluate
+def recording_evaluate(*, model, **kwargs):  # called after each epoch's grid update, for the model and its EMA
+    states.append({{k: hashlib.sha256(v.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+                   for k, v in model.state_dict().items()}})
+    return evaluate(model=model, **kwargs)
+main.evaluate = recording_evaluate
+rc = main.main(sys.argv[1:])
+with open(os.path.join({out!r}, 'rank' + os.environ['RANK'] + '.json'), 'w') as f:
+    json.dump({{'rc': rc, 'states': states}}, f)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_process_gloo_keeps_replicas_identical(image_folder, tmp_path):
+    script = tmp_path / 'rank_script.py'
+    script.write_text(textwrap.dedent(_RANK_SCRIPT.format(repo=str(REPO), out=str(tmp_path))))
+    out = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+           str(script), *common_args(image_folder, out, *TINY_VIT, '--epochs', '2', '--batch-size', '4',
+                                     '--lr', '1.0e-2', '--no-scale-lr', '--grid-update-epochs', '1', '--model-ema',
+                                     '--model-ema-decay', '0.9', '--kan-reg-weight', '1.0e-3')]
+    env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1)]
+    assert ranks[0]['rc'] == ranks[1]['rc'] == 0
+    assert len(ranks[0]['states']) == 4  # 2 epochs x (model, EMA)
+    assert ranks[0]['states'] == ranks[1]['states']  # every parameter and grid, bit for bit, on both ranks
+    assert 'KAN grids of 4 layers re-placed' in proc.stdout
+    ckpt = load_checkpoint(out / 'checkpoint.pth')
+    assert len(ckpt['rng']) == 2  # both ranks' RNG states, for an exact resume
+    grid = ckpt['model']['blocks.1.mlp.fc2.grid']
+    assert not torch.allclose(grid, uniform_knots(grid.shape[0], 5, 3))
+    assert not (out / 'rank1').exists() and sorted(p.name for p in out.iterdir()) == \
+        ['best.pth', 'checkpoint.pth', 'config.yaml', 'log.txt', 'tensorboard']
