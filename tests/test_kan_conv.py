@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from vision_kan.layers import conv_basis, conv_basis_poly, kan_conv, kan_conv_families
-from vision_kan.layers.conv_basis import BSplineBasis, ConvBasis, RBFBasis
+from vision_kan.layers.conv_basis import WAVELETS, BSplineBasis, ConvBasis, RBFBasis, ReLUKANBasis, WaveletBasis
 from vision_kan.layers.conv_basis_poly import BernsteinBasis, ChebyshevBasis, GramBasis, JacobiBasis, LegendreBasis
 from vision_kan.layers.kan_conv import BasisKANConv
 from vision_kan.layers.kan_conv_families import CONV_KAN_FAMILIES, BottleNeckKAGNConvNd
@@ -226,15 +226,16 @@ def test_gradcheck_fp64_1d_3d(family, ndim):
 
 @pytest.mark.parametrize('basis', [
     LegendreBasis(4), ChebyshevBasis(5), JacobiBasis(4, 0.5, 2.0), GramBasis(4), GramBasis(1), RBFBasis(6),
-    BernsteinBasis(4), BernsteinBasis(1), BSplineBasis(5, 3), BSplineBasis(4, 2, (-2, 1)), BSplineBasis(3, 1)])
+    BernsteinBasis(4), BernsteinBasis(1), BSplineBasis(5, 3), BSplineBasis(4, 2, (-2, 1)), BSplineBasis(3, 1),
+    ReLUKANBasis(3, 4, 2, (-2, 2))] + [WaveletBasis(3, w, 3, (-2, 2)) for w in sorted(WAVELETS)])
 def test_analytic_vjp_equals_autograd(basis):
     """The analytic vjps agree with autograd through `functions` (ConvBasis.vjp: all at once for recurrences,
     one function at a time otherwise)."""
     basis = basis.double()
-    if isinstance(basis, GramBasis):
-        with torch.no_grad():
-            basis.beta_weights.uniform_(0.3, 1.7)
-    x = _input(3, 4, 2) * 2
+    with torch.no_grad():
+        for p in basis.parameters():
+            p.add_(torch.rand(p.shape, dtype=F64) * 0.6 - 0.3)
+    x = torch.cat([_input(3, 4, 2) * 2, torch.full((1, 3, 4, 4), 0.0, dtype=F64)])  # 0: sinc's removable point
     grad = torch.randn(x.shape[0], x.shape[1], basis.num_functions, *x.shape[2:], dtype=F64)
     needs = [True] * len(basis.tensors())
     gx, gt = basis.vjp(x, grad, basis.tensors(), needs)

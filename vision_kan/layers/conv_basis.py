@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from .basis import bspline_basis, bspline_basis_uniform, uniform_knots
 
-__all__ = ['ConvBasis', 'BSplineBasis', 'RBFBasis', 'ReLUKANBasis', 'WaveletBasis', 'WAVELETS']
+__all__ = ['ConvBasis', 'BSplineBasis', 'RBFBasis', 'ReLUKANBasis', 'WaveletBasis', 'WAVELETS', 'WAVELET_SLOPES']
 
 Tensors = Sequence[torch.Tensor]
 VJP = Tuple[torch.Tensor, List[Optional[torch.Tensor]]]
@@ -43,6 +43,11 @@ VJP = Tuple[torch.Tensor, List[Optional[torch.Tensor]]]
 def _channel(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-channel column (C,) -> (1, C, 1, ...) broadcasting against x (B, C, *S)."""
     return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _sum_but_channels(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (C,): the gradient of a per-channel parameter."""
+    return t.sum(dim=[d for d in range(t.dim()) if d != 1])
 
 
 def _check_int(name: str, value, low: int, owner: str) -> None:
@@ -257,6 +262,26 @@ class ReLUKANBasis(ConvBasis):
         bump = torch.relu(x - a) * torch.relu(b - x) * self.r
         return bump * bump
 
+    def vjp(self, x, grad, tensors, needs):
+        """Analytic, with u = relu(x - a), v = relu(b - x): phi = r^2 u^2 v^2, so d/dx = 2 r^2 u v (v - u),
+        d/da = -2 r^2 u v^2, d/db = 2 r^2 u^2 v (all 0 off the bump)."""
+        low, high = tensors
+        acc = torch.zeros_like(x)
+        g_low = torch.zeros(low.shape, dtype=x.dtype, device=x.device) if needs[0] else None
+        g_high = torch.zeros(high.shape, dtype=x.dtype, device=x.device) if needs[1] else None
+        for k in range(self.num_functions):
+            u = torch.sub(x, _channel(low[:, k].to(x.dtype), x)).relu_()
+            v = torch.sub(_channel(high[:, k].to(x.dtype), x), x).relu_()
+            w = torch.mul(u, v).mul_(grad[:, :, k])  # grad_k u v
+            acc.addcmul_(w, torch.sub(v, u))
+            if g_low is not None:
+                g_low[:, k] = -_sum_but_channels(w * v)
+            if g_high is not None:
+                g_high[:, k] = _sum_but_channels(w * u)
+        scale = 2.0 * self.r * self.r
+        return acc.mul_(scale), [None if g is None else (g * scale).to(t.dtype)
+                                 for g, t in ((g_low, low), (g_high, high))]
+
     def extra_repr(self):
         return f'in_channels={self.in_channels}, grid_size={self.grid_size}, order={self.order}, ' \
                f'grid_range={self.grid_range}'
@@ -279,6 +304,26 @@ def _shannon(z):  # real Shannon wavelet, sinc(t) = sin(pi t) / (pi t)
 
 
 WAVELETS = {'mexican_hat': _mexican_hat, 'morlet': _morlet, 'dog': _dog, 'shannon': _shannon}
+_MEXICAN_HAT_C = 2.0 / (math.sqrt(3.0) * math.pi ** 0.25)
+
+
+def _gauss(z):
+    return torch.mul(z, z).mul_(-0.5).exp_()
+
+
+def _sinc_slope(t):
+    """d sinc(t) / dt = (cos(pi t) - sinc(t)) / t, 0 at t = 0."""
+    zero = t == 0
+    safe = torch.where(zero, torch.ones_like(t), t)
+    return torch.cos(math.pi * t).sub_(torch.sinc(t)).div_(safe).masked_fill_(zero, 0.0)
+
+
+WAVELET_SLOPES = {  # d psi / dz, each in a new tensor
+    'mexican_hat': lambda z: torch.mul(z, z).sub_(3.0).mul_(z).mul_(_gauss(z)).mul_(_MEXICAN_HAT_C),
+    'morlet': lambda z: torch.sin(5.0 * z).mul_(5.0).addcmul_(z, torch.cos(5.0 * z)).mul_(_gauss(z)).neg_(),
+    'dog': lambda z: torch.mul(z, z).sub_(1.0).mul_(_gauss(z)),
+    'shannon': lambda z: _sinc_slope(2.0 * z).mul_(4.0).sub_(_sinc_slope(z)),
+}
 
 
 class WaveletBasis(ConvBasis):
@@ -322,6 +367,25 @@ class WaveletBasis(ConvBasis):
         # z * z and sin(pi z) finite for any finite x
         z = ((x - tau) * inv_s).clamp(-1e4, 1e4)
         return WAVELETS[self.wavelet_type](z)
+
+    def vjp(self, x, grad, tensors, needs):
+        """Analytic, z = (x - tau) / s: d/dx = psi'(z) / s, d/dtau = -psi'(z) / s, d/dlog_scale = -psi'(z) z."""
+        translation, log_scale = tensors
+        acc = torch.zeros_like(x)
+        g_tau = torch.zeros(translation.shape, dtype=x.dtype, device=x.device) if needs[0] else None
+        g_log = torch.zeros(log_scale.shape, dtype=x.dtype, device=x.device) if needs[1] else None
+        slope = WAVELET_SLOPES[self.wavelet_type]
+        for k in range(self.num_functions):
+            inv_s = torch.exp(-log_scale[:, k].to(x.dtype))  # (C,)
+            raw = torch.sub(x, _channel(translation[:, k].to(x.dtype), x)).mul_(_channel(inv_s, x))
+            z = raw.clamp(-1e4, 1e4)
+            w = slope(z).mul_(grad[:, :, k]).masked_fill_(raw != z, 0.0)  # grad_k psi'(z), 0 where clamped
+            acc.addcmul_(w, _channel(inv_s, x))
+            if g_tau is not None:
+                g_tau[:, k] = -_sum_but_channels(w) * inv_s
+            if g_log is not None:
+                g_log[:, k] = -_sum_but_channels(w.mul_(z))
+        return acc, [None if g is None else g.to(t.dtype) for g, t in ((g_tau, translation), (g_log, log_scale))]
 
     def extra_repr(self):
         return f'in_channels={self.in_channels}, wavelet_type={self.wavelet_type!r}, ' \
