@@ -1,0 +1,317 @@
+"""Compare two or more checkpoints written by main.py on one validation folder: params, size, loss, top-1, top-5.
+
+    python -m vision_kan.compare --checkpoints output/kan_cnn4/best.pth output/kan_cnn4_twin/best.pth \
+        --data-path data/cifar10/val --output-dir output/compare
+
+--data-path is one ImageFolder (one sub-folder of images per class), e.g. the val/ folder of a main.py data set.
+Each model is rebuilt from the `config` main.py stores in its checkpoints (model name, --model-kwargs, input size,
+eval crop) and evaluated with main.py's eval transform. The first checkpoint is the reference: the differences
+are (each other model) - (first). Writes compare.json and bar charts (compare_<metric>.png, compare_overview.png)
+to --output-dir and prints the tables as markdown. Problems in the input: one line on stderr, exit code 2.
+
+The helpers (`model_from_checkpoint`, `imagefolder_loader`, `evaluate_model`, `model_size_mb`) are shared with
+vision_kan.quantize and vision_kan.plot_kan.
+"""
+import argparse
+import datetime
+import io
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from .checkpoint import load_checkpoint, load_model_state, model_state_from
+from .config import ArgumentParser
+from .data import TransformConfig, build_transform, load_rgb_image
+from .errors import CheckpointError, DataError, UserInputError
+from .model_factory import create_model
+
+__all__ = ['model_from_checkpoint', 'imagefolder_loader', 'evaluate_model', 'model_size_mb', 'count_params',
+           'device_description', 'compare', 'main']
+
+METRICS = (  # key, label, format
+    ('params_m', 'params (M)', '{:.3f}'),
+    ('size_mb', 'size (MB)', '{:.2f}'),
+    ('loss', 'loss', '{:.4f}'),
+    ('acc1', 'top-1 (%)', '{:.2f}'),
+    ('acc5', 'top-5 (%)', '{:.2f}'),
+)
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """Size of the model's state_dict as torch.save writes it, in MB (2^20 bytes)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes / 2 ** 20
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return f'{torch.cuda.get_device_name(device)} (torch {torch.__version__})'
+    return f'CPU {platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})'
+
+
+def _num_classes_from_state(model_name: str, state: Dict[str, torch.Tensor]) -> Optional[int]:
+    """Outputs of the classifier in a state dict: dim 0 of the first tensor under the model's classifier prefix
+    (nn.Linear weight, KAN layers' base/spline/poly weight: all (num_classes, ...) and registered first)."""
+    import timm
+    try:
+        classifier = timm.models.get_pretrained_cfg(model_name).classifier
+    except Exception:  # a model without a pretrained cfg
+        classifier = 'head'
+    prefixes = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    for key, value in state.items():
+        if any(key.startswith(p + '.') for p in prefixes) and getattr(value, 'dim', lambda: 0)() >= 1:
+            return int(value.shape[0])
+    return None
+
+
+def model_from_checkpoint(
+        path: str,
+        model_name: Optional[str] = None,
+        num_classes: Optional[int] = None,
+        use_ema: bool = False,
+        what: str = '--checkpoint',
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild a model from a main.py checkpoint and load its weights (CPU, eval mode).
+
+    The model name and keywords come from the checkpoint's `config` (main.py's arguments); `model_name` overrides
+    it (needed for a bare state dict). num_classes: given, else the checkpoint's, else read off the classifier.
+
+    Returns:
+        (model, info) with info = {'model', 'model_kwargs', 'input_size', 'eval_crop_ratio', 'num_classes',
+        'epoch'}; input_size is None when the checkpoint does not say.
+    """
+    ckpt = load_checkpoint(path, what)
+    config = ckpt.get('config') if isinstance(ckpt.get('config'), dict) else {}
+    name = model_name or config.get('model')
+    if not name:
+        raise CheckpointError(f'{what}: {path} records no model name (not written by main.py?); pass --model NAME')
+    state = model_state_from(ckpt, ('model_ema', 'model') if use_ema else ('model', 'state_dict'))
+    if use_ema and ckpt.get('model_ema') is None:
+        raise CheckpointError(f'{what}: {path} holds no EMA weights (trained with --no-model-ema)')
+    kwargs = dict(config.get('model_kwargs') or {})
+    n = num_classes or ckpt.get('num_classes') or config.get('num_classes') or _num_classes_from_state(name, state)
+    if n is None:
+        raise CheckpointError(f'{what}: cannot tell the number of classes of {path}')
+    input_size = config.get('input_size')
+    build = dict(kwargs, num_classes=int(n))
+    if input_size:
+        build['img_size'] = int(input_size)
+    model = create_model(name, flag=f'{what} {path}: model', log=lambda *a, **k: None, **build)
+    load_model_state(model, state, path, name, what=what)
+    model.eval()
+    info = {'model': name, 'model_kwargs': kwargs, 'input_size': input_size,
+            'eval_crop_ratio': float(config.get('eval_crop_ratio', 0.875)), 'num_classes': int(n),
+            'epoch': ckpt.get('epoch')}
+    return model, info
+
+
+def imagefolder_loader(root: str, input_size: int, eval_crop_ratio: float = 0.875, batch_size: int = 64,
+                       num_workers: int = 0, what: str = '--data-path') -> DataLoader:
+    """main.py's eval transform (resize to input_size / crop ratio, centre crop, normalise) over one ImageFolder."""
+    if not os.path.isdir(root):
+        raise DataError(f'{what}: folder {root} does not exist')
+    tf = build_transform(False, TransformConfig(input_size=int(input_size), eval_crop_ratio=eval_crop_ratio))
+    try:
+        ds = ImageFolder(root, transform=tf, loader=load_rgb_image)
+    except (FileNotFoundError, RuntimeError) as e:  # no class folders, or class folders without images
+        raise DataError(f'{what}: {root} is not an ImageFolder (one sub-folder of images per class): '
+                        f'{str(e).splitlines()[0]}') from None
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device) -> Dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 accuracy (%) over the loader, and the time it took.
+
+    Returns:
+        {'loss', 'acc1', 'acc5', 'n', 'seconds', 'img_per_s'}; acc5 is top-min(5, classes).
+    """
+    model.eval()
+    loss_sum, hits1, hits5, n = 0.0, 0, 0, 0
+    start = time.perf_counter()
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        logits = model(images).float()  # (B, classes)
+        if logits.shape[1] <= int(targets.max()):
+            raise DataError(f'the model has {logits.shape[1]} classes, the data has at least {int(targets.max()) + 1}')
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])  # (B, k)
+        loss_sum += F.cross_entropy(logits, targets, reduction='sum').item()
+        hits1 += int(top[:, 0].sum())
+        hits5 += int(top.sum())
+        n += len(targets)
+    seconds = time.perf_counter() - start
+    n_safe = max(n, 1)
+    return {'loss': loss_sum / n_safe, 'acc1': 100.0 * hits1 / n_safe, 'acc5': 100.0 * hits5 / n_safe, 'n': n,
+            'seconds': seconds, 'img_per_s': n / max(seconds, 1e-9)}
+
+
+def _labels(infos: Sequence[Dict[str, Any]], paths: Sequence[str], names: Optional[Sequence[str]]) -> List[str]:
+    if names:
+        return list(names)
+    labels = [info['model'] for info in infos]
+    if len(set(labels)) < len(labels):  # the same model twice: tell them apart by their run folder
+        labels = [f'{lab} ({Path(p).resolve().parent.name})' for lab, p in zip(labels, paths)]
+    if len(set(labels)) < len(labels):
+        labels = [f'{lab} #{i + 1}' for i, lab in enumerate(labels)]
+    return labels
+
+
+def compare(
+        checkpoints: Sequence[str],
+        data_path: str,
+        output_dir: str,
+        names: Optional[Sequence[str]] = None,
+        models: Optional[Sequence[str]] = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        device: str = '',
+        use_ema: bool = False,
+        log=print,
+) -> Dict[str, Any]:
+    """Evaluate every checkpoint on data_path, write compare.json and the bar charts; returns the JSON dict."""
+    if len(checkpoints) < 2:
+        raise UserInputError(f'--checkpoints: give two or more checkpoint files, got {len(checkpoints)}')
+    if names and len(names) != len(checkpoints):
+        raise UserInputError(f'--names: give one name per checkpoint ({len(checkpoints)}), got {len(names)}')
+    if models and len(models) not in (1, len(checkpoints)):
+        raise UserInputError(f'--model: give one model name, or one per checkpoint ({len(checkpoints)}), '
+                             f'got {len(models)}')
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if not os.path.isdir(data_path):
+        raise DataError(f'--data-path: folder {data_path} does not exist')
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f'--output-dir {out} cannot be created: {e.strerror or e}') from None
+
+    rows, infos = [], []
+    for i, path in enumerate(checkpoints):
+        name = (models[0] if len(models) == 1 else models[i]) if models else None
+        model, info = model_from_checkpoint(path, name, use_ema=use_ema, what='--checkpoints')
+        size = info['input_size'] or model.pretrained_cfg.get('input_size', (3, 224, 224))[-1]
+        loader = imagefolder_loader(data_path, size, info['eval_crop_ratio'], batch_size, num_workers)
+        if len(loader.dataset.classes) != info['num_classes']:
+            raise DataError(f'--data-path: {data_path} has {len(loader.dataset.classes)} classes, {path} was '
+                            f'trained on {info["num_classes"]}')
+        stats = evaluate_model(model.to(dev), loader, dev)
+        rows.append({'checkpoint': str(path), 'model': info['model'], 'model_kwargs': info['model_kwargs'],
+                     'epoch': info['epoch'], 'input_size': int(size), 'params': count_params(model),
+                     'params_m': count_params(model) / 1e6, 'size_mb': model_size_mb(model), **stats})
+        infos.append(info)
+        log(f'{path}: {info["model"]} top-1 {stats["acc1"]:.2f} top-5 {stats["acc5"]:.2f} loss {stats["loss"]:.4f} '
+            f'({stats["n"]} images, {stats["seconds"]:.1f} s)')
+    for row, label in zip(rows, _labels(infos, checkpoints, names)):
+        row['name'] = label
+
+    ref = rows[0]
+    diffs = [{'name': r['name'], 'reference': ref['name'],
+              **{key: r[key] - ref[key] for key, _, _ in METRICS}} for r in rows[1:]]
+    report = {
+        'date': datetime.date.today().isoformat(), 'device': device_description(dev),
+        'data_path': str(data_path), 'num_images': rows[0]['n'], 'reference': ref['name'],
+        'models': rows, 'differences': diffs,
+    }
+    with open(out / 'compare.json', 'w') as f:
+        json.dump(report, f, indent=2)
+    pngs = _plot(rows, out)
+    log('\n' + markdown_tables(report))
+    log(f'\nwrote {out / "compare.json"} and {", ".join(str(p) for p in pngs)}')
+    return report
+
+
+def markdown_tables(report: Dict[str, Any]) -> str:
+    """The comparison and the differences against the reference as markdown tables."""
+    head = '| model | ' + ' | '.join(label for _, label, _ in METRICS) + ' |'
+    lines = [f'{report["num_images"]} images of {report["data_path"]}; {report["device"]}; {report["date"]}', '',
+             head, '|---' * (len(METRICS) + 1) + '|']
+    for r in report['models']:
+        lines.append(f'| {r["name"]} | ' + ' | '.join(fmt.format(r[k]) for k, _, fmt in METRICS) + ' |')
+    lines += ['', f'Differences (model - {report["reference"]}):', '',
+              '| model | ' + ' | '.join(f'Δ {label}' for _, label, _ in METRICS) + ' |', '|---' * (len(METRICS) + 1) + '|']
+    for d in report['differences']:
+        lines.append(f'| {d["name"]} | ' + ' | '.join(('+' + fmt if d[k] >= 0 else fmt).format(d[k])
+                                                       for k, _, fmt in METRICS) + ' |')
+    return '\n'.join(lines)
+
+
+def _plot(rows: Sequence[Dict[str, Any]], out: Path) -> List[Path]:
+    """One bar chart per metric (compare_<metric>.png) and all of them side by side (compare_overview.png)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    names = [r['name'] for r in rows]
+    colors = [plt.get_cmap('tab10')(i % 10) for i in range(len(rows))]
+    written = []
+
+    def bars(ax, key: str, label: str, fmt: str) -> None:
+        values = [r[key] for r in rows]
+        drawn = ax.bar(range(len(values)), values, color=colors)
+        ax.bar_label(drawn, labels=[fmt.format(v) for v in values], fontsize=8)
+        ax.set_xticks(range(len(values)), names, rotation=20, ha='right', fontsize=8)
+        ax.set_title(label)
+        ax.margins(y=0.15)
+
+    for key, label, fmt in METRICS:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(rows), 3.6))
+        bars(ax, key, label, fmt)
+        fig.tight_layout()
+        path = out / f'compare_{key}.png'
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.8))
+    for ax, (key, label, fmt) in zip(axes, METRICS):
+        bars(ax, key, label, fmt)
+    fig.tight_layout()
+    path = out / 'compare_overview.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser('python -m vision_kan.compare', description=__doc__.split('\n\n')[0], allow_abbrev=False)
+    p.add_argument('--checkpoints', nargs='+', required=True, help='two or more main.py checkpoints (best.pth)')
+    p.add_argument('--data-path', required=True, help='one ImageFolder, e.g. DATA/val')
+    p.add_argument('--output-dir', default='output/compare')
+    p.add_argument('--names', nargs='+', default=None, help='labels, one per checkpoint (default: model names)')
+    p.add_argument('--model', nargs='+', default=None,
+                   help='model name(s) for checkpoints without main.py config (one, or one per checkpoint)')
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--num-workers', type=int, default=0)
+    p.add_argument('--device', default='', choices=['', 'cpu', 'cuda'], help='default: cuda when available')
+    p.add_argument('--ema', action=argparse.BooleanOptionalAction, default=False, help='evaluate the EMA weights')
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = get_args_parser().parse_args(argv)
+        compare(args.checkpoints, args.data_path, args.output_dir, args.names, args.model, args.batch_size,
+                args.num_workers, args.device, args.ema)
+    except UserInputError as e:
+        print(f'error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
