@@ -214,10 +214,10 @@ def _gradcheck(layer, x, fast_mode=True):
 @pytest.mark.parametrize('family', FAMILIES)
 def test_gradcheck_fp64_2d(family):
     layer = make(family, cin=2, cout=2, padding=1, groups=2)
-    _gradcheck(layer, _input(2, 4, 2, bsz=1, scale=1.2), fast_mode=family not in ('kagn', 'wavkan'))
+    _gradcheck(layer, _input(2, 4, 2, bsz=1, scale=1.2), fast_mode=family not in ('kagn', 'wavkan', 'kacn'))
 
 
-@pytest.mark.parametrize('family', ['kagn', 'kacn', 'wavkan', 'relukan'])
+@pytest.mark.parametrize('family', FAMILIES)
 @pytest.mark.parametrize('ndim', [1, 3])
 def test_gradcheck_fp64_1d_3d(family, ndim):
     layer = make(family, cin=2, cout=2, kernel=2, ndim=ndim, stride=2 if ndim == 1 else 1, padding=1)
