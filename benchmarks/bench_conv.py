@@ -5,7 +5,7 @@
     python benchmarks/bench_conv.py --device cpu --batch 4   # CPU: fp32, memory from the profiler's timeline
 
 For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of
---reps timed repetitions after --warmup (CUDA synchronised), and peak memory of one forward + backward
+--reps timed repetitions after --warmup (CUDA synchronised; layers timed round-robin), and peak memory of one forward + backward
 (torch.cuda.max_memory_allocated; on CPU the peak of torch.profiler's memory timeline). Both are also given as
 multiples of nn.Conv2d(64, 64, 3, padding=1) in the same run. Peak memory counts everything alive: input,
 parameters, activations, gradients. The torch-conv-kan columns are its figures from ANCHORS.md (H100, bf16
@@ -107,21 +107,46 @@ def step_fn(layer: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]) -> Ca
 
 
 def measure(names, args, device: torch.device, amp: Optional[torch.dtype]) -> Dict[str, dict]:
-    rows = {}
-    for name in names:
+    """Times round-robin (one step of each layer per round, so background load hits every layer alike), then peak
+    memory of each layer alone on the device."""
+    norm, act = NORMS[args.norm], (nn.SiLU if args.act == 'silu' else None)
+
+    def make(name):
         torch.manual_seed(0)
-        layer = build(name, args.channels, NORMS[args.norm], nn.SiLU if args.act == 'silu' else None).to(device)
+        layer = build(name, args.channels, norm, act).to(device)
         x = torch.randn(args.batch, args.channels, args.size, args.size, device=device, requires_grad=True)
-        step = step_fn(layer, x, amp)
-        seconds = time_it(step, device, args.warmup, args.reps)
+        return layer, step_fn(layer, x, amp)
+
+    steps = {name: make(name) for name in names}
+    for _, step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times = {name: [] for name in names}
+    for _ in range(args.reps):
+        for name, (_, step) in steps.items():
+            times[name].append(time_it(step, device, 0, 1))
+    rows = {name: dict(ms=statistics.median(times[name]) * 1e3, params=sum(p.numel() for p in layer.parameters()))
+            for name, (layer, _) in steps.items()}
+    del steps
+    for name in names:
+        layer, step = make(name)
+        step()  # warm: cudnn autotuning, lazy allocations
+        layer.zero_grad(set_to_none=True)
         memory = peak_memory(step, device)
-        rows[name] = dict(ms=seconds * 1e3, mib=None if memory is None else memory / 2 ** 20,
-                          params=sum(p.numel() for p in layer.parameters()))
-        del layer, x, step
+        rows[name]['mib'] = None if memory is None else memory / 2 ** 20
+        del layer, step
         if device.type == 'cuda':
             torch.cuda.empty_cache()
         print(f'{name}: {rows[name]}', file=sys.stderr)
     return rows
+
+
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or 'CPU'
 
 
 def check_fp16(device: torch.device) -> str:
@@ -206,7 +231,7 @@ def main(argv=None) -> int:
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
     rows = measure(['conv'] + args.families, args, device, amp)
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor() or 'CPU')
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_name()
     print(f'Device: {name} ({device.type}, {torch.get_num_threads()} CPU threads), '
           f'date {datetime.date.today().isoformat()}, torch {torch.__version__}, '
           f'autocast {amp if amp is not None else "off (fp32)"}, batch {args.batch}, '
