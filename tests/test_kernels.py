@@ -34,6 +34,10 @@ CASES = {
                           None),
     'fasterkan_fp16_autocast': ('fasterkan', 18, 35, (29,), dict(bias=True), torch.float16),
 }
+# cases re-run with a weight-grad kernel variant forced (the default under the interpreter is 't'):
+# 'n' = basis tile as the shared-memory operand (triton_kan._dw_kernel)
+FORCED = {'kan_fp32_bias_dw_n': ('kan_fp32_bias', 'dw', ('n', 16, 16, 16, 1, 1)),
+          'fasterkan_fp32_k5_dw_n': ('fasterkan_fp32_k5', 'dw', ('n', 16, 16, 16, 1, 1))}
 FP32_TOL = 2e-5  # relative L2 error, fp32 fused vs fp32 reference
 # low precision: fused error vs fp64 <= LOWP_FACTOR * (reference error vs fp64) + one unit roundoff of the dtype.
 # The fused path rounds its matmul input (x, or LayerNorm(x)) to the autocast dtype as F.linear does; the
@@ -90,6 +94,11 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _check_case(case: str) -> Dict[str, float]:
     """{tensor name: error measure <= 1 when passing} for one case."""
+    if case in FORCED:
+        from vision_kan.layers.kernels import triton_kan
+        base, kernel, config = FORCED[case]
+        with triton_kan.forced_config(kernel, config):
+            return _check_case(base)
     kind, d_in, d_out, lead, kwargs, autocast = CASES[case]
     layer = _make_layer(kind, d_in, d_out, kwargs, seed=len(case))
     x = 1.4 * torch.randn(*lead, d_in)  # reaches outside the grid too (basis 0 there)
@@ -155,10 +164,30 @@ def _check_nonuniform_fallback() -> Dict[str, float]:
             'repeat': float(not torch.equal(y1, y2)) * 2}
 
 
+def _check_opcheck() -> Dict[str, float]:
+    """torch.library.opcheck of the forward custom op (schema, fake kernel, autograd registration) per kind."""
+    from vision_kan.layers import kernels
+    out = {}
+    torch.manual_seed(0)
+    for kind, j, params in ((kernels.KIND_BSPLINE, 9, torch.stack([torch.full((5,), -2.2), torch.full((5,), 2.5)])),
+                            (kernels.KIND_RSWAF, 4, torch.linspace(-1.0, 1.0, 4))):
+        x = torch.randn(7, 5, requires_grad=True)
+        w = torch.randn(j, 3, 5, requires_grad=True)
+        bias = torch.randn(3, requires_grad=True)
+        try:
+            torch.library.opcheck(torch.ops.vision_kan.basis_linear.default, (x, w, params, bias, kind, 1.5))
+            out[f'kind{kind}'] = 0.0
+        except Exception as exc:  # reported by the parent test
+            print(f'opcheck kind {kind}: {exc}', file=sys.stderr)
+            out[f'kind{kind}'] = 2.0
+    return out
+
+
 def _worker() -> Dict[str, Dict[str, float]]:
     assert os.environ.get('TRITON_INTERPRET') == '1', 'the worker must run under TRITON_INTERPRET=1'
     torch.set_num_threads(1)
-    report = {case: _check_case(case) for case in CASES}
+    report = {case: _check_case(case) for case in list(CASES) + list(FORCED)}
+    report['opcheck'] = _check_opcheck()
     report['compile'] = _check_compile()
     report['nonuniform_fallback'] = _check_nonuniform_fallback()
     return report
@@ -190,16 +219,21 @@ def _assert_report(report: Dict[str, float]) -> None:
     assert not bad, f'errors over tolerance (measure > 1): {bad}; all: {report}'
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', list(CASES) + list(FORCED))
 def test_fused_matches_reference(interpreter_report, case):
     """Forward and every gradient (x, weights, scaler, bias, LayerNorm) of the fused kernels match the reference."""
     report = interpreter_report[case]
-    kind = CASES[case][0]
-    expected = {'y', 'x', 'bias'} if 'bias' in CASES[case][4] else {'y', 'x'}
+    spec = CASES[FORCED[case][0] if case in FORCED else case]
+    kind = spec[0]
+    expected = {'y', 'x', 'bias'} if 'bias' in spec[4] else {'y', 'x'}
     expected |= {'base_weight', 'spline_weight', 'spline_scaler'} if kind == 'kan' else {'weight', 'norm.weight',
                                                                                           'norm.bias'}
     assert set(report) == expected
     _assert_report(report)
+
+
+def test_custom_op_passes_opcheck(interpreter_report):
+    _assert_report(interpreter_report['opcheck'])
 
 
 def test_compile_fullgraph_uses_fused_ops(interpreter_report):
@@ -233,7 +267,7 @@ def test_auto_on_cpu_is_the_reference_path(kind, monkeypatch):
     """'auto' never takes the (slow) interpreter: on CPU it is bit-identical to 'reference'."""
     from vision_kan.layers import kernels
     called: List[int] = []
-    monkeypatch.setattr(kernels.dispatch, 'basis_linear', lambda *a: called.append(1))
+    monkeypatch.setattr(kernels.dispatch, 'basis_linear_call', lambda *a: called.append(1))
     layer = _make_layer(kind, 6, 4, {}, seed=0)
     x = torch.randn(5, 6)
     with kernels.backend('auto'):

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn as nn
 
-from .ops import KIND_BSPLINE, KIND_RSWAF, basis_linear
+from .ops import KIND_BSPLINE, KIND_RSWAF, basis_linear_call
 
 __all__ = [
     'BACKENDS', 'set_backend', 'get_backend', 'backend', 'fused_available', 'kan_linear_fused',
@@ -27,6 +27,7 @@ __all__ = [
 BACKENDS = ('auto', 'reference', 'fused')
 _STATE = {'backend': 'auto'}
 _WARNED = set()
+_FOUND = {}
 
 
 def set_backend(name: str) -> None:
@@ -53,7 +54,9 @@ def backend(name: str) -> Iterator[None]:
 
 @torch.compiler.assume_constant_result
 def _triton_importable() -> bool:
-    return importlib.util.find_spec('triton') is not None
+    if 'triton' not in _FOUND:  # looked up once: find_spec searches the file system
+        _FOUND['triton'] = importlib.util.find_spec('triton') is not None
+    return _FOUND['triton']
 
 
 @torch.compiler.assume_constant_result
@@ -122,7 +125,7 @@ def kan_linear_fused(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor
     grid = layer.grid.float()
     params = torch.stack([grid[:, 0], 1.0 / (grid[:, 1] - grid[:, 0])])  # (2, d): first knot, 1 / spacing
     bias = None if layer.bias is None else layer.bias.to(dtype)
-    y = basis_linear(x2, weight, params, bias, KIND_BSPLINE, 1.0)
+    y = basis_linear_call(x2, weight, params, bias, KIND_BSPLINE, 1.0)
     return y.reshape(*lead, layer.out_features)
 
 
@@ -137,5 +140,5 @@ def fasterkan_linear_fused(layer: nn.Module, x: torch.Tensor) -> Optional[torch.
     weight = layer.weight.view(layer.out_features, layer.in_features, k).permute(2, 0, 1)  # (K, d', d)
     weight = weight.to(dtype, memory_format=torch.contiguous_format)
     bias = None if layer.bias is None else layer.bias.to(dtype)
-    y = basis_linear(xn, weight, layer.grid.float(), bias, KIND_RSWAF, float(layer.inv_h))
+    y = basis_linear_call(xn, weight, layer.grid.float(), bias, KIND_RSWAF, float(layer.inv_h))
     return y.reshape(*lead, layer.out_features)
