@@ -76,7 +76,7 @@ def test_bad_arguments():
         KANLinear(4, 4, grid_range=(1.0, -1.0))
     with pytest.raises(ValueError, match='num_grids'):
         FasterKANLinear(4, 4, num_grids=1)
-    with pytest.raises(ValueError, match="kan_type must be one of \\['fasterkan', 'kan'\\], got 'nope'"):
+    with pytest.raises(ValueError, match="kan_type must be one of \\['fasterkan', 'grkan', 'kan'\\], got 'nope'"):
         KANMlp(4, 4, kan_type='nope')
 
 
