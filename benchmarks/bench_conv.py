@@ -2,11 +2,12 @@
 
     python benchmarks/bench_conv.py                          # GPU: bf16 autocast, 64->64, 3x3, 56x56, batch 32
     python benchmarks/bench_conv.py --check-fp16             # ... and an fp16 finiteness table for every family
-    python benchmarks/bench_conv.py --device cpu --batch 4   # CPU: fp32, memory from the profiler's timeline
+    python benchmarks/bench_conv.py --device cpu --batch 8 --size 28 --threads 1 --timer process   # CPU, fp32
 
 For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of
---reps timed repetitions after --warmup (CUDA synchronised; layers timed round-robin), and peak memory of one forward + backward
-(torch.cuda.max_memory_allocated; on CPU the peak of torch.profiler's memory timeline). Both are also given as
+--reps timed repetitions after --warmup (CUDA synchronised; layers timed round-robin), and peak memory of one
+forward + backward (torch.cuda.max_memory_allocated; on CPU the peak of torch.profiler's memory timeline), each alone
+on the device. Both are also given as
 multiples of nn.Conv2d(64, 64, 3, padding=1) in the same run. Peak memory counts everything alive: input,
 parameters, activations, gradients. The torch-conv-kan columns are its figures from ANCHORS.md (H100, bf16
 autocast, same shapes, with its default norms), so they compare only with a GPU bf16 run of this script.
@@ -36,6 +37,7 @@ LABELS = {
     'bottleneck_kagn': 'Bottleneck KAGN (deg 3)',
 }
 NORMS = {'none': None, 'instance': nn.InstanceNorm2d, 'batch': nn.BatchNorm2d}
+CLOCKS = {'wall': time.perf_counter, 'process': time.process_time}
 
 
 def synchronize(device: torch.device) -> None:
@@ -43,17 +45,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_it(fn: Callable[[], None], device: torch.device, warmup: int, reps: int) -> float:
-    """Median seconds per call."""
+def time_it(fn: Callable[[], None], device: torch.device, warmup: int, reps: int,
+            clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds per call (clock: wall time, or time.process_time for CPU seconds on a busy machine)."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start = clock()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -124,7 +127,7 @@ def measure(names, args, device: torch.device, amp: Optional[torch.dtype]) -> Di
     times = {name: [] for name in names}
     for _ in range(args.reps):
         for name, (_, step) in steps.items():
-            times[name].append(time_it(step, device, 0, 1))
+            times[name].append(time_it(step, device, 0, 1, CLOCKS[args.timer]))
     rows = {name: dict(ms=statistics.median(times[name]) * 1e3, params=sum(p.numel() for p in layer.parameters()))
             for name, (layer, _) in steps.items()}
     del steps
@@ -215,6 +218,9 @@ def main(argv=None) -> int:
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--reps', type=int, default=10)
     p.add_argument('--check-fp16', action='store_true', help='also print the fp16 finiteness table')
+    p.add_argument('--timer', choices=sorted(CLOCKS), default='wall',
+                   help='wall time, or process CPU time (CPU runs on a machine shared with other jobs)')
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU runs)')
     args = p.parse_args(argv)
     unknown = [f for f in args.families if f not in CONV_KAN_FAMILIES]
     if unknown:
@@ -226,6 +232,8 @@ def main(argv=None) -> int:
     except (RuntimeError, AssertionError) as e:
         print(f'bench_conv: device {args.device!r} is not usable: {e}', file=sys.stderr)
         return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     amp = {'auto': torch.bfloat16 if device.type == 'cuda' else None, 'none': None, 'bf16': torch.bfloat16,
            'fp16': torch.float16}[args.amp]
     if device.type == 'cuda':
@@ -236,7 +244,7 @@ def main(argv=None) -> int:
           f'date {datetime.date.today().isoformat()}, torch {torch.__version__}, '
           f'autocast {amp if amp is not None else "off (fp32)"}, batch {args.batch}, '
           f'{args.channels}->{args.channels} channels, 3x3, padding 1, {args.size}x{args.size}, '
-          f'norm {args.norm}, act {args.act}, median of {args.reps} reps\n')
+          f'norm {args.norm}, act {args.act}, median of {args.reps} reps, {args.timer} clock\n')
     compare = (device.type == 'cuda' and amp == torch.bfloat16 and args.batch == 32 and args.size == 56
                and args.channels == 64)
     print(table(rows, compare))
