@@ -3,6 +3,7 @@
     python benchmarks/bench_conv.py                          # GPU: bf16 autocast, 64->64, 3x3, 56x56, batch 32
     python benchmarks/bench_conv.py --check-fp16             # ... and an fp16 finiteness table for every family
     python benchmarks/bench_conv.py --device cpu --batch 8 --size 28 --threads 1 --timer process   # CPU, fp32
+    python benchmarks/bench_conv.py --torch-conv-kan ../torch-conv-kan --norm instance --act silu  # + its layers
 
 For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of
 --reps timed repetitions after --warmup (CUDA synchronised; layers timed round-robin), and peak memory of one
@@ -87,9 +88,20 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]
         return None
 
 
-def build(name: str, channels: int, norm: Optional[type], act: Optional[type]) -> nn.Module:
+# torch-conv-kan's 2-d layer of each family, for --torch-conv-kan (its defaults, norms included)
+TCK_LAYERS = {
+    'kan': 'KANConv2DLayer', 'fastkan': 'FastKANConv2DLayer', 'kaln': 'KALNConv2DLayer', 'kacn': 'KACNConv2DLayer',
+    'kagn': 'KAGNConv2DLayer', 'kajn': 'KAJNConv2DLayer', 'kabn': 'KABNConv2DLayer', 'relukan': 'ReLUKANConv2DLayer',
+    'wavkan': 'WavKANConv2DLayer', 'bottleneck_kagn': 'BottleNeckKAGNConv2DLayer',
+}
+
+
+def build(name: str, channels: int, norm: Optional[type], act: Optional[type], tck=None) -> nn.Module:
+    """'conv', a family name, or 'tck:<family>' (torch-conv-kan's layer from the --torch-conv-kan checkout)."""
     if name == 'conv':
         return nn.Conv2d(channels, channels, 3, padding=1)
+    if name.startswith('tck:'):
+        return getattr(tck, TCK_LAYERS[name[4:]])(channels, channels, 3, padding=1)
     return CONV_KAN_FAMILIES[name](channels, channels, 3, padding=1, ndim=2, norm_layer=norm, act_layer=act)
 
 
@@ -109,21 +121,27 @@ def step_fn(layer: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]) -> Ca
     return step
 
 
-def measure(names, args, device: torch.device, amp: Optional[torch.dtype]) -> Dict[str, dict]:
+def measure(names, args, device: torch.device, amp: Optional[torch.dtype], tck=None) -> Dict[str, dict]:
     """Times round-robin (one step of each layer per round, so background load hits every layer alike), then peak
-    memory of each layer alone on the device."""
+    memory of each layer alone on the device. A layer whose forward or backward raises gets an 'error' row."""
     norm, act = NORMS[args.norm], (nn.SiLU if args.act == 'silu' else None)
 
     def make(name):
         torch.manual_seed(0)
-        layer = build(name, args.channels, norm, act).to(device)
+        layer = build(name, args.channels, norm, act, tck).to(device)
         x = torch.randn(args.batch, args.channels, args.size, args.size, device=device, requires_grad=True)
         return layer, step_fn(layer, x, amp)
 
-    steps = {name: make(name) for name in names}
-    for _, step in steps.values():
-        for _ in range(args.warmup):
-            step()
+    steps, failed = {}, {}
+    for name in names:
+        try:
+            steps[name] = make(name)
+            for _ in range(max(args.warmup, 1)):
+                steps[name][1]()
+        except Exception as e:  # noqa: BLE001 - reported in the table (torch-conv-kan's KABN backward fails)
+            failed[name] = dict(error=f'{type(e).__name__}: {str(e).splitlines()[0][:60]}')
+            steps.pop(name, None)
+    order, names = list(names), [n for n in names if n not in failed]
     times = {name: [] for name in names}
     for _ in range(args.reps):
         for name, (_, step) in steps.items():
@@ -141,7 +159,7 @@ def measure(names, args, device: torch.device, amp: Optional[torch.dtype]) -> Di
         if device.type == 'cuda':
             torch.cuda.empty_cache()
         print(f'{name}: {rows[name]}', file=sys.stderr)
-    return rows
+    return {name: rows[name] if name in rows else failed[name] for name in order}
 
 
 def cpu_name() -> str:
@@ -177,20 +195,31 @@ def fmt(v: Optional[float], digits: int = 2) -> str:
     return 'not measured' if v is None else f'{v:.{digits}f}'
 
 
+def label(name: str) -> str:
+    if name == 'conv':
+        return 'nn.Conv2d'
+    if name.startswith('tck:'):
+        return f'torch-conv-kan {TCK_LAYERS[name[4:]]}'
+    return LABELS[name]
+
+
 def table(rows: Dict[str, dict], compare: bool) -> str:
+    """Markdown table; compare adds torch-conv-kan's H100 multiples from ANCHORS.md and whether half is reached."""
     base = rows['conv']
     head = '| layer | params | fwd+bwd ms | time x conv | peak MiB | memory x conv |'
     sep = '|---|---|---|---|---|---|'
     if compare:
-        head += ' torch-conv-kan time x / memory x | target (half) met |'
+        head += ' torch-conv-kan time x / memory x (ANCHORS.md) | target (half) met |'
         sep += '---|---|'
     lines = [head, sep]
     for name, r in rows.items():
+        if 'error' in r:
+            lines.append(f"| {label(name)} | | fails: {r['error']} | | | |" + (' | |' if compare else ''))
+            continue
         t = r['ms'] / base['ms']
         m = None if r['mib'] is None or base['mib'] is None else r['mib'] / base['mib']
-        label = 'nn.Conv2d' if name == 'conv' else LABELS[name]
-        line = f"| {label} | {r['params']:,} | {r['ms']:.2f} | {t:.2f} | {fmt(r['mib'], 1)} | {fmt(m)} |"
-        if compare and name != 'conv':
+        line = f"| {label(name)} | {r['params']:,} | {r['ms']:.2f} | {t:.2f} | {fmt(r['mib'], 1)} | {fmt(m)} |"
+        if compare and name in TORCH_CONV_KAN:
             ref = TORCH_CONV_KAN[name]
             if ref is None:
                 line += ' backward fails | yes (works) |'
@@ -199,7 +228,7 @@ def table(rows: Dict[str, dict], compare: bool) -> str:
                 line += f' {ref[0]} / {ref[1]} | {"yes" if ok else "no"} (time {t / ref[0]:.2f}, memory ' \
                         f'{fmt(None if m is None else m / ref[1])} of its multiples) |'
         elif compare:
-            line += ' 1 / 1 | |'
+            line += ' | |'
         lines.append(line)
     return '\n'.join(lines)
 
@@ -221,6 +250,8 @@ def main(argv=None) -> int:
     p.add_argument('--timer', choices=sorted(CLOCKS), default='wall',
                    help='wall time, or process CPU time (CPU runs on a machine shared with other jobs)')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU runs)')
+    p.add_argument('--torch-conv-kan', default=None, metavar='PATH',
+                   help="a checkout of torch-conv-kan: also time its layers (its defaults) in the same run")
     args = p.parse_args(argv)
     unknown = [f for f in args.families if f not in CONV_KAN_FAMILIES]
     if unknown:
@@ -238,7 +269,16 @@ def main(argv=None) -> int:
            'fp16': torch.float16}[args.amp]
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
-    rows = measure(['conv'] + args.families, args, device, amp)
+    names, tck = ['conv'] + args.families, None
+    if args.torch_conv_kan:
+        try:
+            sys.path.insert(0, args.torch_conv_kan)
+            import kan_convs as tck  # noqa: E402 - the user's checkout, never vendored here
+        except ImportError as e:
+            print(f'bench_conv: cannot import kan_convs from {args.torch_conv_kan!r}: {e}', file=sys.stderr)
+            return 2
+        names = ['conv'] + [n for f in args.families for n in (f, f'tck:{f}')]
+    rows = measure(names, args, device, amp, tck)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_name()
     print(f'Device: {name} ({device.type}, {torch.get_num_threads()} CPU threads), '
           f'date {datetime.date.today().isoformat()}, torch {torch.__version__}, '
