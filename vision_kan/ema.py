@@ -46,8 +46,13 @@ class KanModelEma(ModelEmaV3):
                 model_lerp.append(model_v)
             else:
                 ema_v.copy_(model_v)
-        if self.foreach:
-            self._foreach_lerp_(ema_lerp, model_lerp, weight=1. - decay)
-        else:
-            for ema_v, model_v in zip(ema_lerp, model_lerp):
-                self._lerp_(ema_v, model_v, weight=1. - decay)
+        # our own lerp (timm's private helpers differ between releases): ema += (1 - decay) * (model - ema)
+        weight = 1. - decay
+        pairs = list(zip(ema_lerp, model_lerp))
+        if self.foreach:  # one multi-tensor kernel for the pairs of equal dtype, a loop for the rest
+            same = [(e, m) for e, m in pairs if e.dtype == m.dtype]
+            if same:
+                torch._foreach_lerp_([e for e, _ in same], [m for _, m in same], weight=weight)
+            pairs = [(e, m) for e, m in pairs if e.dtype != m.dtype]
+        for ema_v, model_v in pairs:
+            ema_v.lerp_(model_v.to(ema_v.dtype), weight)
