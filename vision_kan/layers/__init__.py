@@ -6,3 +6,14 @@ from .basis import (
 from .grkan import GRKANLinear, GroupRational, fit_rational, rational
 from .kan_linear import FasterKANLinear, KANLinear, spline_regularization
 from .kan_mlp import KAN_LAYERS, KANMlp, kan_mlp_layer
+from .conv_basis import WAVELETS, BSplineBasis, ConvBasis, RBFBasis, ReLUKANBasis, WaveletBasis
+from .conv_basis_poly import BernsteinBasis, ChebyshevBasis, GramBasis, JacobiBasis, LegendreBasis
+from .kan_conv import BasisKANConv
+from .kan_conv_families import (
+    CONV_KAN_FAMILIES, BottleNeckKAGNConv1d, BottleNeckKAGNConv2d, BottleNeckKAGNConv3d, BottleNeckKAGNConvNd,
+    FastKANConv1d, FastKANConv2d, FastKANConv3d, FastKANConvNd, KABNConv1d, KABNConv2d, KABNConv3d, KABNConvNd,
+    KACNConv1d, KACNConv2d, KACNConv3d, KACNConvNd, KAGNConv1d, KAGNConv2d, KAGNConv3d, KAGNConvNd, KAJNConv1d,
+    KAJNConv2d, KAJNConv3d, KAJNConvNd, KALNConv1d, KALNConv2d, KALNConv3d, KALNConvNd, KANConv1d, KANConv2d,
+    KANConv3d, KANConvNd, ReLUKANConv1d, ReLUKANConv2d, ReLUKANConv3d, ReLUKANConvNd, WavKANConv1d, WavKANConv2d,
+    WavKANConv3d, WavKANConvNd,
+)
