@@ -50,7 +50,8 @@ def bwd_kernel(x_ptr, dy_ptr, a_ptr, b_ptr, dx_ptr, part_ptr, M, D, group_size, 
     b2 = coeff(b_ptr, grp, 1, 4, cmask)
     b3 = coeff(b_ptr, grp, 2, 4, cmask)
     b4 = coeff(b_ptr, grp, 3, 4, cmask)
-    zero = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    # (BLOCK_M, BLOCK_D) running sums, folded over rows once at the end: no cross-thread reduction in the loop
+    zero = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     sa0, sa1, sa2, sa3, sa4, sa5 = zero, zero, zero, zero, zero, zero
     sb1, sb2, sb3, sb4 = zero, zero, zero, zero
     for it in range(iters):
@@ -71,24 +72,24 @@ def bwd_kernel(x_ptr, dy_ptr, a_ptr, b_ptr, dx_ptr, part_ptr, M, D, group_size, 
         g = dy / q
         h = -g * p * sign / q
         tl.store(dx_ptr + offs, (g * dp + h * dt).to(dx_ptr.dtype.element_ty), mask=mask)
-        sa0 += tl.sum(g, axis=0)
-        sa1 += tl.sum(g * x, axis=0)
-        sa2 += tl.sum(g * x2, axis=0)
-        sa3 += tl.sum(g * x3, axis=0)
-        sa4 += tl.sum(g * x4, axis=0)
-        sa5 += tl.sum(g * x4 * x, axis=0)
-        sb1 += tl.sum(h * x, axis=0)
-        sb2 += tl.sum(h * x2, axis=0)
-        sb3 += tl.sum(h * x3, axis=0)
-        sb4 += tl.sum(h * x4, axis=0)
+        sa0 += g
+        sa1 += g * x
+        sa2 += g * x2
+        sa3 += g * x3
+        sa4 += g * x4
+        sa5 += g * x4 * x
+        sb1 += h * x
+        sb2 += h * x2
+        sb3 += h * x3
+        sb4 += h * x4
     base = part_ptr + split * 10 * D + cols
-    tl.store(base + 0 * D, sa0, mask=cmask)
-    tl.store(base + 1 * D, sa1, mask=cmask)
-    tl.store(base + 2 * D, sa2, mask=cmask)
-    tl.store(base + 3 * D, sa3, mask=cmask)
-    tl.store(base + 4 * D, sa4, mask=cmask)
-    tl.store(base + 5 * D, sa5, mask=cmask)
-    tl.store(base + 6 * D, sb1, mask=cmask)
-    tl.store(base + 7 * D, sb2, mask=cmask)
-    tl.store(base + 8 * D, sb3, mask=cmask)
-    tl.store(base + 9 * D, sb4, mask=cmask)
+    tl.store(base + 0 * D, tl.sum(sa0, axis=0), mask=cmask)
+    tl.store(base + 1 * D, tl.sum(sa1, axis=0), mask=cmask)
+    tl.store(base + 2 * D, tl.sum(sa2, axis=0), mask=cmask)
+    tl.store(base + 3 * D, tl.sum(sa3, axis=0), mask=cmask)
+    tl.store(base + 4 * D, tl.sum(sa4, axis=0), mask=cmask)
+    tl.store(base + 5 * D, tl.sum(sa5, axis=0), mask=cmask)
+    tl.store(base + 6 * D, tl.sum(sb1, axis=0), mask=cmask)
+    tl.store(base + 7 * D, tl.sum(sb2, axis=0), mask=cmask)
+    tl.store(base + 8 * D, tl.sum(sb3, axis=0), mask=cmask)
+    tl.store(base + 9 * D, tl.sum(sb4, axis=0), mask=cmask)

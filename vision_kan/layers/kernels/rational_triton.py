@@ -5,8 +5,8 @@ Forward, per element (fp32 in registers, any input dtype):
     P = a0 + x(a1 + x(a2 + x(a3 + x(a4 + x a5)))),  T = x(b1 + x(b2 + x(b3 + x b4))),  y = P / (1 + |T|)
 Backward, with Q = 1 + |T|, g = dy / Q and h = -dy P sign(T) / Q^2:
     dx = g P'(x) + h T'(x),  da_j = sum g x^j,  db_j = sum h x^j
-Each backward program walks a strided set of row blocks for one column block and keeps 10 per-column sums in
-registers; it writes them to partials[split, 10, D] (no atomics), and one torch reduction folds splits and the
+Each backward program walks a strided set of row blocks for one column block and keeps 10 running (rows x
+columns) sums in registers, folded over rows once at the end; it writes them to partials[split, 10, D] (no atomics), and one torch reduction folds splits and the
 channels of each group: (splits, 10, D) -> (10, g).
 
 Exposed as torch.library custom ops (`torch.ops.vision_kan.rational_fwd` / `rational_bwd`) with fake kernels and
@@ -44,7 +44,8 @@ def _kernels():
     return triton, k.fwd_kernel, k.bwd_kernel
 
 
-_BLOCK_M, _BLOCK_D = 32, 128
+_BLOCK_M, _BLOCK_D = 32, 128  # forward tile
+_BLOCK_M_BWD = 8  # backward rows per step: 10 running (8, 128) sums stay in registers
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -76,14 +77,14 @@ def rational_bwd(dy: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
     m, d = rows.shape
     groups = a.shape[0]
     col_blocks = triton.cdiv(d, _BLOCK_D)
-    row_blocks = triton.cdiv(m, _BLOCK_M)
+    row_blocks = triton.cdiv(m, _BLOCK_M_BWD)
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2
     splits = max(1, min(row_blocks, (4 * sms) // col_blocks))  # ~4 programs per SM
     iters = triton.cdiv(row_blocks, splits)
     dx = torch.empty_like(rows)
     partials = torch.empty(splits, 10, d, device=x.device, dtype=torch.float32)
     bwd_kernel[(splits, col_blocks)](rows, dy_rows, a.float().contiguous(), b.float().contiguous(), dx, partials,
-                                     m, d, d // groups, iters, BLOCK_M=_BLOCK_M, BLOCK_D=_BLOCK_D)
+                                     m, d, d // groups, iters, BLOCK_M=_BLOCK_M_BWD, BLOCK_D=_BLOCK_D)
     sums = partials.sum(0).view(10, groups, d // groups).sum(-1)  # (10, g)
     return dx.reshape(x.shape), sums[:NUM_COEFFS].T.contiguous().to(a.dtype), sums[NUM_COEFFS:].T.contiguous().to(
         b.dtype)
