@@ -211,7 +211,8 @@ def compare(
                             f'trained on {info["num_classes"]}')
         stats = evaluate_model(model.to(dev), loader, dev)
         rows.append({'checkpoint': str(path), 'model': info['model'], 'model_kwargs': info['model_kwargs'],
-                     'epoch': info['epoch'], 'input_size': int(size), 'params': count_params(model),
+                     'epochs_trained': info['epoch'] + 1 if isinstance(info['epoch'], int) else None,
+                     'input_size': int(size), 'params': count_params(model),
                      'params_m': count_params(model) / 1e6, 'size_mb': model_size_mb(model), **stats})
         infos.append(info)
         log(f'{path}: {info["model"]} top-1 {stats["acc1"]:.2f} top-5 {stats["acc5"]:.2f} loss {stats["loss"]:.4f} '

@@ -226,7 +226,8 @@ def run(args: argparse.Namespace, log=print) -> Optional[str]:
         raise UserInputError(f'--layer {args.layer} {what} of {info["model"]} (KAN layers: {hint}, ...; --list)')
     output = args.output or f'phi_{args.layer.replace(".", "_")}.png'
     layer = modules[args.layer]
-    title = f'{info["model"]}: {args.layer} ({type(layer).__name__}), learned phi(x), epoch {info["epoch"]}'
+    trained = f', after epoch {info["epoch"] + 1}' if isinstance(info['epoch'], int) else ''
+    title = f'{info["model"]}: {args.layer} ({type(layer).__name__}), learned phi(x){trained}'
     plot_layer(layer, title, output, args.max_out, args.max_in, tuple(args.x_range) if args.x_range else None)
     log(f'wrote {output}')
     return output
