@@ -86,7 +86,7 @@ def train_one_epoch(
         loss_value = _global_mean(loss, world_size)
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(f'training loss is {loss_value} at epoch {epoch + 1}, step {step + 1}: stopped '
-                                     f'before updating with it (try a lower --lr, --clip-grad, or --amp-dtype bfloat16)')
+                                     f'before updating with it (try a lower --lr, --clip-grad, or bfloat16 AMP)')
 
         optimizer.zero_grad(set_to_none=True)
         if grad_scaler is not None:  # float16: scale the loss so small gradients survive, unscale before clipping

@@ -331,7 +331,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
 
     log(f'lr {lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {lr:.3e}')
     log(f'training {num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
-    run_log = RunLog(out if is_main else None)
+    run_log = RunLog(out if is_main else None, fresh=not args.resume)
     engine_kwargs = dict(model=model, criterion=criterion, data_loader=train_loader, optimizer=optimizer,
                          device=device, num_epochs=num_epochs, world_size=world, mixup_fn=mixup_fn,
                          model_ema=model_ema, grad_scaler=grad_scaler, amp_dtype=amp_dtype, clip_grad=args.clip_grad,
@@ -344,8 +344,11 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         try:
             train_stats = train_one_epoch(epoch=epoch, **engine_kwargs)
         except NonFiniteLossError as e:
-            last = f'{out / "checkpoint.pth"} (epoch {epoch}) is untouched' if epoch > 0 else 'no checkpoint written'
-            raise NonFiniteLossError(f'{e}; {last}' if is_main else str(e)) from None
+            if not is_main:
+                raise
+            last = out / 'checkpoint.pth'
+            kept = f'{last} (the last good state) is untouched' if last.exists() else 'no checkpoint was written'
+            raise NonFiniteLossError(f'{e}; {kept}') from None
         if grid_scheduled and grid_update_due(epoch + 1, args.grid_update_epochs, args.grid_update_every,
                                               args.grid_update_until):
             loader = build_grid_sample_loader(train_set, args.grid_update_images, args.batch_size, args.num_workers,

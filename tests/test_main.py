@@ -235,7 +235,7 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
     assert fragment in line, line
     assert _digest(previous) == before  # nothing already written was lost or changed
     if case == 'nan':  # the run stopped in epoch 2: epoch 1's checkpoint is there and loads
-        assert 'checkpoint.pth (epoch 1) is untouched' in line
+        assert 'checkpoint.pth (the last good state) is untouched' in line
         assert load_checkpoint(out / 'checkpoint.pth')['epoch'] == 0 and len(_log(out)) == 1
 
 

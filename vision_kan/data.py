@@ -10,8 +10,10 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.auto_augment import AugmentOp
+from timm.data.auto_augment import posterize as timm_posterize
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
@@ -55,6 +57,28 @@ class TransformConfig:
     eval_crop_ratio: float = 0.875
 
 
+def _posterize_any_bits(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize, with 0 bits giving the black image older Pillow gave: Pillow >= 13 rejects bits < 1, which
+    timm 1.0's RandAugment ('...-inc1', DeiT's policy) asks for at its top magnitude."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _patch_posterize(transform) -> None:
+    """Route the posterize ops of timm's RandAugment / AutoAugment / AugMix in this transform (only) through
+    _posterize_any_bits."""
+    for t in getattr(transform, 'transforms', []):
+        ops = list(getattr(t, 'ops', []))
+        for sub in getattr(t, 'policy', []):
+            ops.extend(sub)
+        for op in ops:
+            if isinstance(op, AugmentOp) and op.aug_fn is timm_posterize:
+                op.aug_fn = _posterize_any_bits
+
+
 def build_transform(is_train: bool, cfg: TransformConfig):
     """timm's train transform (crop, flip, RandAugment, jitter, normalise, random erasing) or its eval transform
     (resize to input_size / eval_crop_ratio, centre crop)."""
@@ -68,6 +92,7 @@ def build_transform(is_train: bool, cfg: TransformConfig):
         vflip=cfg.vflip, color_jitter=cfg.color_jitter if cfg.color_jitter > 0 else None, auto_augment=aa,
         interpolation=cfg.train_interpolation, re_prob=cfg.reprob, re_mode=cfg.remode, re_count=cfg.recount,
         mean=mean, std=std)
+    _patch_posterize(tf)
     if cfg.train_crop == 'pad':
         # DeiT's small-image recipe (CIFAR, 32 px): the random-resized crop becomes a padded random crop
         tf.transforms[0] = transforms.RandomCrop(cfg.input_size, padding=cfg.crop_pad)

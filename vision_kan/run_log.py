@@ -13,10 +13,13 @@ class RunLog:
 
     Args:
         output_dir: the run's folder; None makes a RunLog that only keeps rows in memory (ranks > 0).
+        fresh: a new run (not a resume): its first row replaces log.txt and the old TensorBoard event files
+            (only reached with --overwrite when a previous run is there).
     """
 
-    def __init__(self, output_dir: Optional[Path]):
+    def __init__(self, output_dir: Optional[Path], fresh: bool = True):
         self.output_dir = output_dir
+        self.fresh = fresh
         self.rows: List[Dict[str, Any]] = []
         self.writer = None  # made with the first row: a run that fails before finishing an epoch writes nothing
 
@@ -25,10 +28,14 @@ class RunLog:
         self.rows.append(row)
         if self.output_dir is None:
             return
-        if self.writer is None:
+        first = self.writer is None
+        if first:
             from torch.utils.tensorboard import SummaryWriter
+            if self.fresh:
+                for old in (self.output_dir / 'tensorboard').glob('events.out.tfevents.*'):
+                    old.unlink()
             self.writer = SummaryWriter(log_dir=str(self.output_dir / 'tensorboard'))
-        with open(self.output_dir / 'log.txt', 'a') as f:
+        with open(self.output_dir / 'log.txt', 'w' if first and self.fresh else 'a') as f:
             f.write(json.dumps(row) + '\n')
             f.flush()
             os.fsync(f.fileno())
@@ -45,9 +52,12 @@ class RunLog:
             self.writer.close()
 
 
-_COLUMNS = (('epoch', 'epoch', '{:d}'), ('train_loss', 'train loss', '{:.4f}'), ('train_lr', 'lr', '{:.2e}'),
-            ('test_loss', 'val loss', '{:.4f}'), ('test_acc1', 'val acc1', '{:.2f}'), ('test_acc5', 'val acc5', '{:.2f}'),
-            ('ema_acc1', 'ema acc1', '{:.2f}'), ('train_img_per_s', 'img/s', '{:.0f}'), ('epoch_time', 'time s', '{:.1f}'))
+# (row key, column title, format)
+_COLUMNS = (
+    ('epoch', 'epoch', '{:d}'), ('train_loss', 'train loss', '{:.4f}'), ('train_lr', 'lr', '{:.2e}'),
+    ('test_loss', 'val loss', '{:.4f}'), ('test_acc1', 'val acc1', '{:.2f}'), ('test_acc5', 'val acc5', '{:.2f}'),
+    ('ema_acc1', 'ema acc1', '{:.2f}'), ('train_img_per_s', 'img/s', '{:.0f}'), ('epoch_time', 'time s', '{:.1f}'),
+)
 
 
 def results_table(rows: List[Dict[str, Any]], max_rows: int = 20) -> str:
