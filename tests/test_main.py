@@ -55,7 +55,12 @@ def test_short_training_run_leaves_everything(image_folder, tmp_path, capsys):
     for r in rows:
         for key in ('train_loss', 'train_lr', 'train_img_per_s', 'test_loss', 'test_acc1', 'test_acc5', 'ema_acc1'):
             assert isinstance(r[key], float) and r[key] == r[key], key
-    assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / 'tensorboard'))
+    events.Reload()
+    tags = set(events.Tags()['scalars'])
+    assert {'train/loss', 'train/lr', 'train/img_per_s', 'test/loss', 'test/acc1', 'test/acc5', 'ema/acc1'} <= tags
+    assert [e.step for e in events.Scalars('test/acc1')] == [1, 2]
     ckpt = load_checkpoint(out / 'checkpoint.pth')
     assert ckpt['epoch'] == 1 and ckpt['model_ema'] is not None and len(ckpt['rng']) == 1
     assert (out / 'best.pth').is_file()

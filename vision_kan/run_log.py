@@ -39,12 +39,11 @@ class RunLog:
             f.write(json.dumps(row) + '\n')
             f.flush()
             os.fsync(f.fileno())
-        step = row['epoch']
         for key, value in row.items():
-            if key == 'epoch' or not isinstance(value, (int, float)):
-                continue
-            split, _, name = key.partition('_')  # 'train_loss' -> train/loss, 'test_acc1' -> test/acc1
-            self.writer.add_scalar(f'{split}/{name}' if name else key, value, step)
+            if key.split('_')[0] in ('train', 'test', 'ema') and isinstance(value, (int, float)):
+                split, _, name = key.partition('_')  # 'train_loss' -> train/loss, 'test_acc1' -> test/acc1
+                self.writer.add_scalar(f'{split}/{name}', value, row['epoch'])
+        self.writer.add_scalar('train/epoch_time', row['epoch_time'], row['epoch'])
         self.writer.flush()
 
     def close(self) -> None:
