@@ -65,6 +65,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--seed', type=int, default=0)
     g.add_argument('--resume', default='', help='checkpoint to continue from (or to evaluate with --eval)')
     g.add_argument('--eval', action=bool_flag, default=False, help='only evaluate (with --resume weights)')
+    g.add_argument('--quantize', default='none', choices=['none', 'int8'],
+                   help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.quantize), sizes in MB')
     g.add_argument('--num-workers', type=int, default=10)
     g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
     g.add_argument('--pin-mem', action=bool_flag, default=True)
@@ -166,6 +168,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
     if mixup_active and args.mixup_mode == 'batch' and args.batch_size % 2:
         raise ConfigError(f'--batch-size {args.batch_size}: mixup/cutmix needs an even batch (or --mixup 0 --cutmix 0)')
+    if args.quantize != 'none' and not args.eval:
+        raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
     if args.eval and not args.resume:
         print('warning: --eval without --resume evaluates an untrained model', file=sys.stderr)
     return args
@@ -260,6 +264,16 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
                          show_progress=is_main, print_freq=args.print_freq)
         log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
             f'loss {stats["loss"]:.4f}')
+        if args.quantize == 'int8':
+            if dist_info.distributed:
+                raise ConfigError('--quantize int8 evaluates on the CPU in one process; run without torchrun')
+            from vision_kan.quantize import describe, quantize_int8
+            qmodel, report = quantize_int8(model)
+            qstats = evaluate(model=qmodel, data_loader=val_loader, device=torch.device('cpu'), amp_dtype=None,
+                              show_progress=is_main, desc='Eval int8', print_freq=args.print_freq)
+            log(describe(report))
+            log(f'int8 (CPU) on {qstats["n"]} val images: acc1 {qstats["acc1"]:.2f} '
+                f'({qstats["acc1"] - stats["acc1"]:+.2f}) acc5 {qstats["acc5"]:.2f} loss {qstats["loss"]:.4f}')
         return 0
 
     teacher = None
