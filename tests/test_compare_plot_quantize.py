@@ -107,6 +107,22 @@ def test_int8_evaluation_reports_sizes_and_keeps_accuracy_close(runs, tmp_path, 
     assert quantize.main(['--checkpoint', str(tmp_path / 'none.pth'), '--data-path', str(data / 'val')]) == 2
 
 
+def test_main_eval_quantize_int8(runs, capsys):
+    root, data = runs
+    argv = ['--eval', '--resume', str(root / 'kan_cnn4' / 'best.pth'), '--data-path', str(data), *QUIET,
+            '--model', 'kan_cnn4', '--input-size', '16', '--batch-size', '8', '--model-kwargs', 'widths=[4,8,8,8]',
+            '--quantize', 'int8']
+    threads = torch.get_num_threads()
+    try:
+        assert main.main(argv) == 0
+        out = capsys.readouterr().out
+        assert 'int8 (CPU) on 12 val images: acc1' in out and 'MB ->' in out
+        assert main.main(['--data-path', str(data), '--quantize', 'int8', *QUIET]) == 2  # training: refused
+        assert '--quantize int8 works with --eval' in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_int8_model_matches_float_model_and_stores_int8():
     torch.manual_seed(0)
     model = timm.create_model('vit_fasterkan_tiny_kagnstem', img_size=32, patch_size=8, depth=2, num_classes=10)
