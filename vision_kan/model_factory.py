@@ -78,23 +78,33 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_gflops(model: nn.Module, input_size: Sequence[int], device: torch.device) -> Optional[float]:
-    """GFLOPs of one image by fvcore (multiply-adds of matmuls/convs; KAN basis element-wise ops are not counted);
-    None when fvcore is missing or cannot trace the model."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # fvcore's import trips torch.jit deprecation warnings
-            from fvcore.nn import FlopCountAnalysis
-    except ImportError:
-        return None
+    """GFLOPs of one image in fvcore's convention (multiply-adds of matmuls/convs; KAN basis element-wise ops are
+    not counted): fvcore, or torch's FlopCounterMode / 2 where fvcore is missing or cannot trace the model
+    (conv-KAN layers); None when neither can count."""
     was_training = model.training
     model.eval()
+    x = torch.zeros(1, *input_size, device=device)
+    # neither counter sees inside scaled_dot_product_attention: count timm's plain attention path
+    fused = {m: m.fused_attn for m in model.modules() if hasattr(m, 'fused_attn')}
+    for m in fused:
+        m.fused_attn = False
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            counter = FlopCountAnalysis(model, torch.zeros(1, *input_size, device=device))
-            counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            return counter.total() / 1e9
+            warnings.simplefilter('ignore')  # fvcore's import trips torch.jit deprecation warnings
+            try:
+                from fvcore.nn import FlopCountAnalysis
+                counter = FlopCountAnalysis(model, x)
+                counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+                return counter.total() / 1e9
+            except Exception:
+                from torch.utils.flop_counter import FlopCounterMode
+                flops = FlopCounterMode(display=False)
+                with flops:
+                    model(x)
+                return flops.get_total_flops() / 2e9
     except Exception:  # a counting failure must never stop training
         return None
     finally:
+        for m, flag in fused.items():
+            m.fused_attn = flag
         model.train(was_training)
