@@ -15,12 +15,14 @@ without the LayerNorm and SiLU (logits).
 Small images only (MNIST 28x28, the 8x8 digits): the first layer sees in_chans * img_size**2 inputs.
 """
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ._flat_kan import FlatKANClassifier, to_2tuple
 
 __all__ = ['KALNLinear', 'KALNet']
 
@@ -74,11 +76,7 @@ class KALNLinear(nn.Module):
         return f'{self.in_features}, {self.out_features}, degree={self.degree}'
 
 
-def _to_2tuple(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-class KALNet(nn.Module):
+class KALNet(FlatKANClassifier):
     """Flatten -> KALN layers (hidden_dims) -> dropout -> KALN classifier.
 
     Args:
@@ -91,6 +89,8 @@ class KALNet(nn.Module):
         global_pool: accepted for timm API compatibility; only '' or None (there is nothing to pool).
     """
 
+    family = 'kan_kalnet'
+
     def __init__(
             self,
             img_size: Union[int, Sequence[int]] = 28,
@@ -102,14 +102,13 @@ class KALNet(nn.Module):
             global_pool: Optional[str] = None,
     ):
         super().__init__()
-        if global_pool:
-            raise ValueError(f'kan_kalnet: global_pool must be empty (no spatial features), got {global_pool!r}')
+        self.check_global_pool(global_pool)
         if not hidden_dims or any(int(h) < 1 for h in hidden_dims):
             raise ValueError(f'kan_kalnet: hidden_dims must be a non-empty list of positive widths, got '
                              f'{hidden_dims!r}')
         if not isinstance(degree, int) or degree < 0:
             raise ValueError(f'kan_kalnet: degree must be an integer >= 0, got {degree!r}')
-        self.img_size, self.in_chans, self.degree = _to_2tuple(img_size), in_chans, degree
+        self.img_size, self.in_chans, self.degree = to_2tuple(img_size), in_chans, degree
         self.num_classes = num_classes
         self.grad_checkpointing = False
         widths = [in_chans * self.img_size[0] * self.img_size[1], *[int(h) for h in hidden_dims]]
@@ -123,36 +122,6 @@ class KALNet(nn.Module):
             return nn.Identity()
         return KALNLinear(self.num_features, num_classes, self.degree, norm_act=False)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r'^layers\.0', blocks=r'^layers\.(\d+)')
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool:
-            raise ValueError(f'kan_kalnet: global_pool must be empty (no spatial features), got {global_pool!r}')
-        self.num_classes = num_classes
-        self.head = self._classifier(num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)  # (B, C, H, W) -> (B, C*H*W)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.layers, x)
-        return self.layers(x)  # (B, num_features)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_kalnet(variant: str, pretrained: bool = False, **kwargs) -> KALNet:

@@ -6,23 +6,20 @@ efficient-KAN (the B-spline KANLinear) - https://github.com/Blealtan/efficient-k
 Small images only (MNIST, the 8x8 digits of the embedded demo): the first layer sees every pixel of every channel,
 in_chans * img_size**2 inputs. A KAN layer carries its own nonlinearity, so layers follow each other directly.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
-import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from vision_kan.layers import KAN_LAYERS
 
+from ._flat_kan import FlatKANClassifier, to_2tuple
+
 __all__ = ['KANMLPNet']
 
 
-def _to_2tuple(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-class KANMLPNet(nn.Module):
+class KANMLPNet(FlatKANClassifier):
     """Flatten -> KAN layers (hidden_dims) -> dropout -> KAN classifier.
 
     Args:
@@ -35,6 +32,8 @@ class KANMLPNet(nn.Module):
         kan_kwargs: keywords for every KAN layer (grid_size, spline_order, grid_range, num_grids, ...).
         global_pool: accepted for timm API compatibility; only '' or None (there is nothing to pool).
     """
+
+    family = 'kan_mlp'
 
     def __init__(
             self,
@@ -50,11 +49,10 @@ class KANMLPNet(nn.Module):
         super().__init__()
         if kan_type not in KAN_LAYERS:
             raise ValueError(f'kan_mlp: kan_type must be one of {sorted(KAN_LAYERS)}, got {kan_type!r}')
-        if global_pool:
-            raise ValueError(f'kan_mlp: global_pool must be empty (no spatial features), got {global_pool!r}')
+        self.check_global_pool(global_pool)
         if not hidden_dims or any(int(h) < 1 for h in hidden_dims):
             raise ValueError(f'kan_mlp: hidden_dims must be a non-empty list of positive widths, got {hidden_dims!r}')
-        self.img_size = _to_2tuple(img_size)
+        self.img_size = to_2tuple(img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.kan_type = kan_type
@@ -66,40 +64,12 @@ class KANMLPNet(nn.Module):
         self.layers = nn.Sequential(*[layer(w_in, w_out, **self.kan_kwargs) for w_in, w_out in zip(widths, widths[1:])])
         self.num_features = self.head_hidden_size = widths[-1]
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = layer(self.num_features, num_classes, **self.kan_kwargs) if num_classes > 0 else nn.Identity()
+        self.head = self._classifier(num_classes)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r'^layers\.0', blocks=r'^layers\.(\d+)')
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool:
-            raise ValueError(f'kan_mlp: global_pool must be empty (no spatial features), got {global_pool!r}')
-        self.num_classes = num_classes
+    def _classifier(self, num_classes: int) -> nn.Module:
         layer = KAN_LAYERS[self.kan_type]
-        self.head = layer(self.num_features, num_classes, **self.kan_kwargs) if num_classes > 0 else nn.Identity()
+        return layer(self.num_features, num_classes, **self.kan_kwargs) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)  # (B, C, H, W) -> (B, C*H*W)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            from timm.models import checkpoint_seq
-            return checkpoint_seq(self.layers, x)
-        return self.layers(x)  # (B, num_features)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_kan_mlp(variant: str, pretrained: bool = False, **kwargs) -> KANMLPNet:

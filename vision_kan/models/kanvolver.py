@@ -14,12 +14,14 @@ sample's output depend on its batch; tanh bounds each value on its own instead, 
 The classifier has no LayerNorm / SiLU (logits).
 """
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ._flat_kan import FlatKANClassifier, to_2tuple
 
 __all__ = ['MonomialKANLinear', 'KANvolver']
 
@@ -72,11 +74,7 @@ class MonomialKANLinear(nn.Module):
         return f'{self.in_features}, {self.out_features}, order={self.order}'
 
 
-def _to_2tuple(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-class KANvolver(nn.Module):
+class KANvolver(FlatKANClassifier):
     """Conv feature extractor (two conv3x3 -> ReLU -> maxpool2 stages) + monomial KAN layers.
 
     Args:
@@ -90,6 +88,9 @@ class KANvolver(nn.Module):
         global_pool: accepted for timm API compatibility; only '' or None (the features are flattened).
     """
 
+    family = 'kanvolver'
+    stem_pattern = r'^features'
+
     def __init__(
             self,
             img_size: Union[int, Sequence[int]] = 28,
@@ -102,15 +103,13 @@ class KANvolver(nn.Module):
             global_pool: Optional[str] = None,
     ):
         super().__init__()
-        if global_pool:
-            raise ValueError(f'kanvolver: global_pool must be empty (the features are flattened), got '
-                             f'{global_pool!r}')
+        self.check_global_pool(global_pool)
         if len(conv_chs) != 2 or any(int(c) < 1 for c in conv_chs):
             raise ValueError(f'kanvolver: conv_chs must be two positive widths, got {conv_chs!r}')
         if not hidden_dims or any(int(h) < 1 for h in hidden_dims):
             raise ValueError(f'kanvolver: hidden_dims must be a non-empty list of positive widths, got '
                              f'{hidden_dims!r}')
-        self.img_size, self.in_chans, self.order = _to_2tuple(img_size), in_chans, order
+        self.img_size, self.in_chans, self.order = to_2tuple(img_size), in_chans, order
         h, w = self.img_size[0] // 4, self.img_size[1] // 4  # two 2x2 max pools
         if h < 1 or w < 1:
             raise ValueError(f'kanvolver: img_size must be at least 4, got {img_size!r}')
@@ -132,37 +131,9 @@ class KANvolver(nn.Module):
             return nn.Identity()
         return MonomialKANLinear(self.num_features, num_classes, self.order, norm_act=False)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r'^features', blocks=r'^layers\.(\d+)')
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)  # (B, C, H, W) -> (B, c2 * H/4 * W/4)
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool:
-            raise ValueError(f'kanvolver: global_pool must be empty (the features are flattened), got '
-                             f'{global_pool!r}')
-        self.num_classes = num_classes
-        self.head = self._classifier(num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x).flatten(1)  # (B, c2 * H/4 * W/4)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.layers, x)
-        return self.layers(x)  # (B, num_features)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_kanvolver(variant: str, pretrained: bool = False, **kwargs) -> KANvolver:
