@@ -63,6 +63,7 @@ def test_short_training_run_leaves_everything(image_folder, tmp_path, capsys):
     assert [e.step for e in events.Scalars('test/acc1')] == [1, 2]
     ckpt = load_checkpoint(out / 'checkpoint.pth')
     assert ckpt['epoch'] == 1 and ckpt['model_ema'] is not None and len(ckpt['rng']) == 1
+    assert ckpt['num_classes'] == 3
     assert (out / 'best.pth').is_file()
     grid = ckpt['model']['blocks.0.mlp.fc1.grid']
     assert not torch.allclose(grid, uniform_knots(grid.shape[0], 5, 3))  # the grid update reached the checkpoint

@@ -152,6 +152,7 @@ def checkpoint_payload(
         'model_ema': model_ema.module.state_dict() if model_ema is not None else None,
         'epoch': epoch,
         'max_accuracy': max_accuracy,
+        'num_classes': getattr(model, 'num_classes', None),  # with config's model/model_kwargs: enough to rebuild
         'config': config,
         'rng': rng,
     }
