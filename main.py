@@ -29,7 +29,6 @@ from timm.scheduler import create_scheduler_v2
 from torch.nn.parallel import DistributedDataParallel
 
 import vision_kan  # noqa: F401  (registers the models in timm)
-import vision_kan.models.kan_mlp  # noqa: F401  (the demo's model; harmless once vision_kan.models imports it)
 from engine import autocast, evaluate, train_one_epoch
 from vision_kan import checkpoint as ckpt_io
 from vision_kan.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
@@ -146,6 +145,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--grid-update-images', type=int, default=256, help='training images seen by an update')
     g.add_argument('--grid-update-tokens', type=int, default=4096, help='input rows kept per layer')
     g.add_argument('--grid-update-margin', type=float, default=0.01)
+    g.add_argument('--grid-update-eps', type=float, default=None,
+                   help="knots: 0 data quantiles .. 1 uniform over the data span (keeps the fused kernels); "
+                        "default: each layer's grid_eps (0.02, efficient-KAN)")
     return p
 
 
@@ -168,6 +170,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
     if mixup_active and args.mixup_mode == 'batch' and args.batch_size % 2:
         raise ConfigError(f'--batch-size {args.batch_size}: mixup/cutmix needs an even batch (or --mixup 0 --cutmix 0)')
+    if args.grid_update_eps is not None and not 0.0 <= args.grid_update_eps <= 1.0:
+        raise ConfigError(f'--grid-update-eps must be in [0, 1], got {args.grid_update_eps}')
     if args.quantize != 'none' and not args.eval:
         raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
     if args.eval and not args.resume:
@@ -369,7 +373,8 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
                                               world, dist_info.rank, args.seed, epoch)
             ema_module = model_ema.module if model_ema is not None else None
             n = update_kan_grids(model_without_ddp, loader, device, args.grid_update_tokens, args.seed + epoch,
-                                 args.grid_update_margin, ema_module, autocast(device, amp_dtype))
+                                 args.grid_update_margin, ema_module, autocast(device, amp_dtype),
+                                 args.grid_update_eps)
             log(f'epoch {epoch + 1}: KAN grids of {n} layers re-placed on the data')
         test_stats = evaluate(model=model_without_ddp, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
                               show_progress=is_main, print_freq=args.print_freq)

@@ -183,6 +183,18 @@ def test_grid_update_moves_live_and_ema_onto_same_knots_and_keeps_functions():
     assert model.training is False  # restored as it was
 
 
+def test_uniform_grid_update_keeps_knots_uniform_for_the_fused_kernels():
+    torch.manual_seed(0)
+    model = _kan_model()
+    ema = KanModelEma(model, decay=0.9)
+    images = torch.randn(40, 1, 4, 4) * 2.5
+    loader = DataLoader(TensorDataset(images, torch.zeros(40, dtype=torch.long)), batch_size=10)
+    update_kan_grids(model, loader, torch.device('cpu'), ema_model=ema.module, grid_eps=1.0)
+    for name in ('layers.0', 'head'):
+        live, shadow = dict(model.named_modules())[name], dict(ema.module.named_modules())[name]
+        assert live.grid_uniform and shadow.grid_uniform and torch.equal(live.grid, shadow.grid)
+
+
 def test_grid_update_schedule():
     assert grid_update_due(10, epochs=[10, 20])
     assert not grid_update_due(11, epochs=[10, 20])

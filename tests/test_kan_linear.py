@@ -188,3 +188,18 @@ def test_kan_mlp_uses_hidden_size_and_timm_signature():
     assert mlp(torch.randn(2, 5, 8)).shape == (2, 5, 6)
     with pytest.raises(ValueError, match='use_conv'):
         KANMlp(8, use_conv=True)
+
+
+def test_uniform_grid_update_keeps_the_closed_form():
+    """grid_eps=1 places the knots uniformly over the data span: the closed form (and fused kernels) still apply."""
+    layer = _kan(6, 4)
+    x = torch.rand(3000, 6, dtype=torch.float64) * 3 - 1.2
+    before = layer(x)
+    layer.update_grid(x, grid_eps=1.0)
+    assert layer.grid_uniform and layer.grid_eps == 0.02  # the layer's own setting is unchanged
+    assert _rel_change(layer(x), before) < 1e-2
+    lo, hi = x.min(0).values, x.max(0).values
+    torch.testing.assert_close(layer.grid[:, 3], lo - 0.01)  # knot k sits at the data minimum - margin
+    torch.testing.assert_close(layer.grid[:, -4], hi + 0.01)
+    with pytest.raises(ValueError, match='grid_eps must be in'):
+        layer.update_grid(x, grid_eps=1.5)

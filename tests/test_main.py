@@ -199,6 +199,7 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('unwritable', 'cannot be written'),
     ('batch_too_large', '--batch-size 64 is larger than'),
     ('cli_type', "argument --epochs: invalid int value: 'x'"),
+    ('grid_eps', '--grid-update-eps must be in [0, 1], got 2.0'),
     ('no_teacher_weights', '--teacher-path'),
     ('not_distilled', 'has no distillation token'),
     ('nan', 'training loss is nan at epoch 2, step 2'),
@@ -229,6 +230,8 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--batch-size', '64']
     elif case == 'cli_type':
         extra += ['--epochs', 'x']
+    elif case == 'grid_eps':
+        extra += ['--grid-update-eps', '2']
     elif case in ('no_teacher_weights', 'not_distilled'):
         extra += ['--distillation-type', 'soft', '--teacher-model', 'kan_mlp']
         if case == 'no_teacher_weights':

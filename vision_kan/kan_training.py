@@ -129,6 +129,7 @@ def update_kan_grids(
         margin: float = 0.01,
         ema_model: Optional[nn.Module] = None,
         autocast: Optional[ContextManager] = None,
+        grid_eps: Optional[float] = None,
 ) -> int:
     """Re-place every KAN grid on the data (see the module docstring) and return how many layers were updated.
 
@@ -141,6 +142,8 @@ def update_kan_grids(
         margin: passed to update_grid.
         ema_model: the EMA copy (ModelEmaV3.module) to move onto the same knots, or None.
         autocast: the training autocast context, or None.
+        grid_eps: knot placement passed to update_grid (None: each layer's own; 1.0: uniform over the data span,
+            which keeps the fused kernels).
     """
     layers = grid_layers(model)
     if not layers:
@@ -153,7 +156,7 @@ def update_kan_grids(
     g.manual_seed(seed * 1009 + rank)
     xs = collect_layer_inputs(model, layers, loader, device, per_rank, g, autocast)
     for name, layer in layers.items():
-        layer.update_grid(_gather_same_count(xs[name]), margin=margin)
+        layer.update_grid(_gather_same_count(xs[name]), margin=margin, grid_eps=grid_eps)
     broadcast_state(model)
     _refresh(layers.values())
 

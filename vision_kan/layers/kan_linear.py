@@ -143,7 +143,8 @@ class KANLinear(nn.Module):
         self.grid_uniform = knots_are_uniform(self.grid)
 
     @torch.no_grad()
-    def update_grid(self, x: torch.Tensor, margin: float = 0.01, grid: Optional[torch.Tensor] = None) -> None:
+    def update_grid(self, x: torch.Tensor, margin: float = 0.01, grid: Optional[torch.Tensor] = None,
+                    grid_eps: Optional[float] = None) -> None:
         """Re-place the knots on the data and refit the coefficients so the layer keeps its function on x.
 
         New knots: (1 - grid_eps) * data quantiles + grid_eps * uniform span of the data (+- margin), extended by
@@ -154,11 +155,16 @@ class KANLinear(nn.Module):
             margin: widening of the data span on each side.
             grid: (d, G + 2k + 1) knots to move to instead of computing them from x (e.g. an EMA copy adopting
                 the live model's knots while refitting its own coefficients).
+            grid_eps: this update's blend (default: the layer's `grid_eps`); 1.0 places the knots uniformly over
+                the data span, so the closed-form basis and the fused kernels keep applying.
         """
         _check_features(x, self.in_features, 'KANLinear.update_grid')
         x = x.reshape(-1, self.in_features).to(self.grid.dtype)
         old_spline = torch.einsum('mik,oik->imo', self.basis(x), self.scaled_spline_weight())  # (d, M, d')
-        knots = self._knots_from_data(x, margin) if grid is None else grid.to(self.grid)
+        eps = self.grid_eps if grid_eps is None else grid_eps
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f'KANLinear.update_grid: grid_eps must be in [0, 1], got {grid_eps!r}')
+        knots = self._knots_from_data(x, margin, eps) if grid is None else grid.to(self.grid)
         if knots.shape != self.grid.shape:
             raise ValueError(f'KANLinear.update_grid: grid must have shape {tuple(self.grid.shape)}, '
                              f'got {tuple(knots.shape)}')
@@ -173,7 +179,7 @@ class KANLinear(nn.Module):
         self.spline_scaler.copy_(torch.where(tiny, torch.ones_like(scaler), scaler))
         self.spline_weight.copy_(coeff / self.spline_scaler.unsqueeze(-1))
 
-    def _knots_from_data(self, x: torch.Tensor, margin: float) -> torch.Tensor:
+    def _knots_from_data(self, x: torch.Tensor, margin: float, grid_eps: float) -> torch.Tensor:
         """x (M, d) -> knots (d, G + 2k + 1)."""
         m, k, g = x.shape[0], self.spline_order, self.grid_size
         x_sorted = x.sort(dim=0).values  # (M, d)
@@ -181,7 +187,7 @@ class KANLinear(nn.Module):
         grid_adaptive = x_sorted[quantile_idx]  # (G + 1, d)
         step = (x_sorted[-1] - x_sorted[0] + 2 * margin) / g  # (d,)
         grid_uniform = x_sorted[0] - margin + step * torch.arange(g + 1, device=x.device, dtype=x.dtype)[:, None]
-        inner = self.grid_eps * grid_uniform + (1 - self.grid_eps) * grid_adaptive  # (G + 1, d)
+        inner = grid_eps * grid_uniform + (1 - grid_eps) * grid_adaptive  # (G + 1, d)
         ext = torch.arange(1, k + 1, device=x.device, dtype=x.dtype)[:, None] * step  # (k, d)
         return torch.cat([inner[:1] - ext.flip(0), inner, inner[-1:] + ext], dim=0).T  # (d, G + 2k + 1)
 
