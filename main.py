@@ -34,9 +34,9 @@ from vision_kan import checkpoint as ckpt_io
 from vision_kan.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
 from vision_kan.data import TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform
 from vision_kan.distributed import (
-    DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed,
+    DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
 )
-from vision_kan.ema import KanModelEma
+from vision_kan.ema import KanModelEma, kan_buffer_names
 from vision_kan.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
 from vision_kan.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
 from vision_kan.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
@@ -69,6 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--num-workers', type=int, default=10)
     g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
     g.add_argument('--pin-mem', action=bool_flag, default=True)
+    g.add_argument('--print-state-hash', action=argparse.BooleanOptionalAction, default=False,
+                   help='at the end every rank prints digests of its parameters and KAN grids (replica check)')
     g.add_argument('--print-freq', type=int, default=50, help='steps between progress lines when not on a terminal')
     g.add_argument('--amp', action=bool_flag, default=False, help='mixed precision (autocast)')
     g.add_argument('--amp-dtype', default='float16', choices=sorted(AMP_DTYPES),
@@ -404,6 +406,12 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         log(f'epoch {epoch + 1}/{num_epochs}: train loss {train_stats["loss"]:.4f} | val acc1 {test_stats["acc1"]:.2f} '
             f'acc5 {test_stats["acc5"]:.2f} loss {test_stats["loss"]:.4f} | best {max_accuracy:.2f}')
     run_log.close()
+    if args.print_state_hash:  # every rank: equal digests mean bit-identical replicas
+        for label, m in (('model', model_without_ddp), ('ema', model_ema.module if model_ema is not None else None)):
+            if m is not None:
+                d = state_digest(m, sorted(kan_buffer_names(m)))
+                print(f'state rank {dist_info.rank}/{dist_info.world_size} {label}: params {d["params"]} '
+                      f'kan-grids {d["buffers"]}', flush=True)
     total = datetime.timedelta(seconds=int(time.time() - start_time))
     log('\n' + results_table(run_log.rows))
     log(f'\nbest val acc1 {max_accuracy:.2f} | training time {total} | {out}: checkpoint.pth, best.pth, log.txt, '

@@ -1,5 +1,6 @@
 """Engine building blocks on their own: samplers, recipe validation, EMA of KAN grids, grid-update orchestration,
 losses, atomic checkpoints, fine-tune loading, corrupt images. CPU, generated data, seconds."""
+import copy
 import os
 import signal
 import subprocess
@@ -380,3 +381,16 @@ def test_randaugment_posterize_at_top_magnitude_works_with_current_pillow():
     op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0  # 4 - 4 = 0 bits kept: Pillow 13 raises on timm's own op
     out = op(Image.new('RGB', (16, 16), (200, 100, 50)))
     assert out.getextrema() == ((0, 0), (0, 0), (0, 0))  # black, as older Pillow gave
+
+
+def test_state_digest_sees_every_bit_of_parameters_and_grids():
+    from vision_kan.distributed import state_digest
+    from vision_kan.ema import kan_buffer_names
+    model = _kan_model()
+    keys = sorted(kan_buffer_names(model))
+    before = state_digest(model, keys)
+    assert keys and before == state_digest(copy.deepcopy(model), keys)
+    with torch.no_grad():
+        model.layers[0].grid[0, 0] = torch.nextafter(model.layers[0].grid[0, 0], torch.tensor(0.0))  # one ulp
+    after = state_digest(model, keys)
+    assert after['buffers'] != before['buffers'] and after['params'] == before['params']

@@ -297,7 +297,8 @@ def test_torchrun_two_process_gloo_keeps_replicas_identical(image_folder, tmp_pa
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
            str(script), *common_args(image_folder, out, *TINY_VIT, '--epochs', '2', '--batch-size', '4',
                                      '--lr', '1.0e-2', '--no-scale-lr', '--grid-update-epochs', '1', '--model-ema',
-                                     '--model-ema-decay', '0.9', '--kan-reg-weight', '1.0e-3')]
+                                     '--model-ema-decay', '0.9', '--kan-reg-weight', '1.0e-3',
+                                     '--print-state-hash')]
     env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -306,6 +307,10 @@ def test_torchrun_two_process_gloo_keeps_replicas_identical(image_folder, tmp_pa
     assert len(ranks[0]['states']) == 4  # 2 epochs x (model, EMA)
     assert ranks[0]['states'] == ranks[1]['states']  # every parameter and grid, bit for bit, on both ranks
     assert 'KAN grids of 4 layers re-placed' in proc.stdout
+    digests = sorted(line.split(': ', 1) for line in proc.stdout.splitlines() if line.startswith('state rank'))
+    assert [rank for rank, _ in digests] == ['state rank 0/2 ema', 'state rank 0/2 model',
+                                             'state rank 1/2 ema', 'state rank 1/2 model']
+    assert digests[0][1] == digests[2][1] and digests[1][1] == digests[3][1]  # the printed replica check agrees
     ckpt = load_checkpoint(out / 'checkpoint.pth')
     assert len(ckpt['rng']) == 2  # both ranks' RNG states, for an exact resume
     grid = ckpt['model']['blocks.1.mlp.fc2.grid']

@@ -4,9 +4,10 @@
 
 NCCL when training on CUDA, gloo on CPU. Every helper is a no-op in a single process.
 """
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -15,7 +16,7 @@ import torch.nn as nn
 from .errors import ConfigError
 
 __all__ = ['DistInfo', 'init_distributed', 'cleanup_distributed', 'all_reduce_sum', 'all_gather_cat',
-           'broadcast_state', 'barrier', 'all_gather_object']
+           'broadcast_state', 'barrier', 'all_gather_object', 'state_digest']
 
 
 @dataclass
@@ -108,4 +109,19 @@ def all_gather_object(obj: Any) -> List[Any]:
         return [obj]
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
+    return out
+
+
+def state_digest(module: nn.Module, buffer_keys: Sequence[str]) -> Dict[str, str]:
+    """Short SHA-256 digests of a module's parameters and of the named buffers (e.g. KAN grids), bit for bit, so
+    ranks can print them and a reader can compare replicas: {'params': '3f2a...', 'buffers': '9c1e...'}."""
+    state = module.state_dict()
+    params = {n for n, _ in module.named_parameters()}
+    out = {}
+    for label, keys in (('params', sorted(k for k in state if k in params)), ('buffers', sorted(buffer_keys))):
+        h = hashlib.sha256()
+        for k in keys:
+            h.update(k.encode())
+            h.update(state[k].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        out[label] = h.hexdigest()[:16]
     return out
