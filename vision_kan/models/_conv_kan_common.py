@@ -12,11 +12,12 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 import torch.nn as nn
 from timm.layers import SelectAdaptivePool2d, get_norm_layer
+from timm.models import checkpoint_seq
 
 from vision_kan.layers import KAN_LAYERS
 from vision_kan.layers.kan_conv_families import CONV_KAN_FAMILIES
 
-__all__ = ['CONV_TYPES', 'HEAD_TYPES', 'conv_kan_layer', 'resolve_norm', 'PooledHead']
+__all__ = ['CONV_TYPES', 'HEAD_TYPES', 'conv_kan_layer', 'resolve_norm', 'PooledHead', 'PooledCNN']
 
 CONV_TYPES = tuple(sorted(CONV_KAN_FAMILIES))
 HEAD_TYPES = ('linear',) + tuple(sorted(KAN_LAYERS))
@@ -109,3 +110,33 @@ class PooledHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.global_pool(x))  # (B, C, H, W) -> (B, C * feat_mult)
         return x if pre_logits else self.fc(x)
+
+
+class PooledCNN(nn.Module):
+    """The timm API of a CNN ending in a `PooledHead` (`self.head`): subclasses set `self.head`,
+    `self.grad_checkpointing`, and define `forward_features` (with `run_stages` for checkpointing) and
+    `group_matcher`."""
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def run_stages(self, stages: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """stages(x), with activation checkpointing per stage when enabled."""
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(stages, x)
+        return stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

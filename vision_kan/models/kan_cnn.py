@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledHead, conv_kan_layer, resolve_norm
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, resolve_norm
 
 __all__ = ['KANCNN']
 
@@ -42,7 +42,7 @@ class ConvNormAct(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-class KANCNN(nn.Module):
+class KANCNN(PooledCNN):
     """A plain stack of strided conv layers (KAN or classic), global pool, classifier.
 
     Args:
@@ -109,28 +109,8 @@ class KANCNN(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^layers\.0', blocks=r'^layers\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.layers, x)
-        return self.layers(x)  # (B, C, H, W) -> (B, 512, H/16, W/16)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.run_stages(self.layers, x)  # (B, C, H, W) -> (B, 512, H/16, W/16)
 
 
 def _create_kan_cnn(variant: str, pretrained: bool = False, **kwargs) -> KANCNN:

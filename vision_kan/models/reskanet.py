@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledHead, conv_kan_layer
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer
 
 __all__ = ['ResKANet', 'KANBasicBlock', 'KANBottleneck']
 
@@ -80,7 +80,7 @@ class KANBottleneck(nn.Module):
 _BLOCKS: Dict[str, Type[nn.Module]] = {'basic': KANBasicBlock, 'bottleneck': KANBottleneck}
 
 
-class ResKANet(nn.Module):
+class ResKANet(PooledCNN):
     """ResNet of conv-KAN layers: KAN stem (+ max pool), four stages of residual KAN blocks, pooled head.
 
     Args:
@@ -173,29 +173,9 @@ class ResKANet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_pool(self.stem(x))  # (B, C, H, W) -> (B, 16s, H/4, W/4) for the ImageNet stem
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.stages, x)
-        return self.stages(x)  # -> (B, num_features, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.run_stages(self.stages, x)  # -> (B, num_features, H/32, W/32)
 
 
 def _create_reskanet(variant: str, pretrained: bool = False, **kwargs) -> ResKANet:

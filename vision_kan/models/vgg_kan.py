@@ -20,9 +20,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledHead, conv_kan_layer
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer
 
 __all__ = ['VGGKAN', 'VGG_KAN_LAYOUTS']
 
@@ -45,7 +45,7 @@ VGG_KAN_LAYOUTS: Dict[str, Tuple[Tuple[int, ...], ...]] = {
 }
 
 
-class VGGKAN(nn.Module):
+class VGGKAN(PooledCNN):
     """VGG of conv-KAN layers: stages of 3x3 KAN convs (stage i > 0 opens with a 2x2 max pool), pooled head.
 
     Stage i outputs width_scale * layout[i][-1] channels at stride 2^i; `feature_info` lists every stage.
@@ -107,28 +107,8 @@ class VGGKAN(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stages\.0', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.stages, x)
-        return self.stages(x)  # (B, C, H, W) -> (B, num_features, H / 2^(stages-1), ...)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.run_stages(self.stages, x)  # (B, C, H, W) -> (B, num_features, H / 2^(stages-1), ...)
 
 
 def _create_vgg_kan(variant: str, pretrained: bool = False, **kwargs) -> VGGKAN:
