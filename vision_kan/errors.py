@@ -3,7 +3,8 @@
 Library code raises these; only main.py turns them into one line on stderr and exit code 2.
 """
 
-__all__ = ['UserInputError', 'ConfigError', 'DataError', 'CorruptImageError', 'CheckpointError', 'NonFiniteLossError']
+__all__ = ['UserInputError', 'ConfigError', 'DataError', 'CorruptImageError', 'CheckpointError', 'NonFiniteLossError',
+           'error_line']
 
 
 class UserInputError(ValueError):
@@ -28,3 +29,9 @@ class CheckpointError(UserInputError):
 
 class NonFiniteLossError(UserInputError, FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a command-line tool prints for a user error: the message's first line (or the type's name)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

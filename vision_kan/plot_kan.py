@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .compare import model_from_checkpoint
 from .config import ArgumentParser
-from .errors import UserInputError
+from .errors import UserInputError, error_line
 from .layers import FasterKANLinear, GRKANLinear, KANLinear, rational
 from .layers.kan_conv import BasisKANConv
 
@@ -237,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run(get_args_parser().parse_args(argv))
     except UserInputError as e:
-        print(f'error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}', file=sys.stderr)
+        print(f'error: {error_line(e)}', file=sys.stderr)
         return 2
     except OSError as e:  # the PNG cannot be written
         print(f'error: --output: {e.strerror or e}: {getattr(e, "filename", "")}', file=sys.stderr)

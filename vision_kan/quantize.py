@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .compare import device_description, evaluate_model, imagefolder_loader, model_from_checkpoint, model_size_mb
 from .config import ArgumentParser
-from .errors import UserInputError
+from .errors import UserInputError, error_line
 
 __all__ = ['quantize_int8', 'quantize_weight_int8', 'Int8Report', 'main']
 
@@ -172,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run(get_args_parser().parse_args(argv))
     except UserInputError as e:
-        print(f'error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}', file=sys.stderr)
+        print(f'error: {error_line(e)}', file=sys.stderr)
         return 2
     return 0
 
