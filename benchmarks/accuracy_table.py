@@ -12,20 +12,10 @@ import logging
 from pathlib import Path
 
 import timm
-import torch
 import yaml
 
 import vision_kan  # noqa: F401
-
-
-def gmacs(model: torch.nn.Module, size: int) -> float:
-    from fvcore.nn import FlopCountAnalysis
-    for m in model.modules():
-        if hasattr(m, 'fused_attn'):
-            m.fused_attn = False
-    analysis = FlopCountAnalysis(model.eval(), torch.randn(1, 3, size, size))
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return analysis.total() / 1e9
+from vision_kan.model_factory import count_macs
 
 
 def main():
@@ -43,8 +33,9 @@ def main():
         model = timm.create_model(cfg['model'], num_classes=10, img_size=cfg['input_size'],
                                   **(cfg.get('model_kwargs') or {}))
         params = sum(p.numel() for p in model.parameters()) / 1e6
+        macs = count_macs(model, (3, cfg['input_size'], cfg['input_size']))[0]
         print(f"| {cfg['model']} | {last['epoch']} | {last['test_acc1']:.2f} | {last['test_acc5']:.2f} | "
-              f"{max(r['test_acc1'] for r in rows):.2f} | {params:.2f} | {gmacs(model, cfg['input_size']):.3f} | "
+              f"{max(r['test_acc1'] for r in rows):.2f} | {params:.2f} | {macs:.3f} | "
               f"{sum(speed) / len(speed):.0f} |")
 
 

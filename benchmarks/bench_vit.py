@@ -30,6 +30,7 @@ import torch.nn as nn
 
 import vision_kan  # noqa: F401  registers the models
 from vision_kan.layers import FasterKANLinear, KANLinear, kernels
+from vision_kan.model_factory import count_macs
 
 BASELINE = 'deit_tiny_patch16_224'
 DEFAULT_MODELS = [BASELINE, 'vit_fasterkan_tiny', 'vit_kan_tiny', 'vit_kan_tiny@mlp_ratio=4']
@@ -75,37 +76,13 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]
     return torch.cuda.max_memory_allocated(device) / 2 ** 30
 
 
-def count_macs(model: nn.Module, img_size: int) -> Optional[float]:
-    """GMACs of one image (fvcore if installed, else torch's FlopCounterMode / 2), attention matmuls included."""
-    x = torch.randn(1, 3, img_size, img_size)
-    model = model.eval()
-    # fvcore does not see inside scaled_dot_product_attention: count the plain attention path
-    fused = {m: m.fused_attn for m in model.modules() if hasattr(m, 'fused_attn')}
-    for m in fused:
-        m.fused_attn = False
-    try:
-        from fvcore.nn import FlopCountAnalysis
-        analysis = FlopCountAnalysis(model, x)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return analysis.total() / 1e9
-    except ImportError:
-        from torch.utils.flop_counter import FlopCounterMode
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(x)
-        return counter.get_total_flops() / 2e9
-    finally:
-        for m, flag in fused.items():
-            m.fused_attn = flag
-
-
 def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float]) -> Dict[str, float]:
     """One row of the model table, under the KAN backend that is current (kernels.backend)."""
     name, kwargs = parse_model(spec)
     model = timm.create_model(name, img_size=args.img_size, **kwargs)
     row = {'params': sum(p.numel() for p in model.parameters()) / 1e6}
     if args.macs and spec not in macs_cache:
-        macs_cache[spec] = count_macs(model, args.img_size)
+        macs_cache[spec] = count_macs(model, (3, args.img_size, args.img_size))[0]
     row['gmacs'] = macs_cache.get(spec)
     model = model.to(device).train()
     net = torch.compile(model) if mode == 'compiled' else model

@@ -9,34 +9,13 @@ through timm's plain attention path (fvcore cannot see inside scaled_dot_product
 """
 import argparse
 import logging
-from typing import Tuple
 
 import timm
-import torch
-from fvcore.nn import FlopCountAnalysis
-from torch.utils.flop_counter import FlopCounterMode
 
 import vision_kan
+from vision_kan.model_factory import count_macs
 
 TWINS = ['deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224']
-
-
-def gmacs(model: torch.nn.Module, input_size) -> Tuple[float, str]:
-    """(GMACs, counter): fvcore, or torch's FlopCounterMode / 2 where fvcore cannot trace the model (conv-KAN's
-    autograd function); the two agree to 0.4 % on models both can count."""
-    for m in model.modules():
-        if hasattr(m, 'fused_attn'):
-            m.fused_attn = False
-    x = torch.randn(1, *input_size)
-    try:
-        analysis = FlopCountAnalysis(model.eval(), x)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return analysis.total() / 1e9, 'fvcore'
-    except RuntimeError:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(x)
-        return counter.get_total_flops() / 2e9, 'torch'
 
 
 def main():
@@ -52,8 +31,7 @@ def main():
         model = timm.create_model(name)
         size = model.pretrained_cfg['input_size']
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        with torch.no_grad():
-            macs, counter = gmacs(model, size)
+        macs, counter = count_macs(model, size)
         print(f'| {name} | {params:.2f} | {macs:.2f} | {size[-1]} px | {counter} |', flush=True)
 
 

@@ -1,7 +1,7 @@
 """Building the student and the teacher from timm's registry by name, and counting what was built."""
 import difflib
 import warnings
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -77,10 +77,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def count_gflops(model: nn.Module, input_size: Sequence[int], device: torch.device) -> Optional[float]:
-    """GFLOPs of one image in fvcore's convention (multiply-adds of matmuls/convs; KAN basis element-wise ops are
-    not counted): fvcore, or torch's FlopCounterMode / 2 where fvcore is missing or cannot trace the model
-    (conv-KAN layers); None when neither can count."""
+def count_macs(model: nn.Module, input_size: Sequence[int], device: torch.device = torch.device('cpu')
+               ) -> Tuple[Optional[float], str]:
+    """(GMACs of one image, counter) in fvcore's convention (multiply-adds of matmuls/convs; KAN basis element-wise
+    ops are not counted): fvcore, or torch's FlopCounterMode / 2 where fvcore is missing or cannot trace the model
+    (conv-KAN layers); (None, 'none') when neither can count. Attention is counted through timm's plain path."""
     was_training = model.training
     model.eval()
     x = torch.zeros(1, *input_size, device=device)
@@ -95,16 +96,21 @@ def count_gflops(model: nn.Module, input_size: Sequence[int], device: torch.devi
                 from fvcore.nn import FlopCountAnalysis
                 counter = FlopCountAnalysis(model, x)
                 counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-                return counter.total() / 1e9
+                return counter.total() / 1e9, 'fvcore'
             except Exception:
                 from torch.utils.flop_counter import FlopCounterMode
                 flops = FlopCounterMode(display=False)
                 with flops:
                     model(x)
-                return flops.get_total_flops() / 2e9
+                return flops.get_total_flops() / 2e9, 'torch'
     except Exception:  # a counting failure must never stop training
-        return None
+        return None, 'none'
     finally:
         for m, flag in fused.items():
             m.fused_attn = flag
         model.train(was_training)
+
+
+def count_gflops(model: nn.Module, input_size: Sequence[int], device: torch.device) -> Optional[float]:
+    """GMACs of one image ('GFLOPs' in fvcore's convention), None when it cannot be counted."""
+    return count_macs(model, input_size, device)[0]
