@@ -1,10 +1,11 @@
-"""Markdown accuracy table from main.py run folders (config.yaml + log.txt), with params and GMACs of each model.
+"""Markdown accuracy table from main.py run folders (config.yaml + log.txt), with params and GFLOPs of each model.
 
     python benchmarks/accuracy_table.py output/cifar10_accuracy/*
 
 Top-1/top-5 are the last epoch's validation figures (and the best top-1 over the run); img/s the mean training
-throughput over the epochs after the first (compile/warm-up excluded). GMACs at the run's input size, fvcore
-convention, attention through timm's plain path.
+throughput over the epochs after the first (compile/warm-up excluded). GFLOPs at the run's input size in
+fvcore's convention (one multiply-add counts one, as DeiT's tables do), attention through timm's plain path;
+elementwise work (activations, the GR-KAN rationals, the KAN basis) is not counted.
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ def main():
     parser.add_argument('runs', nargs='+', type=Path)
     args = parser.parse_args()
     logging.getLogger('fvcore').setLevel(logging.ERROR)
-    print('| model | epochs | top-1 | top-5 | best top-1 | params (M) | GMACs | train img/s |')
+    print('| model | epochs | top-1 | top-5 | best top-1 | params (M) | GFLOPs (fvcore) | train img/s |')
     print('|---|---|---|---|---|---|---|---|')
     for run in args.runs:
         cfg = yaml.safe_load((run / 'config.yaml').read_text())
