@@ -43,3 +43,17 @@ def test_accuracy_table_reads_run_folders(tmp_path):
     out = _run('benchmarks/accuracy_table.py', str(run))
     # last epoch's top-1/top-5, best top-1, mean img/s after the first epoch
     assert '| vit_grkan_tiny | 3 | 44.00 | 93.00 | 45.50 | 5.36 |' in out and out.rstrip().endswith('| 400 |')
+
+
+def test_accuracy_table_rejects_a_folder_that_is_not_a_run(tmp_path):
+    good = tmp_path / 'run'
+    good.mkdir()
+    (good / 'config.yaml').write_text(yaml.safe_dump(dict(model='vit_grkan_tiny', input_size=32)))
+    (good / 'log.txt').write_text('')  # the run died before its first epoch
+    env = dict(os.environ, PYTHONPATH=REPO)
+    for folder, words in [(tmp_path / 'missing', 'a main.py run folder has config.yaml'),
+                          (good, 'log.txt has no finished epoch')]:
+        proc = subprocess.run([sys.executable, 'benchmarks/accuracy_table.py', str(folder)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stdout == '', proc.stderr
+        assert proc.stderr.count('\n') == 1 and words in proc.stderr
