@@ -72,6 +72,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--print-state-hash', action=argparse.BooleanOptionalAction, default=False,
                    help='at the end every rank prints digests of its parameters and KAN grids (replica check)')
     g.add_argument('--print-freq', type=int, default=50, help='steps between progress lines when not on a terminal')
+    g.add_argument('--compile', action=bool_flag, default=False,
+                   help='torch.compile the model for training (evaluation stays eager); KAN-ViTs compile whole')
+    g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (torch._dynamo.list_backends)')
     g.add_argument('--amp', action=bool_flag, default=False, help='mixed precision (autocast)')
     g.add_argument('--amp-dtype', default='float16', choices=sorted(AMP_DTYPES),
                    help='float16 uses a GradScaler; bfloat16 needs none')
@@ -174,6 +177,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise ConfigError(f'--batch-size {args.batch_size}: mixup/cutmix needs an even batch (or --mixup 0 --cutmix 0)')
     if args.grid_update_eps is not None and not 0.0 <= args.grid_update_eps <= 1.0:
         raise ConfigError(f'--grid-update-eps must be in [0, 1], got {args.grid_update_eps}')
+    if args.compile:
+        import torch._dynamo
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if args.compile_backend not in backends:
+            raise ConfigError(f'--compile-backend {args.compile_backend!r} is not a torch.compile backend: inductor '
+                              f'(default), aot_eager, eager, cudagraphs, ... (torch._dynamo.list_backends())')
     if args.quantize != 'none' and not args.eval:
         raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
     if args.eval and not args.resume:
@@ -294,6 +303,8 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     model_without_ddp = model
     if dist_info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    if args.compile:  # after DDP, as timm's train.py does: the DDP optimizer splits the graph at bucket boundaries
+        model = torch.compile(model, backend=args.compile_backend)
     lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
     opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
     if args.opt_betas:

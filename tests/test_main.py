@@ -200,6 +200,7 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('batch_too_large', '--batch-size 64 is larger than'),
     ('cli_type', "argument --epochs: invalid int value: 'x'"),
     ('grid_eps', '--grid-update-eps must be in [0, 1], got 2.0'),
+    ('compile_backend', "--compile-backend 'inductr' is not a torch.compile backend"),
     ('no_teacher_weights', '--teacher-path'),
     ('not_distilled', 'has no distillation token'),
     ('nan', 'training loss is nan at epoch 2, step 2'),
@@ -232,6 +233,8 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--epochs', 'x']
     elif case == 'grid_eps':
         extra += ['--grid-update-eps', '2']
+    elif case == 'compile_backend':
+        extra += ['--compile', '--compile-backend', 'inductr']
     elif case in ('no_teacher_weights', 'not_distilled'):
         extra += ['--distillation-type', 'soft', '--teacher-model', 'kan_mlp']
         if case == 'no_teacher_weights':
@@ -246,6 +249,25 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
     if case == 'nan':  # the run stopped in epoch 2: epoch 1's checkpoint is there and loads
         assert 'checkpoint.pth (the last good state) is untouched' in line
         assert load_checkpoint(out / 'checkpoint.pth')['epoch'] == 0 and len(_log(out)) == 1
+
+
+def test_compiled_training_matches_eager(image_folder, tmp_path):
+    # aot_eager runs dynamo + AOT autograd (what inductor builds on) without generating code: the compiled training
+    # step must give the eager losses, also after a grid update changed the KAN buffers between the epochs
+    flags = [*TINY_VIT, '--epochs', '2', '--batch-size', '8', '--grid-update-every', '1', '--model-ema',
+             '--model-ema-decay', '0.9']
+    from torch._dynamo.utils import counters
+    assert main.main(common_args(image_folder, tmp_path / 'eager', *flags)) == 0
+    counters.clear()
+    assert main.main(common_args(image_folder, tmp_path / 'compiled', *flags, '--compile',
+                                 '--compile-backend', 'aot_eager')) == 0
+    assert counters['stats']['unique_graphs'] >= 1 and not counters['graph_break']  # compiled whole, no fallback
+    eager, compiled = _log(tmp_path / 'eager'), _log(tmp_path / 'compiled')
+    for key in ('train_loss', 'test_loss', 'ema_acc1'):
+        assert [r[key] for r in compiled] == pytest.approx([r[key] for r in eager], rel=1e-4), key
+    state = load_checkpoint(tmp_path / 'compiled' / 'checkpoint.pth')['model']
+    assert not any(k.startswith('_orig_mod') for k in state)  # the checkpoint holds the plain model's keys
+    assert state.keys() == load_checkpoint(tmp_path / 'eager' / 'checkpoint.pth')['model'].keys()
 
 
 def test_fresh_run_refuses_to_overwrite_a_checkpoint(image_folder, tmp_path, capsys):
