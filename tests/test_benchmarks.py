@@ -57,3 +57,21 @@ def test_accuracy_table_rejects_a_folder_that_is_not_a_run(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and proc.stdout == '', proc.stderr
         assert proc.stderr.count('\n') == 1 and words in proc.stderr
+
+
+def test_cifar10_accuracy_script_trains_and_tabulates(tmp_path):
+    """benchmarks/cifar10_accuracy.sh (main.py with deit_configs/cifar10_short.yaml) then accuracy_table.py, tiny."""
+    sys.path.insert(0, os.path.join(REPO, 'tests'))
+    from conftest import make_image_folder
+    data = make_image_folder(tmp_path / 'data', size=32)
+    env = dict(os.environ, PYTHONPATH=REPO, DATA=str(data), EPOCHS='2', WORKERS='0', RUNS=str(tmp_path / 'runs'),
+               MODELS='vit_grkan_tiny', EXTRA='--device cpu --no-amp --batch-size 8 --cpu-threads 1 '
+                                              '--model-kwargs patch_size=8 depth=1 embed_dim=32 num_heads=2')
+    proc = subprocess.run(['bash', 'benchmarks/cifar10_accuracy.sh'], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / 'runs' / 'vit_grkan_tiny'
+    cfg = yaml.safe_load((run / 'config.yaml').read_text())
+    assert cfg['sched_on_updates'] and cfg['lr'] == 5.0e-4 and cfg['epochs'] == 2 and cfg['input_size'] == 32
+    out = _run('benchmarks/accuracy_table.py', str(run), '--num-classes', '3')
+    assert out.splitlines()[2].startswith('| vit_grkan_tiny | 2 |')
