@@ -18,7 +18,7 @@ COMMON=(--config deit_configs/vit_kan_tiny_cifar10.yaml --data-path "$DATA" --ep
         --batch-size 256 --num-workers "${WORKERS:-8}" --print-state-hash --overwrite ${EXTRA:-})
 for n in 1 2; do
   echo "=== $n GPU(s)"
-  torchrun --standalone --nproc_per_node=$n main.py "${COMMON[@]}" --output-dir "$OUT/gpus$n" 2>&1 \
+  python -m torch.distributed.run --standalone --nproc_per_node=$n main.py "${COMMON[@]}" --output-dir "$OUT/gpus$n" 2>&1 \
     | tee "$OUT.gpus$n.txt" | grep -E '^state rank|^epoch [0-9]+/|KAN grids|^error'
 done
 echo "=== resume the 2-GPU checkpoint on 1 GPU"
@@ -42,4 +42,6 @@ for label, ds in sorted(digests.items()):
     print(f'{label}: {"identical on every rank" if len(ds) == 1 else "DIFFERENT across ranks"} {sorted(ds)}')
 print(f'resumed on 1 GPU: epoch {resumed["epoch"]}, val top-1 {resumed["test_acc1"]:.2f}, '
       f'train loss {resumed["train_loss"]:.4f}')
+if len(digests) != 2 or any(len(ds) != 1 for ds in digests.values()) or resumed['epoch'] != epochs + 1:
+    sys.exit('error: the replicas differ (or a digest or the resumed epoch is missing)')
 PY

@@ -75,3 +75,20 @@ def test_cifar10_accuracy_script_trains_and_tabulates(tmp_path):
     assert cfg['sched_on_updates'] and cfg['lr'] == 5.0e-4 and cfg['epochs'] == 2 and cfg['input_size'] == 32
     out = _run('benchmarks/accuracy_table.py', str(run), '--num-classes', '3')
     assert out.splitlines()[2].startswith('| vit_grkan_tiny | 2 |')
+
+
+def test_multi_gpu_check_script_runs_on_cpu_processes(tmp_path):
+    """benchmarks/multi_gpu_check.sh (issue 9's run) with 1 and 2 gloo processes on the CPU, tiny: its table says
+    the replicas are identical and the 2-process checkpoint resumes in one process."""
+    sys.path.insert(0, os.path.join(REPO, 'tests'))
+    from conftest import make_image_folder
+    data = make_image_folder(tmp_path / 'data', train_per_class=16)
+    env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
+    env.update(PYTHONPATH=REPO, DATA=str(data), OUT=str(tmp_path / 'check'), WORKERS='0',
+               EXTRA='--device cpu --no-amp --batch-size 8 --cpu-threads 1 --input-size 16 '
+                     '--model-kwargs patch_size=8 depth=2 embed_dim=32 num_heads=2')
+    proc = subprocess.run(['bash', 'benchmarks/multi_gpu_check.sh'], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'model: identical on every rank' in proc.stdout and 'ema: identical on every rank' in proc.stdout
+    assert 'resumed on 1 GPU: epoch 3' in proc.stdout and '| 2 |' in proc.stdout
