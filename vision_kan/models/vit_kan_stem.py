@@ -67,10 +67,8 @@ class ConvKanPatchEmbed(PatchEmbed):
         patch = to_2tuple(patch_size)
         if patch[0] != patch[1] or patch[0] < 1:
             raise ValueError(f'ConvKanPatchEmbed: patch_size must be one positive size (square), got {patch_size!r}')
-        # timm < 1.0.21's PatchEmbed takes no device/dtype (nor does its ViT pass them): forward only what was given
-        dd = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
         super().__init__(img_size, patch, in_chans, embed_dim, norm_layer, flatten, output_fmt, bias,
-                         strict_img_size, dynamic_img_pad, **dd)
+                         strict_img_size, dynamic_img_pad, device=device, dtype=dtype)
         k, r = _split_patch(patch[0])
         strides = [2] * k if k > 0 else [1]
         if stem_chs is None:  # doubling up to embed_dim; an odd patch's one stride-1 layer at embed_dim / 4
