@@ -13,6 +13,10 @@ Prints markdown tables (run order: kernels, layers, models, so a cut-off run sti
     gradient, same dtype/autocast): max |fused - ref| and that over max |ref|;
   * whole models: params, GMACs (fvcore convention: one multiply-add = one "flop"), train img/s (forward, backward,
     AdamW step), infer img/s, peak train memory, each also as a ratio to DeiT-tiny in the same mode.
+  * with --profile, two more model columns from torch.profiler over 3 training steps: the host's CPU time per
+    step (every op's own CPU time, all threads) and the GPU's kernel time per step. Host time near the wall time
+    per step (batch / train img/s) and GPU time well below it: the step is bound by the host (Python, dispatch,
+    launches), not by the kernels, as in small-image runs (--img-size 32 --patch-size 4).
 Modes: `eager` and `compiled` (torch.compile of the whole model), crossed with the KAN backends `reference` (plain
 torch) and `fused` (Triton kernels, vision_kan.layers.kernels). Ratios compare with DeiT-tiny in the same mode
 (eager to eager, compiled to compiled); DeiT-tiny has no KAN layer, so its row does not depend on the backend.
@@ -79,6 +83,8 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]
 def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float]) -> Dict[str, float]:
     """One row of the model table, under the KAN backend that is current (kernels.backend)."""
     name, kwargs = parse_model(spec)
+    if args.patch_size:
+        kwargs.setdefault('patch_size', args.patch_size)
     model = timm.create_model(name, img_size=args.img_size, **kwargs)
     row = {'params': sum(p.numel() for p in model.parameters()) / 1e6}
     if args.macs and spec not in macs_cache:
@@ -105,6 +111,8 @@ def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Di
     try:
         row['train'] = args.batch_size / time_it(train_step, device, args.warmup, args.steps)
         row['mem'] = peak_memory(train_step, device)
+        if args.profile:
+            row['host_ms'], row['gpu_ms'] = profile_step(train_step, device)
         model.eval()
         row['infer'] = args.batch_size / time_it(infer_step, device, args.warmup, args.steps)
     except torch.OutOfMemoryError:
@@ -115,6 +123,23 @@ def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Di
     if device.type == 'cuda':
         torch.cuda.empty_cache()
     return row
+
+
+def profile_step(fn: Callable[[], None], device: torch.device, steps: int = 3):
+    """(host CPU ms, GPU kernel ms) per call of fn, from torch.profiler's self times summed over every event."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        synchronize(device)
+    events = [e for e in prof.key_averages() if 'synchronize' not in e.key.lower()]  # not the final wait
+    host = sum(e.self_cpu_time_total for e in events) / steps / 1e3
+    if device.type != 'cuda':
+        return host, None
+    gpu = sum(getattr(e, 'self_device_time_total', getattr(e, 'self_cuda_time_total', 0)) for e in events)
+    return host, gpu / steps / 1e3
 
 
 LAYER_DIM = 192
@@ -230,6 +255,12 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
     return rows
 
 
+def profile_cells(row: Dict, args) -> str:
+    """' wall ms per step | host ms | GPU ms |' of a model row."""
+    step = None if not row.get('train') else 1e3 * args.batch_size / row['train']
+    return f" {fmt(step, '.1f')} | {fmt(row.get('host_ms'), '.1f')} | {fmt(row.get('gpu_ms'), '.1f')} |"
+
+
 def fmt(v, spec='.2f', missing='—'):
     return missing if v is None else format(v, spec)
 
@@ -245,6 +276,9 @@ def main():
     parser.add_argument('--modes', default='eager,compiled', help='comma list of eager, compiled')
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--patch-size', type=int, default=0, help='every ViT\'s patch size (default: the model\'s)')
+    parser.add_argument('--profile', action=argparse.BooleanOptionalAction, default=False,
+                        help='host CPU and GPU kernel ms per training step (torch.profiler) in the model table')
     parser.add_argument('--tokens', type=int, default=256 * 197, help='tokens for the layer table')
     parser.add_argument('--amp-dtype', default='bfloat16', choices=['bfloat16', 'float16', 'none'])
     parser.add_argument('--warmup', type=int, default=3)
@@ -272,7 +306,8 @@ def main():
     except ImportError:
         triton_version = 'absent'
     print(f'# {name}, torch {torch.__version__}, triton {triton_version}, timm {timm.__version__}, '
-          f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px, autocast {args.amp_dtype}',
+          f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px'
+          f'{f", patch {args.patch_size}" if args.patch_size else ""}, autocast {args.amp_dtype}',
           flush=True)
 
     if args.kernels and device.type == 'cuda' and 'fused' in backends:
@@ -304,8 +339,9 @@ def main():
                       f"{fmt(r['mem'])} | {fmt(err.get('abs'), '.2e')} | {fmt(err.get('rel'), '.2e')} |"
                       f"{' ' + r['note'] if 'note' in r else ''}", flush=True)
 
-    print('\n| model | backend | mode | params (M) | GMACs | train img/s | × | infer img/s | × | peak GiB | × |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    extra = ' step ms | host ms | GPU ms |' if args.profile else ''
+    print(f'\n| model | backend | mode | params (M) | GMACs | train img/s | × | infer img/s | × | peak GiB | × |{extra}')
+    print('|---|---|---|---|---|---|---|---|---|---|---|' + '---|' * (3 if args.profile else 0))
     macs_cache: Dict[str, float] = {}
     for mode in modes:
         base = None
@@ -319,7 +355,8 @@ def main():
             print(f"| {spec} | {backend_name} | {mode} | {row['params']:.2f} | {fmt(row['gmacs'])} | "
                   f"{fmt(row['train'], '.0f')} | {fmt(ratio(row['train'], b.get('train')))} | "
                   f"{fmt(row['infer'], '.0f')} | {fmt(ratio(row['infer'], b.get('infer')))} | {fmt(row['mem'])} | "
-                  f"{fmt(ratio(row['mem'], b.get('mem')))} |{' ' + row['note'] if 'note' in row else ''}", flush=True)
+                  f"{fmt(ratio(row['mem'], b.get('mem')))} |{profile_cells(row, args) if args.profile else ''}"
+                  f"{' ' + row['note'] if 'note' in row else ''}", flush=True)
             if mode == 'compiled':
                 torch._dynamo.reset()  # a fresh compile per row: no cache shared between backends
 

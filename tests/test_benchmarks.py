@@ -19,9 +19,11 @@ def _run(*args: str) -> str:
 def test_bench_vit_prints_both_tables():
     out = _run('benchmarks/bench_vit.py', '--device', 'cpu', '--models', 'deit_tiny_patch16_224', 'vit_grkan_tiny',
                '--img-size', '32', '--batch-size', '2', '--steps', '1', '--warmup', '0', '--modes', 'eager',
-               '--no-macs', '--tokens', '32', '--backends', 'reference')
+               '--no-macs', '--tokens', '32', '--backends', 'reference', '--patch-size', '8', '--profile')
     rows = [line for line in out.splitlines() if line.startswith('| vit_grkan_tiny | reference | eager |')]
     assert len(rows) == 1 and '| 1.00 |' in out  # the twin's own ratio
+    assert '| step ms | host ms | GPU ms |' in out and rows[0].endswith('| — |')  # no GPU time on a CPU
+    assert '| 5.57 |' in rows[0]  # params at 32 px, patch 8 (5.68M at its default patch 16)
     assert '| KANLinear (hidden 768) | reference | eager |' in out
 
 
@@ -92,3 +94,13 @@ def test_multi_gpu_check_script_runs_on_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert 'model: identical on every rank' in proc.stdout and 'ema: identical on every rank' in proc.stdout
     assert 'resumed on 1 GPU: epoch 3' in proc.stdout and '| 2 |' in proc.stdout
+
+
+def test_loader_throughput_prints_a_row_per_worker_count(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, 'tests'))
+    from conftest import make_image_folder
+    data = make_image_folder(tmp_path / 'data', train_per_class=8, size=32)
+    out = _run('benchmarks/loader_throughput.py', '--data-path', str(data), '--workers', '0,1', '--batch-size', '4',
+               '--batches', '3')
+    rows = [line for line in out.splitlines() if line.startswith('| 0 |') or line.startswith('| 1 |')]
+    assert len(rows) == 2 and '32 px, batch 4, 24 train images' in out
