@@ -116,6 +116,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--color-jitter', type=float, default=0.3)
     g.add_argument('--aa', default='rand-m9-mstd0.5-inc1', help="timm auto-augment policy; 'none' for none")
     g.add_argument('--smoothing', type=float, default=0.1)
+    g.add_argument('--bce-loss', action=bool_flag, default=False,
+                   help='binary cross-entropy (DeiT III): mixed targets made binary; mixup then takes no smoothing')
     g.add_argument('--train-interpolation', default='bicubic')
     g.add_argument('--repeated-aug', action=bool_flag, default=True, help='3 repeats, when distributed')
     g.add_argument('--train-crop', default='rrc', choices=['rrc', 'pad'], help="'pad': DeiT's CIFAR crop")
@@ -173,6 +175,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.batch_size < 1 or args.epochs < 1:
         raise ConfigError(f'--batch-size and --epochs must be >= 1, got {args.batch_size} and {args.epochs}')
     mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    if args.bce_loss and mixup_active and args.smoothing > 0:
+        raise ConfigError(f'--bce-loss with mixup/cutmix binarises the mixed targets, so --smoothing {args.smoothing} '
+                          f'would make every class a target: use --smoothing 0 (as DeiT III) or --mixup 0 --cutmix 0')
     if mixup_active and args.mixup_mode == 'batch' and args.batch_size % 2:
         raise ConfigError(f'--batch-size {args.batch_size}: mixup/cutmix needs an even batch (or --mixup 0 --cutmix 0)')
     if args.grid_update_eps is not None and not 0.0 <= args.grid_update_eps <= 1.0:
@@ -328,7 +333,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
                          prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
                          label_smoothing=args.smoothing, num_classes=num_classes)
-    criterion = DistillationLoss(build_base_criterion(mixup_fn is not None, args.smoothing), teacher,
+    criterion = DistillationLoss(build_base_criterion(mixup_fn is not None, args.smoothing, args.bce_loss), teacher,
                                  args.distillation_type, args.distillation_alpha, args.distillation_tau)
     if args.kan_reg_weight > 0:
         kan_modules = [m for _, m in outermost_modules_with(model_without_ddp, 'regularization_loss')]

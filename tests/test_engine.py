@@ -28,7 +28,7 @@ from vision_kan.ema import KanModelEma, kan_buffer_names
 from vision_kan.errors import CheckpointError, ConfigError, CorruptImageError, DataError
 from vision_kan.kan_training import grid_update_due, outermost_modules_with, update_kan_grids
 from vision_kan.layers import KANLinear
-from vision_kan.losses import DistillationLoss, KanRegularizedLoss
+from vision_kan.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.samplers import RepeatedAugSampler, ShardSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,6 +240,23 @@ def test_distillation_losses():
     torch.testing.assert_close(none(x, cls, y), F.cross_entropy(cls, y))
     with pytest.raises(ValueError, match='distilled'):
         soft(x, cls, y)
+
+
+def test_bce_loss_binarises_mixed_targets_and_smooths_hard_ones():
+    from timm.data import Mixup
+    torch.manual_seed(0)
+    logits, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    # no mixup: one-hot targets smoothed to (1 - s + s/K, s/K), one sigmoid per class
+    smooth = torch.full((4, 5), 0.1 / 5).scatter_(1, y[:, None], 0.9 + 0.1 / 5)
+    torch.testing.assert_close(build_base_criterion(False, 0.1, bce=True)(logits, y),
+                               F.binary_cross_entropy_with_logits(logits, smooth))
+    # mixup: every class with a share of the mixed image is a target (DeiT III's targets.gt(0.0))
+    mix = Mixup(mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.0, num_classes=5)
+    _, soft = mix(torch.randn(4, 3, 8, 8), y)
+    binary = (soft > 0).float()
+    assert ((binary.sum(1) == 2) | (binary.sum(1) == 1)).all() and (soft < 1).any()
+    torch.testing.assert_close(build_base_criterion(True, 0.0, bce=True)(logits, soft),
+                               F.binary_cross_entropy_with_logits(logits, binary))
 
 
 # ---------------------------------------------------------------- checkpoints

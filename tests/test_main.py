@@ -146,6 +146,13 @@ def test_amp_runs_on_cpu(image_folder, tmp_path, dtype):
     assert loss == loss and abs(loss) != float('inf')
 
 
+def test_bce_loss_trains_with_mixup(image_folder, tmp_path):
+    assert main.main(common_args(image_folder, tmp_path / 'bce', *TINY_VIT, '--epochs', '1', '--batch-size', '8',
+                                 '--bce-loss', '--mixup', '0.8', '--cutmix', '1.0', '--smoothing', '0')) == 0
+    loss = _log(tmp_path / 'bce')[0]['train_loss']
+    assert 0.4 < loss < 0.9  # per-class sigmoid BCE starts near ln 2 = 0.69; the 3-class CE would start near 1.10
+
+
 def test_embedded_demo_shortened(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main.main(['--demo', '--epochs', '3']) == 0
@@ -201,6 +208,7 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('cli_type', "argument --epochs: invalid int value: 'x'"),
     ('grid_eps', '--grid-update-eps must be in [0, 1], got 2.0'),
     ('compile_backend', "--compile-backend 'inductr' is not a torch.compile backend"),
+    ('bce_smoothing', '--bce-loss with mixup/cutmix binarises the mixed targets'),
     ('no_teacher_weights', '--teacher-path'),
     ('not_distilled', 'has no distillation token'),
     ('nan', 'training loss is nan at epoch 2, step 2'),
@@ -235,6 +243,8 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--grid-update-eps', '2']
     elif case == 'compile_backend':
         extra += ['--compile', '--compile-backend', 'inductr']
+    elif case == 'bce_smoothing':
+        extra += ['--bce-loss', '--mixup', '0.8', '--smoothing', '0.1']
     elif case in ('no_teacher_weights', 'not_distilled'):
         extra += ['--distillation-type', 'soft', '--teacher-model', 'kan_mlp']
         if case == 'no_teacher_weights':

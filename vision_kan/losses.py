@@ -6,7 +6,7 @@ from typing import Iterable, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from .kan_training import kan_regularization
 
@@ -15,9 +15,17 @@ __all__ = ['build_base_criterion', 'DistillationLoss', 'KanRegularizedLoss']
 Outputs = Union[torch.Tensor, tuple]
 
 
-def build_base_criterion(mixup_active: bool, smoothing: float) -> nn.Module:
+def build_base_criterion(mixup_active: bool, smoothing: float, bce: bool = False) -> nn.Module:
     """DeiT's choice: soft-target CE under mixup/cutmix (the smoothing is already in the mixed targets), else
-    label-smoothing CE, else plain CE."""
+    label-smoothing CE, else plain CE.
+
+    bce (DeiT III's --bce-loss): one sigmoid per class. Under mixup/cutmix the mixed targets are made binary, 1 for
+    every class with a share of the image (DeiT's `targets.gt(0.0)`); the Mixup must then carry no label smoothing,
+    or every class would pass the threshold. Without mixup, timm's BinaryCrossEntropy smooths the one-hot targets.
+    """
+    if bce:
+        return BinaryCrossEntropy(smoothing=0.0, target_threshold=0.0) if mixup_active else \
+            BinaryCrossEntropy(smoothing=smoothing)
     if mixup_active:
         return SoftTargetCrossEntropy()
     if smoothing > 0:
