@@ -116,6 +116,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--color-jitter', type=float, default=0.3)
     g.add_argument('--aa', default='rand-m9-mstd0.5-inc1', help="timm auto-augment policy; 'none' for none")
     g.add_argument('--smoothing', type=float, default=0.1)
+    g.add_argument('--three-augment', action=bool_flag, default=False,
+                   help="DeiT III's ThreeAugment as the whole train transform (replaces RandAugment and erasing)")
     g.add_argument('--bce-loss', action=bool_flag, default=False,
                    help='binary cross-entropy (DeiT III): mixed targets made binary; mixup then takes no smoothing')
     g.add_argument('--train-interpolation', default='bicubic')

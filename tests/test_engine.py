@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -27,7 +28,6 @@ from vision_kan.data import build_datasets, build_loaders, build_transform, Tran
 from vision_kan.ema import KanModelEma, kan_buffer_names
 from vision_kan.errors import CheckpointError, ConfigError, CorruptImageError, DataError
 from vision_kan.kan_training import grid_update_due, outermost_modules_with, update_kan_grids
-from vision_kan.layers import KANLinear
 from vision_kan.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.samplers import RepeatedAugSampler, ShardSampler
 
@@ -306,7 +306,6 @@ def test_save_atomic_failure_keeps_previous(tmp_path):
 def test_rng_state_round_trip_through_weights_only_checkpoint(tmp_path):
     import random
 
-    import numpy as np
     torch.manual_seed(3)
     np.random.seed(3)
     random.seed(3)
@@ -387,6 +386,20 @@ def test_pad_crop_and_rrc_transforms_give_the_input_size():
         tf = build_transform(True, TransformConfig(input_size=32, train_crop=crop))
         assert tf(img).shape == (3, 32, 32)
     assert build_transform(False, TransformConfig(input_size=32, eval_crop_ratio=1.0))(img).shape == (3, 32, 32)
+
+
+def test_three_augment_applies_one_of_three_to_a_colour_image():
+    from PIL import Image
+    torch.manual_seed(0)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    for crop in ('rrc', 'pad'):
+        tf = build_transform(True, TransformConfig(input_size=32, train_crop=crop, three_augment=True, color_jitter=0))
+        assert not any('RandAugment' in type(t).__name__ or 'Erasing' in type(t).__name__ for t in tf.transforms)
+        outs = [tf(img) * std + mean for _ in range(60)]
+        assert all(o.shape == (3, 32, 32) for o in outs)
+        grey = sum(bool(torch.allclose(o[0], o[1], atol=1e-6) and torch.allclose(o[1], o[2], atol=1e-6)) for o in outs)
+        assert 5 < grey < 40  # about a third grayscale: the choice is made per image
 
 
 def test_randaugment_posterize_at_top_magnitude_works_with_current_pillow():

@@ -153,6 +153,12 @@ def test_bce_loss_trains_with_mixup(image_folder, tmp_path):
     assert 0.4 < loss < 0.9  # per-class sigmoid BCE starts near ln 2 = 0.69; the 3-class CE would start near 1.10
 
 
+def test_three_augment_run(image_folder, tmp_path):
+    assert main.main(common_args(image_folder, tmp_path / 'three', *TINY_VIT, '--epochs', '1', '--batch-size', '8',
+                                 '--three-augment', '--train-crop', 'pad')) == 0
+    assert main.parse_args(['--config', str(tmp_path / 'three' / 'config.yaml')]).three_augment
+
+
 def test_embedded_demo_shortened(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main.main(['--demo', '--epochs', '3']) == 0

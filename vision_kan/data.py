@@ -23,7 +23,7 @@ from .errors import CorruptImageError, DataError
 from .samplers import RepeatedAugSampler, ShardSampler
 
 __all__ = [
-    'TransformConfig', 'build_transform', 'build_datasets', 'build_loaders', 'build_grid_sample_loader',
+    'TransformConfig', 'build_transform', 'build_three_augment', 'build_datasets', 'build_loaders', 'build_grid_sample_loader',
     'load_rgb_image',
 ]
 
@@ -55,6 +55,7 @@ class TransformConfig:
     remode: str = 'pixel'
     recount: int = 1
     eval_crop_ratio: float = 0.875
+    three_augment: bool = False  # DeiT III: crop, flip, one of grayscale/solarize/blur, jitter (no RandAugment)
 
 
 def _posterize_any_bits(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
@@ -86,6 +87,8 @@ def build_transform(is_train: bool, cfg: TransformConfig):
     if not is_train:
         return create_transform(cfg.input_size, is_training=False, interpolation='bicubic',
                                 crop_pct=cfg.eval_crop_ratio, mean=mean, std=std)
+    if cfg.three_augment:
+        return build_three_augment(cfg)
     aa = cfg.aa if cfg.aa and cfg.aa.lower() != 'none' else None
     tf = create_transform(
         cfg.input_size, is_training=True, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), hflip=cfg.hflip,
@@ -99,6 +102,33 @@ def build_transform(is_train: bool, cfg: TransformConfig):
     elif cfg.train_crop != 'rrc':
         raise ValueError(f"train_crop must be 'rrc' or 'pad', got {cfg.train_crop!r}")
     return tf
+
+
+def build_three_augment(cfg: TransformConfig) -> transforms.Compose:
+    """DeiT III's ThreeAugment, the whole train transform (no RandAugment, no random erasing):
+
+        crop ('rrc': random-resized crop; 'pad': resize + reflect-padded random crop) -> horizontal flip
+        -> one of {grayscale, solarize at 128, Gaussian blur sigma 0.1-2} -> colour jitter -> tensor, normalise
+    """
+    if cfg.train_crop == 'pad':
+        crop = [transforms.Resize(cfg.input_size, interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.RandomCrop(cfg.input_size, padding=cfg.crop_pad, padding_mode='reflect')]
+    elif cfg.train_crop == 'rrc':
+        crop = [transforms.RandomResizedCrop(cfg.input_size, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
+                                             interpolation=transforms.InterpolationMode.BICUBIC)]
+    else:
+        raise ValueError(f"train_crop must be 'rrc' or 'pad', got {cfg.train_crop!r}")
+    blur_kernel = 2 * int(0.05 * cfg.input_size) + 1  # odd; ~10 % of the image, 23 px at 224 (sigma up to 2)
+    one_of_three = transforms.RandomChoice([
+        transforms.Grayscale(num_output_channels=3),
+        transforms.RandomSolarize(threshold=128, p=1.0),
+        transforms.GaussianBlur(max(3, blur_kernel), sigma=(0.1, 2.0)),
+    ])
+    jitter = [transforms.ColorJitter(cfg.color_jitter, cfg.color_jitter, cfg.color_jitter)] if cfg.color_jitter else []
+    return transforms.Compose([
+        *crop, transforms.RandomHorizontalFlip(cfg.hflip), one_of_three, *jitter,
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    ])
 
 
 def _image_folder(root: str, transform) -> ImageFolder:
