@@ -219,11 +219,6 @@ def _prepare_output_dir(args: argparse.Namespace) -> Path:
     return out
 
 
-def _transform_config(args: argparse.Namespace) -> TransformConfig:
-    keys = TransformConfig.__dataclass_fields__
-    return TransformConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in keys})
-
-
 def _resume(path: str, model, optimizer, grad_scaler, model_ema, model_name: str):
     """Load everything for an exact continuation; returns (start_epoch, max_accuracy, rng state list or None)."""
     ckpt = ckpt_io.load_checkpoint(path)
@@ -259,7 +254,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     barrier()
     _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
 
-    tcfg = _transform_config(args)
+    tcfg = TransformConfig.from_flags(args)
     train_set, val_set, num_classes = build_datasets(
         args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
     train_loader, val_loader = build_loaders(

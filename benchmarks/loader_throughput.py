@@ -16,8 +16,8 @@ from typing import List
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from main import _transform_config, parse_args  # noqa: E402  (main.py is the recipe reader)
-from vision_kan.data import build_datasets, build_loaders, build_transform  # noqa: E402
+from main import parse_args  # noqa: E402  (main.py reads the recipe)
+from vision_kan.data import TransformConfig, build_datasets, build_loaders, build_transform  # noqa: E402
 from vision_kan.errors import UserInputError, error_line  # noqa: E402
 
 
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     try:
         args = parse_args(['--config', a.config, '--data-path', a.data_path])
         batch = a.batch_size or args.batch_size
-        train_set, val_set, _ = build_datasets(a.data_path, build_transform(True, _transform_config(args)),
-                                               build_transform(False, _transform_config(args)))
+        tcfg = TransformConfig.from_flags(args)
+        train_set, val_set, _ = build_datasets(a.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
         rows = []
         for n in workers:
             loader, _ = build_loaders(train_set, val_set, batch, n, a.pin_mem, 1, 0, False, args.seed)

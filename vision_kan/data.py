@@ -6,7 +6,7 @@ Problems in the data are raised as `DataError` / `CorruptImageError` with the of
 import os
 import random
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,6 +56,12 @@ class TransformConfig:
     recount: int = 1
     eval_crop_ratio: float = 0.875
     three_augment: bool = False  # DeiT III: crop, flip, one of grayscale/solarize/blur, jitter (no RandAugment)
+
+    @classmethod
+    def from_flags(cls, flags: Any) -> 'TransformConfig':
+        """The fields found on an argparse namespace (main.py's flags); lists become tuples."""
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(flags).items()
+                      if k in cls.__dataclass_fields__})
 
 
 def _posterize_any_bits(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
