@@ -18,7 +18,7 @@ import timm
 import yaml
 
 import vision_kan  # noqa: F401
-from vision_kan.errors import UserInputError, error_line
+from vision_kan.errors import UserInputError, error_line, run_cli
 from vision_kan.model_factory import count_macs
 
 
@@ -55,16 +55,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--num-classes', type=int, default=10, help='of the data set (params count the head)')
     args = parser.parse_args(argv)
     logging.getLogger('fvcore').setLevel(logging.ERROR)
-    try:
-        runs = [read_run(run) for run in args.runs]  # all read before printing: no half table
-    except UserInputError as e:
-        print(f'error: {error_line(e)}', file=sys.stderr)
-        return 2
+    return run_cli(lambda: print_table(args.runs, args.num_classes))
+
+
+def print_table(run_dirs: List[Path], num_classes: int) -> None:
+    runs = [read_run(run) for run in run_dirs]  # all read before printing: no half table
     print('| model | epochs | top-1 | top-5 | best top-1 | params (M) | GFLOPs (fvcore) | train img/s |')
     print('|---|---|---|---|---|---|---|---|')
     for cfg, rows in runs:
-        print(table_row(cfg, rows, args.num_classes))
-    return 0
+        print(table_row(cfg, rows, num_classes))
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from main import parse_args  # noqa: E402  (main.py reads the recipe)
 from vision_kan.data import TransformConfig, build_datasets, build_loaders, build_transform  # noqa: E402
-from vision_kan.errors import UserInputError, error_line  # noqa: E402
+from vision_kan.errors import UserInputError, run_cli  # noqa: E402
 
 
 def measure(loader, batches: int) -> List[float]:
@@ -46,33 +46,30 @@ def main(argv=None) -> int:
     p.add_argument('--batches', type=int, default=100, help='timed batches after the first')
     p.add_argument('--pin-mem', action=argparse.BooleanOptionalAction, default=torch.cuda.is_available())
     a = p.parse_args(argv)
+    return run_cli(lambda: report(a))
+
+
+def report(a: argparse.Namespace) -> None:
     try:
         workers = [int(w) for w in a.workers.split(',') if w.strip()]
-        if not workers or min(workers) < 0:
-            raise ValueError
     except ValueError:
-        print(f'error: --workers must be a comma list of counts >= 0, got {a.workers!r}', file=sys.stderr)
-        return 2
-    try:
-        args = parse_args(['--config', a.config, '--data-path', a.data_path])
-        batch = a.batch_size or args.batch_size
-        tcfg = TransformConfig.from_flags(args)
-        train_set, val_set, _ = build_datasets(a.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
-        rows = []
-        for n in workers:
-            loader, _ = build_loaders(train_set, val_set, batch, n, a.pin_mem, 1, 0, False, args.seed)
-            rows.append([n, *measure(loader, a.batches)])
-    except UserInputError as e:
-        print(f'error: {error_line(e)}', file=sys.stderr)
-        return 2
+        workers = []
+    if not workers or min(workers) < 0:
+        raise UserInputError(f'--workers must be a comma list of counts >= 0, got {a.workers!r}')
+    args = parse_args(['--config', a.config, '--data-path', a.data_path])
+    batch = a.batch_size or args.batch_size
+    tcfg = TransformConfig.from_flags(args)
+    train_set, val_set, _ = build_datasets(a.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
+    rows = []
+    for n in workers:
+        loader, _ = build_loaders(train_set, val_set, batch, n, a.pin_mem, 1, 0, False, args.seed)
+        rows.append([n, *measure(loader, a.batches)])
     print(f'# {a.config}: {args.input_size} px, batch {batch}, {len(train_set)} train images, pin_memory {a.pin_mem}, '
           f'{torch.get_num_threads()} torch threads in the main process')
     print('| workers | first batch s | img/s |')
     print('|---|---|---|')
     for n, first, speed in rows:
         print(f'| {n} | {first:.2f} | {speed:.0f} |')
-    return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())

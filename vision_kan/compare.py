@@ -32,7 +32,7 @@ from torchvision.datasets import ImageFolder
 from .checkpoint import load_checkpoint, load_model_state, model_state_from
 from .config import ArgumentParser
 from .data import TransformConfig, build_transform, load_rgb_image
-from .errors import CheckpointError, DataError, UserInputError, error_line
+from .errors import CheckpointError, DataError, UserInputError, run_cli
 from .model_factory import create_model
 
 __all__ = ['model_from_checkpoint', 'imagefolder_loader', 'evaluate_model', 'model_size_mb', 'count_params',
@@ -304,14 +304,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = get_args_parser().parse_args(argv)
-        compare(args.checkpoints, args.data_path, args.output_dir, args.names, args.model, args.batch_size,
-                args.num_workers, args.device, args.ema)
-    except UserInputError as e:
-        print(f'error: {error_line(e)}', file=sys.stderr)
-        return 2
-    return 0
+    args = get_args_parser().parse_args(argv)
+    return run_cli(lambda: compare(args.checkpoints, args.data_path, args.output_dir, args.names, args.model,
+                                   args.batch_size, args.num_workers, args.device, args.ema))
 
 
 if __name__ == '__main__':

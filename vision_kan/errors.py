@@ -3,8 +3,11 @@
 Library code raises these; only main.py turns them into one line on stderr and exit code 2.
 """
 
+import sys
+from typing import Callable
+
 __all__ = ['UserInputError', 'ConfigError', 'DataError', 'CorruptImageError', 'CheckpointError', 'NonFiniteLossError',
-           'error_line']
+           'error_line', 'run_cli']
 
 
 class UserInputError(ValueError):
@@ -35,3 +38,14 @@ def error_line(e: BaseException) -> str:
     """The one line a command-line tool prints for a user error: the message's first line (or the type's name)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def run_cli(body: Callable[[], object]) -> int:
+    """A command-line tool's exit code: 0 when body returns, 2 after one `error: ...` line on stderr when it raises a
+    UserInputError."""
+    try:
+        body()
+    except UserInputError as e:
+        print(f'error: {error_line(e)}', file=sys.stderr)
+        return 2
+    return 0

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .compare import model_from_checkpoint
 from .config import ArgumentParser
-from .errors import UserInputError, error_line
+from .errors import UserInputError, run_cli
 from .layers import FasterKANLinear, GRKANLinear, KANLinear, rational
 from .layers.kan_conv import BasisKANConv
 
@@ -228,21 +228,17 @@ def run(args: argparse.Namespace, log=print) -> Optional[str]:
     layer = modules[args.layer]
     trained = f', after epoch {info["epoch"] + 1}' if isinstance(info['epoch'], int) else ''
     title = f'{info["model"]}: {args.layer} ({type(layer).__name__}), learned phi(x){trained}'
-    plot_layer(layer, title, output, args.max_out, args.max_in, tuple(args.x_range) if args.x_range else None)
+    try:
+        plot_layer(layer, title, output, args.max_out, args.max_in, tuple(args.x_range) if args.x_range else None)
+    except OSError as e:  # the PNG cannot be written
+        raise UserInputError(f'--output: {e.strerror or e}: {getattr(e, "filename", "")}') from e
     log(f'wrote {output}')
     return output
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        run(get_args_parser().parse_args(argv))
-    except UserInputError as e:
-        print(f'error: {error_line(e)}', file=sys.stderr)
-        return 2
-    except OSError as e:  # the PNG cannot be written
-        print(f'error: --output: {e.strerror or e}: {getattr(e, "filename", "")}', file=sys.stderr)
-        return 2
-    return 0
+    args = get_args_parser().parse_args(argv)
+    return run_cli(lambda: run(args))
 
 
 if __name__ == '__main__':

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .compare import device_description, evaluate_model, imagefolder_loader, model_from_checkpoint, model_size_mb
 from .config import ArgumentParser
-from .errors import UserInputError, error_line
+from .errors import run_cli
 
 __all__ = ['quantize_int8', 'quantize_weight_int8', 'Int8Report', 'main']
 
@@ -169,12 +169,8 @@ def run(args: argparse.Namespace, log=print) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        run(get_args_parser().parse_args(argv))
-    except UserInputError as e:
-        print(f'error: {error_line(e)}', file=sys.stderr)
-        return 2
-    return 0
+    args = get_args_parser().parse_args(argv)
+    return run_cli(lambda: run(args))
 
 
 if __name__ == '__main__':

@@ -11,13 +11,14 @@ from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d, get_norm_layer
 from timm.models import checkpoint_seq
 
 from vision_kan.layers import KAN_LAYERS
 from vision_kan.layers.kan_conv_families import CONV_KAN_FAMILIES
 
-__all__ = ['CONV_TYPES', 'HEAD_TYPES', 'conv_kan_layer', 'resolve_norm', 'PooledHead', 'PooledCNN']
+__all__ = ['CONV_TYPES', 'HEAD_TYPES', 'conv_kan_layer', 'resolve_norm', 'PooledHead', 'PooledCNN', 'pooled_cnn_cfg']
 
 CONV_TYPES = tuple(sorted(CONV_KAN_FAMILIES))
 HEAD_TYPES = ('linear',) + tuple(sorted(KAN_LAYERS))
@@ -140,3 +141,16 @@ class PooledCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def pooled_cnn_cfg(first_conv: str, pool_size=(7, 7), url: str = '', **kwargs) -> Dict[str, Any]:
+    """timm pretrained cfg of an ImageNet-scale pooled CNN (224 px, bicubic, crop 0.875, any input size)."""
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': pool_size,
+        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': first_conv, 'classifier': 'head.fc',
+        'license': 'apache-2.0',
+        **kwargs,
+    }

@@ -6,7 +6,20 @@ import torch
 import torch.nn as nn
 from timm.models import checkpoint_seq
 
-__all__ = ['FlatKANClassifier', 'to_2tuple']
+__all__ = ['FlatKANClassifier', 'digits_cfg', 'to_2tuple']
+
+
+def digits_cfg(first_conv: str, url: str = '', **kwargs) -> Dict[str, Any]:
+    """timm pretrained cfg of a digit-scale model: 10 classes, 28x28 grey by default, fixed input size."""
+    return {
+        'url': url,
+        'num_classes': 10, 'input_size': (1, 28, 28), 'pool_size': None,
+        'crop_pct': 1.0, 'interpolation': 'bilinear', 'fixed_input_size': True,
+        'mean': (0.5,), 'std': (0.5,),
+        'first_conv': first_conv, 'classifier': 'head',
+        'license': 'apache-2.0',
+        **kwargs,
+    }
 
 
 def to_2tuple(v: Union[int, Sequence[int]]) -> Tuple[int, int]:

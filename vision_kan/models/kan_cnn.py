@@ -17,10 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, resolve_norm
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg, resolve_norm
 
 __all__ = ['KANCNN']
 
@@ -121,16 +120,8 @@ def _create_kan_cnn(variant: str, pretrained: bool = False, **kwargs) -> KANCNN:
     )
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (14, 14),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'layers.0', 'classifier': 'head.fc',
-        'license': 'apache-2.0',
-        **kwargs,
-    }
+def _cfg(first_conv: str = 'layers.0', **kwargs) -> Dict[str, Any]:
+    return pooled_cnn_cfg(first_conv, **{'pool_size': (14, 14), **kwargs})
 
 
 default_cfgs = generate_default_cfgs({

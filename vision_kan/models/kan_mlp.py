@@ -14,7 +14,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from vision_kan.layers import KAN_LAYERS
 
-from ._flat_kan import FlatKANClassifier, to_2tuple
+from ._flat_kan import FlatKANClassifier, digits_cfg, to_2tuple
 
 __all__ = ['KANMLPNet']
 
@@ -76,16 +76,9 @@ def _create_kan_mlp(variant: str, pretrained: bool = False, **kwargs) -> KANMLPN
     return build_model_with_cfg(KANMLPNet, variant, pretrained, **kwargs)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 10, 'input_size': (3, 8, 8), 'pool_size': None,
-        'crop_pct': 1.0, 'interpolation': 'bilinear', 'fixed_input_size': True,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'layers.0', 'classifier': 'head',
-        'license': 'apache-2.0',
-        **kwargs,
-    }
+def _cfg(**kwargs) -> Dict[str, Any]:  # the 8x8 RGB digits of the demo
+    return digits_cfg('layers.0', **{'input_size': (3, 8, 8), 'mean': IMAGENET_DEFAULT_MEAN,
+                                     'std': IMAGENET_DEFAULT_STD, **kwargs})
 
 
 default_cfgs = generate_default_cfgs({

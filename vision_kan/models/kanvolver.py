@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._flat_kan import FlatKANClassifier, to_2tuple
+from ._flat_kan import FlatKANClassifier, digits_cfg, to_2tuple
 
 __all__ = ['MonomialKANLinear', 'KANvolver']
 
@@ -140,16 +140,8 @@ def _create_kanvolver(variant: str, pretrained: bool = False, **kwargs) -> KANvo
     return build_model_with_cfg(KANvolver, variant, pretrained, **kwargs)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 10, 'input_size': (1, 28, 28), 'pool_size': None,
-        'crop_pct': 1.0, 'interpolation': 'bilinear', 'fixed_input_size': True,
-        'mean': (0.5,), 'std': (0.5,),
-        'first_conv': 'features.0', 'classifier': 'head',
-        'license': 'apache-2.0',
-        **kwargs,
-    }
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return digits_cfg('features.0', **kwargs)
 
 
 default_cfgs = generate_default_cfgs({

@@ -19,11 +19,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg
 
 __all__ = ['ResKANet', 'KANBasicBlock', 'KANBottleneck']
 
@@ -186,16 +185,8 @@ def _create_reskanet(variant: str, pretrained: bool = False, **kwargs) -> ResKAN
     )
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem', 'classifier': 'head.fc',
-        'license': 'apache-2.0',
-        **kwargs,
-    }
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return pooled_cnn_cfg('stem', **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
