@@ -13,9 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.utils import dispatch_clip_grad, unwrap_model
 
-from vision_kan.distributed import all_reduce_sum
-from vision_kan.errors import NonFiniteLossError
-from vision_kan.progress import Progress
+from vision_kan.train.distributed import all_reduce_sum
+from vision_kan.train.errors import NonFiniteLossError
+from vision_kan.train.progress import Progress
 
 __all__ = ['train_one_epoch', 'evaluate', 'autocast']
 

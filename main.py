@@ -30,18 +30,20 @@ from torch.nn.parallel import DistributedDataParallel
 
 import vision_kan  # noqa: F401  (registers the models in timm)
 from engine import autocast, evaluate, train_one_epoch
-from vision_kan import checkpoint as ckpt_io
-from vision_kan.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
-from vision_kan.data import TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform
-from vision_kan.distributed import (
+from vision_kan.train import checkpoint as ckpt_io
+from vision_kan.train.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
+from vision_kan.train.data import (
+    TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform,
+)
+from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
 )
-from vision_kan.ema import KanModelEma, kan_buffer_names
-from vision_kan.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
-from vision_kan.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
-from vision_kan.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
-from vision_kan.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
-from vision_kan.run_log import RunLog, results_table
+from vision_kan.train.ema import KanModelEma, kan_buffer_names
+from vision_kan.train.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
+from vision_kan.train.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
+from vision_kan.train.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
+from vision_kan.train.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
+from vision_kan.train.run_log import RunLog, results_table
 
 DEMO_CONFIG = Path(__file__).resolve().parent / 'deit_configs' / 'demo_digits.yaml'
 AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -65,7 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--resume', default='', help='checkpoint to continue from (or to evaluate with --eval)')
     g.add_argument('--eval', action=bool_flag, default=False, help='only evaluate (with --resume weights)')
     g.add_argument('--quantize', default='none', choices=['none', 'int8'],
-                   help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.quantize), sizes in MB')
+                   help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.tools.quantize), sizes in MB')
     g.add_argument('--num-workers', type=int, default=10)
     g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
     g.add_argument('--pin-mem', action=bool_flag, default=True)
@@ -248,7 +250,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     log = print if is_main else (lambda *a, **k: None)
     out = _prepare_output_dir(args) if is_main and not args.eval else None
     if args.demo and is_main and not Path(args.data_path, 'train').is_dir():
-        from vision_kan.demo_data import write_digits_imagefolder
+        from vision_kan.train.demo_data import write_digits_imagefolder
         counts = write_digits_imagefolder(args.data_path)
         log(f'demo: wrote scikit-learn digits to {args.data_path} ({counts["train"]} train / {counts["val"]} val)')
     barrier()
@@ -284,7 +286,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         if args.quantize == 'int8':
             if dist_info.distributed:
                 raise ConfigError('--quantize int8 evaluates on the CPU in one process; run without torchrun')
-            from vision_kan.quantize import describe, quantize_int8
+            from vision_kan.tools.quantize import describe, quantize_int8
             qmodel, report = quantize_int8(model)
             qstats = evaluate(model=qmodel, data_loader=val_loader, device=torch.device('cpu'), amp_dtype=None,
                               show_progress=is_main, desc='Eval int8', print_freq=args.print_freq)
@@ -439,7 +441,7 @@ def _one_line(e: BaseException) -> str:
         return type(e).__name__
     last = lines[-1]
     prefix = next((ln for ln in lines if ln.startswith('Caught ')), None)
-    if prefix and ': ' in last:  # 'vision_kan.errors.CorruptImageError: corrupt image file ...'
+    if prefix and ': ' in last:  # 'vision_kan.train.errors.CorruptImageError: corrupt image file ...'
         return last.split(': ', 1)[1]
     return ' '.join(lines)
 

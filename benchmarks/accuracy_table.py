@@ -18,8 +18,8 @@ import timm
 import yaml
 
 import vision_kan  # noqa: F401
-from vision_kan.errors import UserInputError, error_line, run_cli
-from vision_kan.model_factory import count_macs
+from vision_kan.train.errors import UserInputError, error_line, run_cli
+from vision_kan.train.model_factory import count_macs
 
 
 def read_run(run: Path) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 import vision_kan  # noqa: F401  registers the models
 from vision_kan.layers import FasterKANLinear, KANLinear, kernels
-from vision_kan.model_factory import count_macs
+from vision_kan.train.model_factory import count_macs
 
 BASELINE = 'deit_tiny_patch16_224'
 DEFAULT_MODELS = [BASELINE, 'vit_fasterkan_tiny', 'vit_kan_tiny', 'vit_kan_tiny@mlp_ratio=4']

@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from main import parse_args  # noqa: E402  (main.py reads the recipe)
-from vision_kan.data import TransformConfig, build_datasets, build_loaders, build_transform  # noqa: E402
-from vision_kan.errors import UserInputError, run_cli  # noqa: E402
+from vision_kan.train.data import TransformConfig, build_datasets, build_loaders, build_transform  # noqa: E402
+from vision_kan.train.errors import UserInputError, run_cli  # noqa: E402
 
 
 def measure(loader, batches: int) -> List[float]:

@@ -13,7 +13,7 @@ import logging
 import timm
 
 import vision_kan
-from vision_kan.model_factory import count_macs
+from vision_kan.train.model_factory import count_macs
 
 TWINS = ['deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224']
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 import main
 import vision_kan  # noqa: F401
 from conftest import QUIET, make_image_folder
-from vision_kan import compare, plot_kan, quantize
+from vision_kan.tools import compare, plot_kan, quantize
 from vision_kan.layers import FasterKANLinear, GRKANLinear, KANLinear
 from vision_kan.layers.kan_conv_families import KACNConv2d, KAGNConv2d
 from vision_kan.models.kalnet import KALNLinear

@@ -20,16 +20,16 @@ from torch.utils.data import DataLoader, TensorDataset
 import main
 import vision_kan  # noqa: F401
 import vision_kan.models.kan_mlp  # noqa: F401
-from vision_kan.checkpoint import (
+from vision_kan.train.checkpoint import (
     get_rng_state, load_checkpoint, load_finetune_state, load_model_state, save_atomic, set_rng_state,
 )
-from vision_kan.config import load_config, save_config
-from vision_kan.data import build_datasets, build_loaders, build_transform, TransformConfig
-from vision_kan.ema import KanModelEma, kan_buffer_names
-from vision_kan.errors import CheckpointError, ConfigError, CorruptImageError, DataError
-from vision_kan.kan_training import grid_update_due, outermost_modules_with, update_kan_grids
-from vision_kan.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
-from vision_kan.samplers import RepeatedAugSampler, ShardSampler
+from vision_kan.train.config import load_config, save_config
+from vision_kan.train.data import build_datasets, build_loaders, build_transform, TransformConfig
+from vision_kan.train.ema import KanModelEma, kan_buffer_names
+from vision_kan.train.errors import CheckpointError, ConfigError, CorruptImageError, DataError
+from vision_kan.train.kan_training import grid_update_due, outermost_modules_with, update_kan_grids
+from vision_kan.train.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
+from vision_kan.train.samplers import RepeatedAugSampler, ShardSampler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -267,7 +267,7 @@ def test_save_atomic_survives_kill_9_mid_save(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time, torch
         sys.path.insert(0, {str(REPO)!r})
-        from vision_kan.checkpoint import save_atomic
+        from vision_kan.train.checkpoint import save_atomic
         class Slow:  # pickling it stalls the save half-way through writing the temporary file
             def __reduce__(self):
                 print('writing', flush=True)
@@ -414,8 +414,8 @@ def test_randaugment_posterize_at_top_magnitude_works_with_current_pillow():
 
 
 def test_state_digest_sees_every_bit_of_parameters_and_grids():
-    from vision_kan.distributed import state_digest
-    from vision_kan.ema import kan_buffer_names
+    from vision_kan.train.distributed import state_digest
+    from vision_kan.train.ema import kan_buffer_names
     model = _kan_model()
     keys = sorted(kan_buffer_names(model))
     before = state_digest(model, keys)

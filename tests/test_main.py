@@ -17,7 +17,7 @@ from timm.models import register_model
 
 import main
 from conftest import TINY_VIT, common_args, make_image_folder
-from vision_kan.checkpoint import load_checkpoint
+from vision_kan.train.checkpoint import load_checkpoint
 from vision_kan.layers.basis import uniform_knots
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from .basis import (
 )
 from .grkan import GRKANLinear, GroupRational, fit_rational, rational
 from .kan_linear import FasterKANLinear, KANLinear, spline_regularization
-from .kan_mlp import KAN_LAYERS, KANMlp, kan_mlp_layer
+from .mlp import KAN_LAYERS, KANMlp, kan_mlp_layer
 from .conv_basis import WAVELETS, BSplineBasis, ConvBasis, RBFBasis, ReLUKANBasis, WaveletBasis
 from .conv_basis_poly import BernsteinBasis, ChebyshevBasis, GramBasis, JacobiBasis, LegendreBasis
 from .kan_conv import BasisKANConv

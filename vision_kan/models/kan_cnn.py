@@ -10,7 +10,7 @@ They differ only where the KAN does:
   is its nonlinearity; the classifier is a KAN layer (KANLinear; `head_type='fasterkan'` for RSWAF).
 * `kan_cnn4_twin`: nn.Conv2d -> BatchNorm -> ReLU, and a linear classifier.
 
-Compare the two trained by main.py with `python -m vision_kan.compare --checkpoints A/best.pth B/best.pth
+Compare the two trained by main.py with `python -m vision_kan.tools.compare --checkpoints A/best.pth B/best.pth
 --data-path VAL`.
 """
 from typing import Any, Dict, List, Optional, Sequence

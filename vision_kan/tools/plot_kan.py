@@ -1,7 +1,7 @@
 """Draw the learned univariate functions phi(x) of one KAN layer of a trained model, as a grid of line plots.
 
-    python -m vision_kan.plot_kan --checkpoint output/kan_cnn4/best.pth --layer head.fc --output phi.png
-    python -m vision_kan.plot_kan --checkpoint output/kan_cnn4/best.pth --list      # the layers it can draw
+    python -m vision_kan.tools.plot_kan --checkpoint output/kan_cnn4/best.pth --layer head.fc --output phi.png
+    python -m vision_kan.tools.plot_kan --checkpoint output/kan_cnn4/best.pth --list      # the layers it can draw
 
 Row o, column i shows phi_{o,i}(x), the function on the edge from input i to output o (the first --max-out
 outputs and --max-in inputs):
@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .compare import model_from_checkpoint
-from .config import ArgumentParser
-from .errors import UserInputError, run_cli
-from .layers import FasterKANLinear, GRKANLinear, KANLinear, rational
-from .layers.kan_conv import BasisKANConv
+from ..layers import FasterKANLinear, GRKANLinear, KANLinear, rational
+from ..layers.kan_conv import BasisKANConv
+from ..train.config import ArgumentParser
+from ..train.errors import UserInputError, run_cli
+from ..train.offline_eval import model_from_checkpoint
 
 __all__ = ['edge_functions', 'drawable_layers', 'plot_layer', 'main']
 
@@ -116,7 +116,7 @@ def edge_functions(layer: nn.Module, outputs: Sequence[int], inputs: Sequence[in
 
 def _bspline(x: torch.Tensor, grid: torch.Tensor, k: int, uniform: bool) -> torch.Tensor:
     """x (I, N), knots (I, G + 2k + 1) -> (I, N, G + k) basis values of each feature on its own knots."""
-    from .layers import bspline_basis_auto
+    from ..layers import bspline_basis_auto
     return bspline_basis_auto(x.T, grid, k, uniform).transpose(0, 1)  # (N, I) -> (N, I, K) -> (I, N, K)
 
 
@@ -192,7 +192,7 @@ def _sizes(layer: nn.Module) -> Tuple[int, int]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser('python -m vision_kan.plot_kan', description=__doc__.split('\n\n')[0], allow_abbrev=False)
+    p = ArgumentParser('python -m vision_kan.tools.plot_kan', description=__doc__.split('\n\n')[0], allow_abbrev=False)
     p.add_argument('--checkpoint', required=True, help='a main.py checkpoint')
     p.add_argument('--layer', default=None, help='module name, e.g. head.fc, layers.0, blocks.0.mlp.fc1')
     p.add_argument('--list', action='store_true', help='print the layers that can be drawn and exit')

@@ -1,6 +1,6 @@
 """Int8 evaluation on the CPU: dynamic quantization of nn.Linear, weight-only int8 for the KAN layers' weights.
 
-    python -m vision_kan.quantize --checkpoint output/kan_cnn4/best.pth --data-path data/cifar10/val
+    python -m vision_kan.tools.quantize --checkpoint output/kan_cnn4/best.pth --data-path data/cifar10/val
     python main.py --eval --resume output/kan_cnn4/best.pth --model kan_cnn4 --data-path DATA --quantize int8
 
 Two methods, each where it truly runs:
@@ -25,9 +25,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .compare import device_description, evaluate_model, imagefolder_loader, model_from_checkpoint, model_size_mb
-from .config import ArgumentParser
-from .errors import run_cli
+from ..train.config import ArgumentParser
+from ..train.errors import run_cli
+from ..train.offline_eval import (
+    device_description, evaluate_model, imagefolder_loader, model_from_checkpoint, model_size_mb,
+)
 
 __all__ = ['quantize_int8', 'quantize_weight_int8', 'Int8Report', 'main']
 
@@ -134,7 +136,7 @@ def describe(report: Int8Report) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser('python -m vision_kan.quantize', description=__doc__.split('\n\n')[0], allow_abbrev=False)
+    p = ArgumentParser('python -m vision_kan.tools.quantize', description=__doc__.split('\n\n')[0], allow_abbrev=False)
     p.add_argument('--checkpoint', required=True, help='a main.py checkpoint (best.pth)')
     p.add_argument('--data-path', required=True, help='one ImageFolder, e.g. DATA/val')
     p.add_argument('--model', default=None, help='model name, for a checkpoint without main.py config')

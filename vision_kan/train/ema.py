@@ -3,7 +3,7 @@
 ModelEmaV3 lerps every floating-point entry of the state dict, buffers included. A KAN grid is not a quantity to
 average: a lerp between two knot vectors is a third grid on which neither model's coefficients mean anything.
 Other buffers (BatchNorm statistics) keep timm's behaviour. After a grid update the EMA's KAN layers are moved
-onto the new knots with their own refit (vision_kan.kan_training.update_kan_grids), so the copy below is then a
+onto the new knots with their own refit (vision_kan.train.kan_training.update_kan_grids), so the copy below is then a
 no-op that only guards against drift.
 """
 from typing import List, Set
