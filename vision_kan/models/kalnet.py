@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from vision_kan.layers.basis import legendre
+
 from ._flat_kan import FlatKANClassifier, digits_cfg, to_2tuple
 
 __all__ = ['KALNLinear', 'KALNet']
@@ -59,11 +61,7 @@ class KALNLinear(nn.Module):
 
     def legendre(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) -> (B, d, n + 1): P_0 ... P_n of t = tanh(x), (j + 1) P_{j+1} = (2j + 1) t P_j - j P_{j-1}."""
-        t = torch.tanh(x)
-        polys = [torch.ones_like(t), t][:self.degree + 1]
-        for j in range(1, self.degree):
-            polys.append(((2 * j + 1) * t * polys[j] - j * polys[j - 1]) / (j + 1))
-        return torch.stack(polys, dim=-1)
+        return legendre(torch.tanh(x), self.degree)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_features:

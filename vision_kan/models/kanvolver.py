@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from vision_kan.layers.basis import powers
+
 from ._flat_kan import FlatKANClassifier, digits_cfg, to_2tuple
 
 __all__ = ['MonomialKANLinear', 'KANvolver']
@@ -58,11 +60,7 @@ class MonomialKANLinear(nn.Module):
 
     def monomials(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) -> (B, d, n): t, t^2, ..., t^n of t = tanh(x)."""
-        t = torch.tanh(x)
-        powers = [t]
-        for _ in range(self.order - 1):
-            powers.append(powers[-1] * t)
-        return torch.stack(powers, dim=-1)
+        return powers(torch.tanh(x), self.order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_features:
