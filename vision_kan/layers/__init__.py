@@ -6,6 +6,7 @@ from .basis import (
 from .grkan import GRKANLinear, GroupRational, fit_rational, rational
 from .kan_linear import FasterKANLinear, KANLinear, spline_regularization
 from .mlp import KAN_LAYERS, KANMlp, kan_mlp_layer
+from .poly_kan_linear import KALNLinear, MonomialKANLinear
 from .conv_basis import WAVELETS, BSplineBasis, ConvBasis, RBFBasis, ReLUKANBasis, WaveletBasis
 from .conv_basis_poly import BernsteinBasis, ChebyshevBasis, GramBasis, JacobiBasis, LegendreBasis
 from .kan_conv import BasisKANConv
