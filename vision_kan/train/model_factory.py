@@ -73,8 +73,11 @@ def create_teacher(
     return teacher
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def count_params(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameter elements: the trainable ones (requires_grad: what the optimizer updates, main.py's log)
+    by default; every parameter, frozen ones included, with trainable_only=False (the model's size: compare,
+    quantize). Buffers (e.g. KAN grids) are not parameters and never counted."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def count_macs(model: nn.Module, input_size: Sequence[int], device: torch.device = torch.device('cpu')
