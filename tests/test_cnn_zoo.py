@@ -9,8 +9,7 @@ from scipy.special import eval_legendre
 import vision_kan
 from vision_kan.layers import KANLinear
 from vision_kan.layers.kan_conv import BasisKANConv
-from vision_kan.models.kalnet import KALNLinear
-from vision_kan.models.kanvolver import MonomialKANLinear
+from vision_kan.layers import KALNLinear, MonomialKANLinear
 from vision_kan.models.reskanet import KANBasicBlock, KANBottleneck
 from vision_kan.models.vit_kan_stem import ConvKanPatchEmbed
 

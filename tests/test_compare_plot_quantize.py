@@ -13,8 +13,7 @@ from conftest import QUIET, make_image_folder
 from vision_kan.tools import compare, plot_kan, quantize
 from vision_kan.layers import FasterKANLinear, GRKANLinear, KANLinear
 from vision_kan.layers.kan_conv_families import KACNConv2d, KAGNConv2d
-from vision_kan.models.kalnet import KALNLinear
-from vision_kan.models.kanvolver import MonomialKANLinear
+from vision_kan.layers import KALNLinear, MonomialKANLinear
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 TINY = ['--input-size', '16', '--epochs', '2', '--batch-size', '8', '--model-kwargs', 'widths=[4,8,8,8]',

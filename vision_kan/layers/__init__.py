@@ -1,11 +1,12 @@
 """Building blocks. Never imports from vision_kan.models or the engine."""
 from .basis import (
-    bspline_basis, bspline_basis_auto, bspline_basis_uniform, knots_are_uniform, rswaf_basis, rswaf_basis_derivative,
-    uniform_knots,
+    bernstein, bspline_basis, bspline_basis_auto, bspline_basis_uniform, knots_are_uniform, legendre, powers, rbf,
+    relu_bump, rswaf_basis, rswaf_basis_derivative, three_term_polynomials, uniform_knots,
 )
 from .grkan import GRKANLinear, GroupRational, fit_rational, rational
 from .kan_linear import FasterKANLinear, KANLinear, spline_regularization
 from .mlp import KAN_LAYERS, KANMlp, kan_mlp_layer
+from .poly_kan_linear import KALNLinear, MonomialKANLinear
 from .conv_basis import WAVELETS, BSplineBasis, ConvBasis, RBFBasis, ReLUKANBasis, WaveletBasis
 from .conv_basis_poly import BernsteinBasis, ChebyshevBasis, GramBasis, JacobiBasis, LegendreBasis
 from .kan_conv import BasisKANConv

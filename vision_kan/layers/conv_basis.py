@@ -9,7 +9,8 @@ Bases build their functions one at a time, so their temporaries are a few tensor
 Every method takes the basis tensors (`tensors()`: parameters and buffers) as explicit arguments so the
 autograd Function can hand back gradients for exactly the tensors it was given.
 
-Grid bases live here, polynomial ones (Legendre ... Bernstein) in `conv_basis_poly`.
+Grid bases live here, polynomial ones (Legendre ... Bernstein) in `conv_basis_poly`. The functions themselves
+(closed forms, recurrences, wavelets) are defined once in `basis`, shared with the linear layers.
 
 | basis            | input map  | functions (K)                                   | learnable        |
 |------------------|------------|-------------------------------------------------|------------------|
@@ -26,13 +27,14 @@ Grid bases live here, polynomial ones (Legendre ... Bernstein) in `conv_basis_po
 Every function is finite for every finite input in fp16/bf16/fp32: inputs are squashed (tanh, sigmoid) or
 clamped where the function has already decayed to 0, so no inf reaches a product with 0.
 """
-import math
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from .basis import bspline_basis, bspline_basis_uniform, uniform_knots
+from .basis import (
+    WAVELET_SLOPES, WAVELETS, bspline_basis, bspline_basis_uniform, rbf, relu_bump, uniform_knots,
+)
 
 __all__ = ['ConvBasis', 'BSplineBasis', 'RBFBasis', 'ReLUKANBasis', 'WaveletBasis', 'WAVELETS', 'WAVELET_SLOPES']
 
@@ -205,8 +207,7 @@ class RBFBasis(ConvBasis):
         self._clamp = (lo - 11.0 * h, hi + 11.0 * h)  # exp(-11^2) underflows fp32: the clamp changes nothing
 
     def function(self, x, k, tensors):
-        z = (x.clamp(*self._clamp) - self.centres[k]) / self.denominator
-        return torch.exp(-z * z)
+        return rbf(x.clamp(*self._clamp), self.centres[k], self.denominator)
 
     def vjp(self, x, grad, tensors, needs):
         """Analytic: phi_j' = -2 z_j exp(-z_j^2) / h (beyond the clamp both are 0 to fp32 precision)."""
@@ -258,9 +259,7 @@ class ReLUKANBasis(ConvBasis):
 
     def function(self, x, k, tensors):
         low, high = tensors
-        a, b = _channel(low[:, k].to(x.dtype), x), _channel(high[:, k].to(x.dtype), x)
-        bump = torch.relu(x - a) * torch.relu(b - x) * self.r
-        return bump * bump
+        return relu_bump(x, _channel(low[:, k].to(x.dtype), x), _channel(high[:, k].to(x.dtype), x), self.r)
 
     def vjp(self, x, grad, tensors, needs):
         """Analytic, with u = relu(x - a), v = relu(b - x): phi = r^2 u^2 v^2, so d/dx = 2 r^2 u v (v - u),
@@ -285,45 +284,6 @@ class ReLUKANBasis(ConvBasis):
     def extra_repr(self):
         return f'in_channels={self.in_channels}, grid_size={self.grid_size}, order={self.order}, ' \
                f'grid_range={self.grid_range}'
-
-
-def _mexican_hat(z):
-    return (2.0 / (math.sqrt(3.0) * math.pi ** 0.25)) * (1.0 - z * z) * torch.exp(-0.5 * z * z)
-
-
-def _morlet(z):
-    return torch.cos(5.0 * z) * torch.exp(-0.5 * z * z)
-
-
-def _dog(z):  # derivative of a Gaussian
-    return -z * torch.exp(-0.5 * z * z)
-
-
-def _shannon(z):  # real Shannon wavelet, sinc(t) = sin(pi t) / (pi t)
-    return 2.0 * torch.sinc(2.0 * z) - torch.sinc(z)
-
-
-WAVELETS = {'mexican_hat': _mexican_hat, 'morlet': _morlet, 'dog': _dog, 'shannon': _shannon}
-_MEXICAN_HAT_C = 2.0 / (math.sqrt(3.0) * math.pi ** 0.25)
-
-
-def _gauss(z):
-    return torch.mul(z, z).mul_(-0.5).exp_()
-
-
-def _sinc_slope(t):
-    """d sinc(t) / dt = (cos(pi t) - sinc(t)) / t, 0 at t = 0."""
-    zero = t == 0
-    safe = torch.where(zero, torch.ones_like(t), t)
-    return torch.cos(math.pi * t).sub_(torch.sinc(t)).div_(safe).masked_fill_(zero, 0.0)
-
-
-WAVELET_SLOPES = {  # d psi / dz, each in a new tensor
-    'mexican_hat': lambda z: torch.mul(z, z).sub_(3.0).mul_(z).mul_(_gauss(z)).mul_(_MEXICAN_HAT_C),
-    'morlet': lambda z: torch.sin(5.0 * z).mul_(5.0).addcmul_(z, torch.cos(5.0 * z)).mul_(_gauss(z)).neg_(),
-    'dog': lambda z: torch.mul(z, z).sub_(1.0).mul_(_gauss(z)),
-    'shannon': lambda z: _sinc_slope(2.0 * z).mul_(4.0).sub_(_sinc_slope(z)),
-}
 
 
 class WaveletBasis(ConvBasis):

@@ -2,15 +2,20 @@
 
 See `conv_basis` for the interface. Each has an analytic vjp: the fixed three-term recurrences carry P_n and
 dP_n/dt forward (a few temporaries whatever the degree), Gram walks its learnable recurrence backwards, Bernstein
-uses B_j' = n (B_{j-1,n-1} - B_{j,n-1}).
+uses B_j' = n (B_{j-1,n-1} - B_{j,n-1}). The polynomials and their recurrence coefficients are defined once in
+`basis`; the classes add the lean forms.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .basis import (
+    bernstein, bernstein_product, chebyshev_coeffs, gram_beta_scale, jacobi_coeffs, jacobi_first, legendre_coeffs,
+    three_term_polynomials,
+)
 from .conv_basis import ConvBasis, _check_int
 
 __all__ = ['LegendreBasis', 'ChebyshevBasis', 'JacobiBasis', 'GramBasis', 'BernsteinBasis', 'silu_grad']
@@ -40,18 +45,7 @@ class _ThreeTermBasis(ConvBasis):
         raise NotImplementedError
 
     def functions(self, x, tensors):
-        t = torch.tanh(x)
-        p_prev = torch.ones_like(t)
-        yield p_prev
-        if self.degree == 0:
-            return
-        s, o = self.first()
-        p = t * s + o
-        yield p
-        for n in range(1, self.degree):
-            a, b, c = self.coeffs(n)
-            p_prev, p = p, (t * a + b) * p - c * p_prev
-            yield p
+        return three_term_polynomials(torch.tanh(x), self.degree, self.coeffs, self.first())
 
     @staticmethod
     def _step(t: torch.Tensor, p: torch.Tensor, p_prev, a: float, b: float, c: float) -> torch.Tensor:
@@ -105,7 +99,7 @@ class LegendreBasis(_ThreeTermBasis):
         super().__init__(degree, 'LegendreBasis')
 
     def coeffs(self, n):
-        return (2 * n + 1) / (n + 1), 0.0, n / (n + 1)
+        return legendre_coeffs(n)
 
 
 class ChebyshevBasis(_ThreeTermBasis):
@@ -118,7 +112,7 @@ class ChebyshevBasis(_ThreeTermBasis):
         super().__init__(degree, 'ChebyshevBasis')
 
     def coeffs(self, n):
-        return 2.0, 0.0, 1.0
+        return chebyshev_coeffs(n)
 
 
 class JacobiBasis(_ThreeTermBasis):
@@ -131,19 +125,10 @@ class JacobiBasis(_ThreeTermBasis):
         self.alpha, self.beta = float(alpha), float(beta)
 
     def first(self):
-        a, b = self.alpha, self.beta
-        return (a + b + 2) / 2, (a - b) / 2
+        return jacobi_first(self.alpha, self.beta)
 
     def coeffs(self, n):
-        # standard recurrence for degree m = n + 1:
-        # 2m(m+a+b)(2m+a+b-2) P_m = (2m+a+b-1)[(2m+a+b)(2m+a+b-2) t + a^2 - b^2] P_{m-1}
-        #                           - 2(m+a-1)(m+b-1)(2m+a+b) P_{m-2}
-        a, b, m = self.alpha, self.beta, n + 1
-        ab = a + b
-        den = 2 * m * (m + ab) * (2 * m + ab - 2)
-        return ((2 * m + ab - 1) * (2 * m + ab) * (2 * m + ab - 2) / den,
-                (2 * m + ab - 1) * (a * a - b * b) / den,
-                2 * (m + a - 1) * (m + b - 1) * (2 * m + ab) / den)
+        return jacobi_coeffs(n, self.alpha, self.beta)
 
     def extra_repr(self):
         return f'degree={self.degree}, alpha={self.alpha}, beta={self.beta}'
@@ -180,18 +165,11 @@ class GramBasis(ConvBasis):
 
     def _betas(self, w: torch.Tensor, dtype) -> List[torch.Tensor]:
         """[beta_1, ..., beta_{n-1}] as 0-d tensors."""
-        return [w[n - 1].to(dtype) * (n * n / (4.0 * n * n - 1.0)) for n in range(1, self.degree)]
+        return [w[n - 1].to(dtype) * gram_beta_scale(n) for n in range(1, self.degree)]
 
     def functions(self, x, tensors):
-        t = torch.tanh(x)
-        p_prev = torch.ones_like(t)
-        yield F.silu(p_prev)
-        if self.degree == 0:
-            return
-        p = t
-        yield F.silu(p)
-        for beta in self._betas(tensors[0], x.dtype):
-            p_prev, p = p, t * p - beta * p_prev
+        betas = self._betas(tensors[0], x.dtype)  # P_{n+1} = (1 t + 0) P_n - beta_n P_{n-1}
+        for p in three_term_polynomials(torch.tanh(x), self.degree, lambda n: (1.0, 0.0, betas[n - 1])):
             yield F.silu(p)
 
     def _polys(self, t: torch.Tensor, betas) -> List:
@@ -240,20 +218,12 @@ class GramBasis(ConvBasis):
         gt = lam_next if gt is None else gt.add_(lam_next)  # P_1 = t
         gw = None
         if needs[0]:
-            gw = torch.stack([g * (n * n / (4.0 * n * n - 1.0)) for n, g in enumerate(gbeta, start=1)]).to(w.dtype) \
+            gw = torch.stack([g * gram_beta_scale(n) for n, g in enumerate(gbeta, start=1)]).to(w.dtype) \
                 if gbeta else torch.zeros_like(w)
         return gt.mul_(t.mul(t).neg_().add_(1.0)), [gw]  # chain rule through tanh: * (1 - t^2)
 
     def extra_repr(self):
         return f'degree={self.degree}'
-
-
-def _int_pow(s: torch.Tensor, n: int) -> Optional[torch.Tensor]:
-    """s**n by products (None for n = 0): no pow, so no 0 * inf in the gradient at s = 0."""
-    out = None
-    for _ in range(n):
-        out = s if out is None else out * s
-    return out
 
 
 class BernsteinBasis(ConvBasis):
@@ -269,12 +239,7 @@ class BernsteinBasis(ConvBasis):
         self.num_functions = degree + 1
 
     def function(self, x, k, tensors):
-        s = torch.sigmoid(x)
-        left, right = _int_pow(s, k), _int_pow(1.0 - s, self.degree - k)
-        value = left if right is None else (right if left is None else left * right)
-        if value is None:  # degree 0: B_0 = 1
-            return torch.ones_like(x)
-        return value * float(math.comb(self.degree, k))
+        return bernstein(torch.sigmoid(x), k, self.degree)
 
     def vjp(self, x, grad, tensors, needs):
         """Analytic: sum_j g_j B_j' = n s (1 - s) sum_i B_{i,n-1}(s) (g_{i+1} - g_i), s' = s (1 - s)."""
@@ -284,9 +249,7 @@ class BernsteinBasis(ConvBasis):
             return acc, []
         s = torch.sigmoid(x)
         for i in range(n):
-            left, right = _int_pow(s, i), _int_pow(1.0 - s, n - 1 - i)
-            lower = left if right is None else (right if left is None else left * right)
-            lower = torch.ones_like(x) if lower is None else lower
+            lower = bernstein_product(s, i, n - 1)  # B_{i,n-1} / C(n-1, i)
             acc.addcmul_(grad[:, :, i + 1], lower, value=float(math.comb(n - 1, i)))
             acc.addcmul_(grad[:, :, i], lower, value=-float(math.comb(n - 1, i)))
         return acc.mul_(torch.sub(1.0, s).mul_(s).mul_(float(n))), []

@@ -3,7 +3,7 @@
 TorchKAN (KAL-Net, 97.8% on MNIST as published) - https://github.com/1ssb/torchkan
 KAN: Kolmogorov-Arnold Networks (Liu et al., 2024) - https://arxiv.org/abs/2404.19756
 
-A KALN layer maps (B, d) -> (B, d'):
+A KALN layer (`vision_kan.layers.KALNLinear`) maps (B, d) -> (B, d'):
 
     y = SiLU(LayerNorm(W_b . SiLU(x) + W_p . [P_0(t), ..., P_n(t)])),   t = tanh(x)
 
@@ -14,66 +14,16 @@ without the LayerNorm and SiLU (logits).
 
 Small images only (MNIST 28x28, the 8x8 digits): the first layer sees in_chans * img_size**2 inputs.
 """
-import math
 from typing import Any, Dict, Optional, Sequence, Union
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from vision_kan.layers import KALNLinear
 
 from ._flat_kan import FlatKANClassifier, digits_cfg, to_2tuple
 
-__all__ = ['KALNLinear', 'KALNet']
-
-
-class KALNLinear(nn.Module):
-    """Legendre KAN layer: base SiLU branch + degree-n Legendre expansion of tanh(x), optional LayerNorm + SiLU.
-
-    Parameters: d' d (base) + d' d (n + 1) (polynomials) + 2 d' (LayerNorm). (B, d) -> (B, d').
-
-    Args:
-        in_features: d.
-        out_features: d'.
-        degree: n, highest Legendre degree.
-        norm_act: apply LayerNorm and SiLU to the output (hidden layers); False for a classifier.
-    """
-
-    def __init__(self, in_features: int, out_features: int, degree: int = 3, norm_act: bool = True):
-        super().__init__()
-        if not isinstance(degree, int) or degree < 0:
-            raise ValueError(f'KALNLinear: degree must be an integer >= 0, got {degree!r}')
-        self.in_features, self.out_features, self.degree = in_features, out_features, degree
-        self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.poly_weight = nn.Parameter(torch.empty(out_features, in_features * (degree + 1)))  # (d', d (n+1))
-        self.norm = nn.LayerNorm(out_features) if norm_act else nn.Identity()
-        self.act = nn.SiLU() if norm_act else nn.Identity()
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5))  # nn.Linear's init
-        bound = 1.0 / math.sqrt(self.in_features * (self.degree + 1))
-        nn.init.uniform_(self.poly_weight, -bound, bound)
-        if isinstance(self.norm, nn.LayerNorm):
-            self.norm.reset_parameters()
-
-    def legendre(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) -> (B, d, n + 1): P_0 ... P_n of t = tanh(x), (j + 1) P_{j+1} = (2j + 1) t P_j - j P_{j-1}."""
-        t = torch.tanh(x)
-        polys = [torch.ones_like(t), t][:self.degree + 1]
-        for j in range(1, self.degree):
-            polys.append(((2 * j + 1) * t * polys[j] - j * polys[j - 1]) / (j + 1))
-        return torch.stack(polys, dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f'KALNLinear: input must be (B, {self.in_features}), got {tuple(x.shape)}')
-        base = F.linear(F.silu(x), self.base_weight)  # (B, d')
-        poly = F.linear(self.legendre(x).flatten(1), self.poly_weight)  # (B, d (n+1)) -> (B, d')
-        return self.act(self.norm(base + poly))
-
-    def extra_repr(self) -> str:
-        return f'{self.in_features}, {self.out_features}, degree={self.degree}'
+__all__ = ['KALNet']
 
 
 class KALNet(FlatKANClassifier):

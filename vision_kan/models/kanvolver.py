@@ -5,7 +5,7 @@ TorchKAN (KANvolver, ~99.5% on MNIST as published) - https://github.com/1ssb/tor
     image (B, C, H, W) -> [conv3x3 -> ReLU -> maxpool2] x 2 -> flatten (B, 32 * H/4 * W/4)
         -> monomial KAN layers (hidden_dims) -> monomial KAN classifier
 
-A monomial KAN layer maps (B, d) -> (B, d'):
+A monomial KAN layer (`vision_kan.layers.MonomialKANLinear`) maps (B, d) -> (B, d'):
 
     y = SiLU(LayerNorm(W_b . x + W_p . [t, t^2, ..., t^n])),   t = tanh(x)
 
@@ -13,65 +13,17 @@ A monomial KAN layer maps (B, d) -> (B, d'):
 sample's output depend on its batch; tanh bounds each value on its own instead, so the powers stay in [-1, 1].
 The classifier has no LayerNorm / SiLU (logits).
 """
-import math
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from vision_kan.layers import MonomialKANLinear
 
 from ._flat_kan import FlatKANClassifier, digits_cfg, to_2tuple
 
-__all__ = ['MonomialKANLinear', 'KANvolver']
-
-
-class MonomialKANLinear(nn.Module):
-    """KAN layer on the powers t^1..t^n of t = tanh(x), plus a linear base branch; optional LayerNorm + SiLU.
-
-    Parameters: d' d (base) + d' d n (powers) + d' (bias) + 2 d' (LayerNorm).
-
-    Args:
-        in_features: d.
-        out_features: d'.
-        order: n, the highest power.
-        norm_act: LayerNorm and SiLU on the output (hidden layers); False for a classifier.
-    """
-
-    def __init__(self, in_features: int, out_features: int, order: int = 3, norm_act: bool = True):
-        super().__init__()
-        if not isinstance(order, int) or order < 1:
-            raise ValueError(f'MonomialKANLinear: order must be an integer >= 1, got {order!r}')
-        self.in_features, self.out_features, self.order = in_features, out_features, order
-        self.base = nn.Linear(in_features, out_features)  # W_b x + bias (the bias is the t^0 term)
-        self.poly_weight = nn.Parameter(torch.empty(out_features, in_features * order))  # (d', d n)
-        self.norm = nn.LayerNorm(out_features) if norm_act else nn.Identity()
-        self.act = nn.SiLU() if norm_act else nn.Identity()
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        self.base.reset_parameters()
-        bound = 1.0 / math.sqrt(self.in_features * self.order)
-        nn.init.uniform_(self.poly_weight, -bound, bound)
-        if isinstance(self.norm, nn.LayerNorm):
-            self.norm.reset_parameters()
-
-    def monomials(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) -> (B, d, n): t, t^2, ..., t^n of t = tanh(x)."""
-        t = torch.tanh(x)
-        powers = [t]
-        for _ in range(self.order - 1):
-            powers.append(powers[-1] * t)
-        return torch.stack(powers, dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f'MonomialKANLinear: input must be (B, {self.in_features}), got {tuple(x.shape)}')
-        y = self.base(x) + F.linear(self.monomials(x).flatten(1), self.poly_weight)  # (B, d')
-        return self.act(self.norm(y))
-
-    def extra_repr(self) -> str:
-        return f'{self.in_features}, {self.out_features}, order={self.order}'
+__all__ = ['KANvolver']
 
 
 class KANvolver(FlatKANClassifier):

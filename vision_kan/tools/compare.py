@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn as nn
 
 from ..train.config import ArgumentParser
 from ..train.errors import DataError, UserInputError, run_cli
+from ..train.model_factory import count_params
 from ..train.offline_eval import (
     device_description, evaluate_model, imagefolder_loader, model_from_checkpoint, model_size_mb,
 )
 
-__all__ = ['count_params', 'compare', 'main']
+__all__ = ['compare', 'main']
 
 METRICS = (  # key, label, format
     ('params_m', 'params (M)', '{:.3f}'),
@@ -37,10 +37,6 @@ METRICS = (  # key, label, format
     ('acc1', 'top-1 (%)', '{:.2f}'),
     ('acc5', 'top-5 (%)', '{:.2f}'),
 )
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _labels(infos: Sequence[Dict[str, Any]], paths: Sequence[str], names: Optional[Sequence[str]]) -> List[str]:
@@ -95,8 +91,9 @@ def compare(
         stats = evaluate_model(model.to(dev), loader, dev)
         rows.append({'checkpoint': str(path), 'model': info['model'], 'model_kwargs': info['model_kwargs'],
                      'epochs_trained': info['epoch'] + 1 if isinstance(info['epoch'], int) else None,
-                     'input_size': int(size), 'params': count_params(model),
-                     'params_m': count_params(model) / 1e6, 'size_mb': model_size_mb(model), **stats})
+                     'input_size': int(size), 'params': count_params(model, trainable_only=False),
+                     'params_m': count_params(model, trainable_only=False) / 1e6, 'size_mb': model_size_mb(model),
+                     **stats})
         infos.append(info)
         log(f'{path}: {info["model"]} top-1 {stats["acc1"]:.2f} top-5 {stats["acc5"]:.2f} loss {stats["loss"]:.4f} '
             f'({stats["n"]} images, {stats["seconds"]:.1f} s)')

@@ -26,7 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import FasterKANLinear, GRKANLinear, KANLinear, rational
+from ..layers import (
+    FasterKANLinear, GRKANLinear, KALNLinear, KANLinear, MonomialKANLinear, bspline_basis_auto, rational, rswaf_basis,
+)
 from ..layers.kan_conv import BasisKANConv
 from ..train.config import ArgumentParser
 from ..train.errors import UserInputError, run_cli
@@ -38,7 +40,6 @@ Curves = Tuple[torch.Tensor, torch.Tensor, str]  # x (O, I, N), phi (O, I, N), x
 
 
 def _kind(layer: nn.Module) -> Optional[str]:
-    name = type(layer).__name__
     if isinstance(layer, KANLinear):
         return 'bspline'
     if isinstance(layer, FasterKANLinear):
@@ -47,8 +48,10 @@ def _kind(layer: nn.Module) -> Optional[str]:
         return 'rational'
     if isinstance(layer, BasisKANConv):
         return 'conv'
-    if name in ('KALNLinear', 'MonomialKANLinear'):
-        return name
+    if isinstance(layer, KALNLinear):
+        return 'legendre'
+    if isinstance(layer, MonomialKANLinear):
+        return 'monomial'
     return None
 
 
@@ -88,8 +91,7 @@ def edge_functions(layer: nn.Module, outputs: Sequence[int], inputs: Sequence[in
         if x_range is None:
             lo, hi = layer.grid_range[0] - 0.5, layer.grid_range[1] + 0.5
             t = torch.linspace(lo, hi, num, dtype=torch.float64)
-        z = torch.tanh((t[:, None] - layer.grid.double()) * layer.inv_h)
-        basis = 1.0 - z * z  # (N, K)
+        basis = rswaf_basis(t, layer.grid.double(), layer.inv_h)  # (N, K)
         w = layer.weight.double().view(layer.out_features, layer.in_features, layer.num_grids)[o_idx][:, i_idx]
         phi = torch.einsum('oik,nk->oin', w, basis)
         return t.expand(len(o_idx), len(i_idx), -1), phi, 'u = LayerNorm(x)'
@@ -100,13 +102,13 @@ def edge_functions(layer: nn.Module, outputs: Sequence[int], inputs: Sequence[in
             t = torch.linspace(-3.0, 3.0, num, dtype=torch.float64)
         phi = torch.stack([rational(t[:, None], a[j:j + 1], b[j:j + 1])[:, 0] for j in range(len(i_idx))])
         return t.expand(1, len(i_idx), -1), phi[None], 'x (group rational)'
-    if kind == 'KALNLinear':
+    if kind == 'legendre':
         w_poly = layer.poly_weight.double().view(layer.out_features, layer.in_features, -1)[o_idx][:, i_idx]
         basis = layer.legendre(t[:, None]).squeeze(1)  # (N, n + 1)
         phi = layer.base_weight.double()[o_idx][:, i_idx][..., None] * F.silu(t) + torch.einsum(
             'oik,nk->oin', w_poly, basis)
         return t.expand(len(o_idx), len(i_idx), -1), phi, 'x'
-    if kind == 'MonomialKANLinear':
+    if kind == 'monomial':
         w_poly = layer.poly_weight.double().view(layer.out_features, layer.in_features, -1)[o_idx][:, i_idx]
         basis = layer.monomials(t[:, None]).squeeze(1)  # (N, n)
         phi = layer.base.weight.double()[o_idx][:, i_idx][..., None] * t + torch.einsum('oik,nk->oin', w_poly, basis)
@@ -116,7 +118,6 @@ def edge_functions(layer: nn.Module, outputs: Sequence[int], inputs: Sequence[in
 
 def _bspline(x: torch.Tensor, grid: torch.Tensor, k: int, uniform: bool) -> torch.Tensor:
     """x (I, N), knots (I, G + 2k + 1) -> (I, N, G + k) basis values of each feature on its own knots."""
-    from ..layers import bspline_basis_auto
     return bspline_basis_auto(x.T, grid, k, uniform).transpose(0, 1)  # (N, I) -> (N, I, K) -> (I, N, K)
 
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..train.config import ArgumentParser
 from ..train.errors import run_cli
+from ..train.model_factory import count_params
 from ..train.offline_eval import (
     device_description, evaluate_model, imagefolder_loader, model_from_checkpoint, model_size_mb,
 )
@@ -124,7 +125,7 @@ def quantize_int8(model: nn.Module, dynamic: bool = True) -> Tuple[nn.Module, In
     int8_params += sum(m.weight().numel() for m in model.modules() if _is_dynamic_linear(m))
     report = {'size_mb_fp32': size_before, 'size_mb_int8': model_size_mb(model), 'dynamic_linear': n_dynamic,
               'weight_only': len(weight_only), 'int8_params': int8_params,
-              'fp32_params': sum(p.numel() for p in model.parameters())}
+              'fp32_params': count_params(model, trainable_only=False)}
     return model, report
 
 

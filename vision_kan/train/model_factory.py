@@ -1,7 +1,10 @@
 """Building the student and the teacher from timm's registry by name, and counting what was built."""
+import dataclasses
 import difflib
+import inspect
+import typing
 import warnings
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -10,10 +13,11 @@ import torch.nn as nn
 from .checkpoint import load_checkpoint, load_model_state, model_state_from
 from .errors import CheckpointError, ConfigError
 
-__all__ = ['check_model_name', 'create_model', 'create_teacher', 'count_params', 'count_gflops']
+__all__ = ['check_model_name', 'model_class', 'constructor_keywords', 'create_model', 'create_teacher',
+           'count_params', 'count_gflops']
 
 # keywords main.py passes to every model; a model whose constructor does not take one is built without it
-_OPTIONAL_KWARGS = ('img_size', 'drop_path_rate')
+OPTIONAL_KWARGS = ('img_size', 'drop_path_rate')
 
 
 def check_model_name(name: str, flag: str = '--model') -> None:
@@ -24,25 +28,66 @@ def check_model_name(name: str, flag: str = '--model') -> None:
         raise ConfigError(f'{flag}: unknown model {name!r} (see timm.list_models() / vision_kan.list_models()){hint}')
 
 
+def model_class(name: str, **kwargs) -> type:
+    """The class timm's entrypoint `name` builds with these keywords (timm's entrypoints take **kwargs and hand them
+    to the class, so their own signature does not say). Learnt from a skeleton built on the meta device (no memory,
+    no weights); a model whose init needs real values (GR-KAN fits its rationals) is built on the CPU instead. The
+    random number generator is left as it was. Bad keywords raise what the model raises (TypeError, ValueError)."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device('meta'):
+            return type(timm.create_model(name, **kwargs))
+    except (TypeError, ValueError, AssertionError):
+        raise  # the keywords themselves: the same on any device
+    except Exception:  # noqa: BLE001 - the meta device cannot run this model's init
+        with torch.random.fork_rng(devices=[]):
+            return type(timm.create_model(name, **kwargs))
+
+
+def constructor_keywords(cls: type) -> FrozenSet[str]:
+    """The keyword names cls(...) takes: the named parameters of its __init__ and, where that also takes **kwargs,
+    of what they go on to: the base class's __init__ (super().__init__(**kwargs), e.g. timm's distilled ViTs) and the
+    fields of a config dataclass parameter (timm's NaFlexVit). nn.Module's own __init__ takes none."""
+    names = set()
+    for klass in cls.__mro__:
+        if klass is nn.Module or klass is object:
+            break
+        if '__init__' not in vars(klass):
+            continue
+        params = list(_signature(klass.__init__).parameters.values())[1:]  # without self
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+        for p in params:
+            for hint in (p.annotation, *typing.get_args(p.annotation)):  # a dataclass or Optional[dataclass]
+                if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+                    names.update(f.name for f in dataclasses.fields(hint))
+    return frozenset(names)
+
+
+def _signature(fn) -> inspect.Signature:
+    try:
+        return inspect.signature(fn, eval_str=True)  # annotations as types, also under `from __future__`
+    except Exception:  # noqa: BLE001 - an annotation that does not evaluate: keep it as text
+        return inspect.signature(fn)
+
+
 def create_model(name: str, flag: str = '--model', pretrained: bool = False, log=print, **kwargs) -> nn.Module:
-    """timm.create_model(name, **kwargs); img_size / drop_path_rate are dropped for models that do not take them
-    (a CNN has no img_size) unless the user put them in --model-kwargs. Bad keywords become a ConfigError."""
+    """timm.create_model(name, **kwargs); img_size / drop_path_rate are left out for models whose class does not take
+    them (a CNN has no img_size), read from the class's signature. Bad keywords become a ConfigError."""
     check_model_name(name, flag)
-    kwargs = dict(kwargs)
-    droppable = [k for k in _OPTIONAL_KWARGS if k in kwargs]
-    while True:
-        try:
-            return timm.create_model(name, pretrained=pretrained, **kwargs)
-        except TypeError as e:
-            culprit = next((k for k in droppable if f"'{k}'" in str(e)), None)
-            if culprit is None:
-                raise ConfigError(f'{flag} {name}: {e}') from None
-            droppable.remove(culprit)
-            value = kwargs.pop(culprit)
-            if culprit == 'drop_path_rate' and value:
-                log(f'note: {name} has no drop path; --drop-path {value} is not used')
-        except (ValueError, AssertionError) as e:
-            raise ConfigError(f'{flag} {name} with {kwargs}: {e}') from None
+    try:
+        given = {k: v for k, v in kwargs.items() if k not in OPTIONAL_KWARGS}
+        taken = constructor_keywords(model_class(name, **given))
+        for key in OPTIONAL_KWARGS:
+            if key in kwargs and key not in taken:
+                value = kwargs.pop(key)
+                if key == 'drop_path_rate' and value:
+                    log(f'note: {name} has no drop path; --drop-path {value} is not used')
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f'{flag} {name}: {e}') from None
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(f'{flag} {name} with {kwargs}: {e}') from None
 
 
 def create_teacher(
@@ -73,8 +118,11 @@ def create_teacher(
     return teacher
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def count_params(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameter elements: the trainable ones (requires_grad: what the optimizer updates, main.py's log)
+    by default; every parameter, frozen ones included, with trainable_only=False (the model's size: compare,
+    quantize). Buffers (e.g. KAN grids) are not parameters and never counted."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def count_macs(model: nn.Module, input_size: Sequence[int], device: torch.device = torch.device('cpu')
