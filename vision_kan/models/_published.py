@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ['PublishedWeightsError', 'requested_tag', 'tag_model_args', 'build_published', 'unwrap_state_dict', 'require_keys']
+__all__ = ['PublishedWeightsError', 'requested_tag', 'tag_model_args', 'build_published', 'unwrap_state_dict', 'require_keys',
+           'check_converted']
 
 
 class PublishedWeightsError(ValueError):
@@ -100,3 +101,22 @@ def require_keys(state: Mapping[str, Any], keys, family: str, what: str) -> None
     for k in keys:
         if k not in state:
             raise PublishedWeightsError(f'{family}: not {what}: key {k!r} is missing')
+
+
+def check_converted(state: Dict[str, torch.Tensor], model: torch.nn.Module, family: str,
+                    classifier=('head',)) -> Dict[str, torch.Tensor]:
+    """PublishedWeightsError (one line) unless `state` has exactly the model's keys and, classifier and position
+    embedding aside (timm adapts those), its shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        what = f'{len(missing)} missing (e.g. {missing[0]})' if missing else ''
+        what += ('; ' if what else '') + (f'{len(unexpected)} unexpected (e.g. {unexpected[0]})' if unexpected else '')
+        raise PublishedWeightsError(f'{family}: the converted checkpoint does not fit the model: {what}')
+    skip = tuple(f'{c}.' for c in classifier) + ('pos_embed',)
+    for k, v in state.items():
+        if not k.startswith(skip) and tuple(v.shape) != tuple(own[k].shape):
+            raise PublishedWeightsError(f'{family}: {k} is {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} '
+                                        f'in the model (build the model at the checkpoint\'s size)')
+    return state

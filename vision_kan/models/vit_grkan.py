@@ -21,8 +21,8 @@ from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter_fn
 
 from vision_kan.layers import GroupRational
 
-from ._published import PublishedWeightsError, require_keys, tag_model_args, unwrap_state_dict
-from .vit_kan import _DEIT_SHAPES, _cfg, _create_vit_kan, check_converted
+from ._published import PublishedWeightsError, check_converted, require_keys, tag_model_args, unwrap_state_dict
+from .vit_kan import _DEIT_SHAPES, _cfg, _create_vit_kan
 
 __all__ = ['checkpoint_filter_fn']
 
@@ -56,7 +56,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: VisionTransformer) -
             out[k] = v
             continue
         if m[3] == 'weight_numerator':  # (1, m + 1) shared -> (groups, m + 1), groups = the denominator's rows
-            groups = state[f'blocks.{m[1]}.mlp.act{m[2]}.weight_denominator'].shape[0]
+            den = state.get(f'blocks.{m[1]}.mlp.act{m[2]}.weight_denominator')
+            groups = den.shape[0] if den is not None else v.shape[0]
             v = v.reshape(-1, v.shape[-1]).expand(groups, -1).clone() if v.shape[0] != groups else v
         out[f'blocks.{m[1]}.mlp.fc{m[2]}.rational.{m[3]}'] = v
     out = vit_filter_fn(out, model)  # timm's: resamples pos_embed for another image size

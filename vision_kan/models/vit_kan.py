@@ -8,8 +8,8 @@ timm's `VisionTransformer` with `mlp_layer=KANMlp`: the KAN layers replace the M
 behind), every other part is timm's. Default hidden width = embed dim (mlp_ratio 1, Vision-KAN's shape).
 
 Published weights: `vit_fasterkan_tiny.visionkan_in1k` is Vision-KAN's ImageNet checkpoint (`visionkan_filter_fn`
-converts it). Its architecture differs from our default in three places the tag selects: no qkv bias, the blocks'
-LayerNorms at eps 1e-5 (the final norm 1e-6), and the RSWAF width h = 0.33 instead of the grid spacing.
+converts it). Its architecture differs from our default in four places the tag selects: no qkv bias, no KAN bias,
+the blocks' LayerNorms at eps 1e-5 (the final norm 1e-6), and the RSWAF width h = 0.33 instead of the grid spacing.
 """
 import math
 import re
@@ -26,10 +26,11 @@ from timm.models.vision_transformer import Block, VisionTransformer, checkpoint_
 from vision_kan.layers import FasterKANLinear, kan_mlp_layer
 
 from ._published import (
-    PublishedWeightsError, build_published, require_keys, requested_tag, tag_model_args, unwrap_state_dict,
+    PublishedWeightsError, build_published, check_converted, require_keys, requested_tag, tag_model_args,
+    unwrap_state_dict,
 )
 
-__all__ = ['visionkan_filter_fn', 'check_converted']
+__all__ = ['visionkan_filter_fn']
 
 _DEIT_SHAPES = {
     'tiny': dict(embed_dim=192, depth=12, num_heads=3),
@@ -43,6 +44,11 @@ def _block_with_norm(block_norm_layer: Callable[[int], nn.Module], **kwargs) -> 
     return Block(**dict(kwargs, norm_layer=block_norm_layer))
 
 
+def _mlp_with_bias(mlp_layer: Callable[..., nn.Module], mlp_bias: bool, **kwargs) -> nn.Module:
+    """The MLP with its own bias setting (timm passes the model's `proj_bias`, shared with the attention)."""
+    return mlp_layer(**dict(kwargs, bias=mlp_bias))
+
+
 def _create_vit_kan(
         variant: str,
         kan_type: str,
@@ -51,12 +57,16 @@ def _create_vit_kan(
         kan_kwargs: Optional[Dict[str, Any]] = None,
         pretrained_filter_fn: Callable = checkpoint_filter_fn,
         block_norm_eps: Optional[float] = None,
+        mlp_bias: Optional[bool] = None,
         **kwargs,
 ):
     """Build a KAN-ViT. `kan_kwargs` go to the KAN layers (grid_size, spline_order, num_grids, ...);
-    `block_norm_eps` gives the blocks' LayerNorms an eps of their own (Vision-KAN: 1e-5, its final norm 1e-6)."""
+    `block_norm_eps` gives the blocks' LayerNorms an eps of their own (Vision-KAN: 1e-5, its final norm 1e-6);
+    `mlp_bias` sets the KAN layers' bias apart from the attention's (Vision-KAN: False)."""
     out_indices = kwargs.pop('out_indices', 3)
     kwargs.setdefault('mlp_layer', kan_mlp_layer(kan_type, **(kan_kwargs or {})))
+    if mlp_bias is not None:
+        kwargs['mlp_layer'] = partial(_mlp_with_bias, kwargs['mlp_layer'], mlp_bias)
     if block_norm_eps is not None:
         kwargs.setdefault('block_fn', partial(_block_with_norm, partial(nn.LayerNorm, eps=block_norm_eps)))
     manual = _MANUAL_DOWNLOAD.get(f'{variant}.{requested_tag(variant, pretrained, kwargs, _MANUAL_DOWNLOAD)}')
@@ -71,25 +81,6 @@ def _create_vit_kan(
         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
         **kwargs,
     ), variant, pretrained, 'its pretrained cfg (url / Hugging Face hub)')
-
-
-def check_converted(state: Dict[str, torch.Tensor], model: nn.Module, family: str,
-                    classifier=('head',)) -> Dict[str, torch.Tensor]:
-    """PublishedWeightsError (one line) unless `state` has exactly the model's keys and, classifier and position
-    embedding aside (timm adapts those), its shapes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        what = f'{len(missing)} missing (e.g. {missing[0]})' if missing else ''
-        what += ('; ' if what else '') + (f'{len(unexpected)} unexpected (e.g. {unexpected[0]})' if unexpected else '')
-        raise PublishedWeightsError(f'{family}: the converted checkpoint does not fit the model: {what}')
-    skip = tuple(f'{c}.' for c in classifier) + ('pos_embed',)
-    for k, v in state.items():
-        if not k.startswith(skip) and tuple(v.shape) != tuple(own[k].shape):
-            raise PublishedWeightsError(f'{family}: {k} is {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} '
-                                        f'in the model (build the model at the checkpoint\'s size)')
-    return state
 
 
 _VISIONKAN_RE = re.compile(r'^blocks\.(\d+)\.kan\.layers\.([01])\.(layernorm\.weight|layernorm\.bias|rbf\.grid|'
@@ -160,7 +151,7 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
 _VISIONKAN_URL = 'https://pan.baidu.com/s/117ox7oh6zzXLwPMmQ6od1Q?pwd=y1vw'
 # tag -> the architecture options its checkpoint needs (see _published.tag_model_args)
 _PUBLISHED = {
-    'vit_fasterkan_tiny.visionkan_in1k': dict(qkv_bias=False, block_norm_eps=1e-5,
+    'vit_fasterkan_tiny.visionkan_in1k': dict(qkv_bias=False, block_norm_eps=1e-5, mlp_bias=False,
                                               kan_kwargs=dict(denominator=VISIONKAN_RSWAF_H)),
 }
 _MANUAL_DOWNLOAD = {
