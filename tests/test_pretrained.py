@@ -171,6 +171,12 @@ def test_convert_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         assert not (dst / 'model.pth').exists() and not (dst / 'model.safetensors').exists()
     with pytest.raises(ValueError):
         convert_tool.convert(str(truncated), str(tmp_path / 'dst'))
+    # the same files through timm's loader: one-line ValueErrors too
+    for file, fragment in ((truncated, 'truncated'), (tmp_path / 'absent.pth', 'does not exist')):
+        with pytest.raises(ValueError, match=fragment) as e:
+            timm.create_model('vit_grkan_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=str(file)),
+                              **FAMILIES['kat'][3])
+        assert '\n' not in str(e.value)
 
 
 def test_main_writes_model_safetensors_and_finetune_reads_it(tmp_path, capsys):

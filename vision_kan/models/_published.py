@@ -9,12 +9,14 @@ Vision-KAN's block norms, torch-conv-kan's instance norms). Its pretrained tag c
 
 Not a model file: it registers nothing.
 """
+import os
+import pickle
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ['PublishedWeightsError', 'requested_tag', 'tag_model_args', 'build_published', 'unwrap_state_dict', 'require_keys',
-           'check_converted']
+__all__ = ['PublishedWeightsError', 'requested_tag', 'tag_model_args', 'build_published', 'unwrap_state_dict',
+           'require_keys', 'check_converted']
 
 
 class PublishedWeightsError(ValueError):
@@ -54,18 +56,28 @@ def tag_model_args(variant: str, pretrained: bool, kwargs: Dict[str, Any],
     return {**table.get(f'{variant}.{tag}', {}), **kwargs}
 
 
-def build_published(build: Callable[[], torch.nn.Module], name: str, pretrained: bool, source: str):
-    """build() and, when a download fails (no network, hub unreachable), one PublishedWeightsError line."""
+def build_published(build: Callable[[], torch.nn.Module], name: str, pretrained: bool, source: str,
+                    overlay: Optional[Mapping[str, Any]] = None):
+    """build(), with one PublishedWeightsError line when the weights cannot be had: a download that fails (no
+    network, hub unreachable), or a `pretrained_cfg_overlay` file that is missing or unreadable."""
     if not pretrained:
         return build()
+    file = (overlay or {}).get('file')
+    if file and not os.path.isfile(file):
+        raise PublishedWeightsError(f'{name}: weights file {file} does not exist')
     try:
         return build()
     except PublishedWeightsError:
         raise
-    except Exception as e:  # urllib / huggingface_hub / httpx errors have no common base class
+    except Exception as e:  # urllib / huggingface_hub / httpx / safetensors errors have no common base class
+        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        unreadable = isinstance(e, (RuntimeError, EOFError, OSError, pickle.UnpicklingError)) or \
+            type(e).__name__ == 'SafetensorError'
+        if file and unreadable:
+            raise PublishedWeightsError(f'{name}: cannot read {file}: truncated, or not a PyTorch / safetensors '
+                                        f'file of tensors ({type(e).__name__})') from None
         if not _is_download_error(e):
             raise
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise PublishedWeightsError(
             f'{name}: cannot fetch the published weights from {source} ({type(e).__name__}: {line}); offline, '
             f'download the file and pass pretrained_cfg_overlay=dict(file=PATH)') from None

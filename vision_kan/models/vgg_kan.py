@@ -238,7 +238,7 @@ def _create_vgg_kan(variant: str, pretrained: bool = False, **kwargs) -> VGGKAN:
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
-    ), variant, pretrained, 'the Hugging Face hub')
+    ), variant, pretrained, 'the Hugging Face hub', kwargs.get('pretrained_cfg_overlay'))
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:

@@ -80,7 +80,7 @@ def _create_vit_kan(
         pretrained_filter_fn=pretrained_filter_fn,
         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
         **kwargs,
-    ), variant, pretrained, 'its pretrained cfg (url / Hugging Face hub)')
+    ), variant, pretrained, 'its pretrained cfg (url / Hugging Face hub)', overlay)
 
 
 _VISIONKAN_RE = re.compile(r'^blocks\.(\d+)\.kan\.layers\.([01])\.(layernorm\.weight|layernorm\.bias|rbf\.grid|'
