@@ -4,6 +4,7 @@ the original code computes; the convert tool; model.safetensors from main.py. No
 The golden fixtures (tests/fixtures/, made by make_fixtures.py from the original repositories, commits in
 manifest.json) hold each original model's state dict at a tiny size, an input and the original's output.
 """
+import argparse
 import json
 import urllib.error
 from pathlib import Path
@@ -17,6 +18,7 @@ import main
 import vision_kan
 from conftest import TINY_VIT, common_args, make_image_folder
 from vision_kan.models import vgg_kan, vit_grkan, vit_kan
+from vision_kan.layers import GroupRational
 from vision_kan.models._published import PublishedWeightsError
 from vision_kan.tools import convert as convert_tool
 from vision_kan.train.checkpoint import load_checkpoint, load_model_weights
@@ -153,6 +155,36 @@ def test_convert_gives_a_checkpoint_and_safetensors_with_the_original_output(fam
     assert _rel(_out(built, x), ref) <= 1e-5
     hub = torch.hub.load(str(REPO), untagged, source='local', weights=str(st_path), **model_kwargs)
     assert _rel(_out(hub, x), ref) <= 1e-5
+
+
+def test_convert_reads_a_deit_style_training_checkpoint(tmp_path):
+    """Vision-KAN publishes DeiT main.py's checkpoint: model, model_ema, optimizer and an argparse.Namespace."""
+    state, x, ref = _original('visionkan_tiny.pth')
+    ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in state['model'].items()}
+    src = tmp_path / 'checkpoint.pth'
+    torch.save({'model': state['model'], 'model_ema': ema, 'optimizer': {'state': {}, 'param_groups': []},
+                'epoch': 345, 'args': argparse.Namespace(model='deit_tiny_patch16_224_KAN', hdim_kan=16)}, src)
+    kwargs = {'num_heads': 3}
+    model, _ = model_from_checkpoint(str(convert_tool.convert(str(src), str(tmp_path / 'a'), model_kwargs=kwargs)[0]))
+    assert _rel(_out(model, x), ref) <= 1e-5  # the evaluated weights ('model'), not the EMA
+    model, _ = model_from_checkpoint(str(convert_tool.convert(str(src), str(tmp_path / 'b'), model_kwargs=kwargs,
+                                                              use_ema=True)[0]))
+    assert _rel(_out(model, x), ref) > 1e-2
+
+
+def test_kat_denominator_is_its_kernels_formula():
+    torch.manual_seed(0)
+    layer = GroupRational(16, groups=4, denominator='sum_abs').double()
+    with torch.no_grad():
+        layer.weight_numerator.normal_()
+        layer.weight_denominator.normal_()
+    x = torch.randn(3, 16, dtype=torch.float64) * 2
+    a, b = layer.weight_numerator.repeat_interleave(4, 0), layer.weight_denominator.repeat_interleave(4, 0)  # (16, .)
+    p = sum(a[:, j] * x ** j for j in range(6))
+    q = 1 + sum(b[:, j - 1].abs() * x.abs() ** j for j in range(1, 5))
+    torch.testing.assert_close(layer(x), p / q, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match='denominator'):
+        GroupRational(16, denominator='kat')
 
 
 def test_convert_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):

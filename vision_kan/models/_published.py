@@ -74,8 +74,9 @@ def build_published(build: Callable[[], torch.nn.Module], name: str, pretrained:
         unreadable = isinstance(e, (RuntimeError, EOFError, OSError, pickle.UnpicklingError)) or \
             type(e).__name__ == 'SafetensorError'
         if file and unreadable:
-            raise PublishedWeightsError(f'{name}: cannot read {file}: truncated, or not a PyTorch / safetensors '
-                                        f'file of tensors ({type(e).__name__})') from None
+            raise PublishedWeightsError(f'{name}: cannot read {file} ({type(e).__name__}): truncated, not a file of '
+                                        f'tensors, or a trainer checkpoint holding other objects (convert that with '
+                                        f'python -m vision_kan.tools.convert)') from None
         if not _is_download_error(e):
             raise
         raise PublishedWeightsError(
