@@ -211,6 +211,19 @@ def test_convert_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         assert '\n' not in str(e.value)
 
 
+def test_a_safetensors_file_of_our_own_architecture_loads_as_ours(tmp_path):
+    """pretrained=True would build KAT's rationals; a vision_kan file records which architecture it holds."""
+    from vision_kan.train.checkpoint import save_model_safetensors
+    kwargs = FAMILIES['kat'][3]
+    ours = timm.create_model('vit_grkan_tiny', **kwargs).eval()
+    save_model_safetensors(ours, tmp_path / 'model.safetensors', metadata={'model': 'vit_grkan_tiny'})
+    overlay = dict(file=str(tmp_path / 'model.safetensors'), num_classes=10)
+    loaded = timm.create_model('vit_grkan_tiny', pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    assert loaded.blocks[0].mlp.fc1.rational.denominator == 'abs_sum' and loaded.pretrained_cfg['tag'] == 'untrained'
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(_out(loaded, x), _out(ours, x), rtol=0, atol=0)
+
+
 def test_main_writes_model_safetensors_and_finetune_reads_it(tmp_path, capsys):
     data = make_image_folder(tmp_path / 'data')
     src = tmp_path / 'src'

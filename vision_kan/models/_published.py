@@ -28,15 +28,32 @@ def _default_tag(variant: str, table: Mapping[str, Any]) -> str:
     return next((k.split('.', 1)[1] for k in table if k.split('.', 1)[0] == variant), '')
 
 
-def requested_tag(variant: str, pretrained: bool, kwargs: Mapping[str, Any],
-                  table: Mapping[str, Any]) -> Optional[str]:
-    """The tag timm will resolve: named in the model name (timm passes it as `pretrained_cfg`), else the
-    variant's default (first) tag in `table` when weights are asked for; None otherwise."""
+def _tag_in_file(variant: str, kwargs: Mapping[str, Any], own_tag: str) -> Optional[str]:
+    """The tag a vision_kan .safetensors file records for this variant (main.py and tools.convert write the model
+    name into its metadata): a file of our own architecture is loaded as `own_tag`, a converted one as its tag."""
+    file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
+    if not file or not str(file).endswith('.safetensors') or not os.path.isfile(file):
+        return None
+    try:
+        from safetensors import safe_open
+        with safe_open(str(file), framework='pt') as f:
+            name = (f.metadata() or {}).get('model', '')
+    except Exception:  # unreadable: the loader reports it
+        return None
+    arch, _, tag = name.partition('.')
+    return (tag or own_tag) if arch == variant else None
+
+
+def requested_tag(variant: str, pretrained: bool, kwargs: Mapping[str, Any], table: Mapping[str, Any],
+                  own_tag: str = 'untrained') -> Optional[str]:
+    """The tag whose architecture to build: named in the model name (timm passes it as `pretrained_cfg`), else,
+    when weights are asked for, the one a vision_kan .safetensors file records, else the variant's default (first)
+    tag in `table`; None otherwise."""
     cfg = kwargs.get('pretrained_cfg')
     if isinstance(cfg, str):
         return cfg
     if cfg is None and pretrained:
-        return _default_tag(variant, table) or None
+        return _tag_in_file(variant, kwargs, own_tag) or _default_tag(variant, table) or None
     return None
 
 
@@ -48,11 +65,13 @@ def tag_model_args(variant: str, pretrained: bool, kwargs: Dict[str, Any],
     loads). A model built without weights and without a tag is our own architecture, and its pretrained_cfg says
     so (`own_tag`), not the published default.
     """
-    tag = requested_tag(variant, pretrained, kwargs, table)
+    tag = requested_tag(variant, pretrained, kwargs, table, own_tag)
     if tag is None:
         has_published = bool(_default_tag(variant, table))
         return {**kwargs, 'pretrained_cfg': own_tag} if kwargs.get('pretrained_cfg') is None and has_published \
             else kwargs
+    if kwargs.get('pretrained_cfg') is None and _default_tag(variant, table):
+        kwargs = {**kwargs, 'pretrained_cfg': tag}
     return {**table.get(f'{variant}.{tag}', {}), **kwargs}
 
 
