@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import main
-import vision_kan
+import vision_kan  # noqa: F401  (registers the models in timm)
 from conftest import TINY_VIT, common_args, make_image_folder
 from vision_kan.models import vgg_kan, vit_grkan, vit_kan
 from vision_kan.layers import GroupRational
