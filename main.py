@@ -266,8 +266,8 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     model = create_model(args.model, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
                          img_size=args.input_size, log=log, **args.model_kwargs)
     if args.finetune:
-        ckpt = ckpt_io.load_checkpoint(args.finetune, '--finetune')
-        ckpt_io.load_finetune_state(model, ckpt_io.model_state_from(ckpt), args.finetune, args.model, log=log)
+        weights = ckpt_io.load_model_weights(args.finetune, '--finetune')  # a checkpoint or a .safetensors file
+        ckpt_io.load_finetune_state(model, weights, args.finetune, args.model, log=log)
     model.to(device)
     n_params = count_params(model)
     gflops = count_gflops(model, (3, args.input_size, args.input_size), device) if is_main else None
@@ -411,6 +411,8 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
             ckpt_io.save_atomic(payload, out / 'checkpoint.pth')
             if improved:
                 ckpt_io.save_atomic(payload, out / 'best.pth')
+                ckpt_io.save_model_safetensors(model_ema.module if model_ema is not None else model_without_ddp,
+                                               out / ckpt_io.SAFETENSORS_NAME, metadata={'model': args.model})
             if epoch == start_epoch:  # the first write of this run comes after its first good epoch
                 save_config(args, out / 'config.yaml')
         row = {'epoch': epoch + 1, **{f'train_{k}': v for k, v in train_stats.items() if k != 'time'},

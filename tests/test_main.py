@@ -354,4 +354,4 @@ def test_torchrun_two_process_gloo_keeps_replicas_identical(image_folder, tmp_pa
     grid = ckpt['model']['blocks.1.mlp.fc2.grid']
     assert not torch.allclose(grid, uniform_knots(grid.shape[0], 5, 3))
     assert not (out / 'rank1').exists() and sorted(p.name for p in out.iterdir()) == \
-        ['best.pth', 'checkpoint.pth', 'config.yaml', 'log.txt', 'tensorboard']
+        ['best.pth', 'checkpoint.pth', 'config.yaml', 'log.txt', 'model.safetensors', 'tensorboard']

@@ -4,6 +4,8 @@ https://arxiv.org/abs/2409.10594): a learnable rational function shared within e
     F(x) = P(x) / Q(x),  P(x) = a_0 + a_1 x + ... + a_m x^m,  Q(x) = 1 + |b_1 x + ... + b_n x^n|   (m=5, n=4)
 
 Q >= 1, so F has no poles. Channels are split into `groups` contiguous groups, each with its own (a, b).
+KAT's released kernels (CUDA and Triton, github.com/Adamdad/rational_kat_cu) compute another denominator,
+Q(x) = 1 + |b_1| |x| + ... + |b_n| |x|^n: `denominator='sum_abs'` selects it (what KAT's checkpoints need).
 """
 import functools
 from typing import Callable, Dict, Tuple
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 
 from .kernels.rational_triton import fused_rational_applies, rational_fused
 
-__all__ = ['rational', 'fit_rational', 'GroupRational', 'GRKANLinear']
+__all__ = ['rational', 'rational_sum_abs', 'fit_rational', 'GroupRational', 'GRKANLinear', 'DENOMINATORS']
 
 _TARGETS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     'identity': lambda x: x,
@@ -36,6 +38,26 @@ def rational(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     for j in range(b.shape[1] - 2, -1, -1):  # S(x) = b_1 + x (b_2 + ...), Q = 1 + |x S(x)|
         s = s * xg + b[:, j]
     return (p / (1.0 + (xg * s).abs())).reshape(x.shape)
+
+
+def rational_sum_abs(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """KAT kernels' group-rational function: Q = 1 + sum_j |b_j| |x|^j. Shapes as `rational`."""
+    g = a.shape[0]
+    xg = x.reshape(*x.shape[:-1], g, x.shape[-1] // g)  # (..., g, D/g)
+    a = a.to(x.dtype)[:, :, None]
+    b = b.to(x.dtype).abs()[:, :, None]
+    ax = xg.abs()
+    p = a[:, -1]
+    for j in range(a.shape[1] - 2, -1, -1):  # Horner: P(x) = a_0 + x (a_1 + ...)
+        p = p * xg + a[:, j]
+    q = b[:, -1]
+    for j in range(b.shape[1] - 2, -1, -1):  # Horner in |x|: |b_1| + |x| (|b_2| + ...)
+        q = q * ax + b[:, j]
+    return (p / (q * ax + 1.0)).reshape(x.shape)
+
+
+# denominator name -> reference function: 'abs_sum' Q = 1 + |sum_j b_j x^j| (the paper's), 'sum_abs' (KAT's kernels)
+DENOMINATORS = {'abs_sum': rational, 'sum_abs': rational_sum_abs}
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,11 +95,19 @@ def fit_rational(target: str, num_order: int = 5, den_order: int = 4, span: floa
 
 
 class GroupRational(nn.Module):
-    """F applied channel-wise, one (a, b) per group. (..., D) -> (..., D)."""
+    """F applied channel-wise, one (a, b) per group. (..., D) -> (..., D).
+
+    denominator: 'abs_sum' (Q = 1 + |b_1 x + ... + b_n x^n|, fused on CUDA) or 'sum_abs' (KAT's released kernels,
+    Q = 1 + |b_1||x| + ... + |b_n||x|^n, reference path only). `init` fits are for 'abs_sum'; 'identity' is exact
+    for both.
+    """
 
     def __init__(self, num_channels: int, groups: int = 8, num_order: int = 5, den_order: int = 4,
-                 init: str = 'identity', device=None, dtype=None):
+                 init: str = 'identity', denominator: str = 'abs_sum', device=None, dtype=None):
         super().__init__()
+        if denominator not in DENOMINATORS:
+            raise ValueError(f'GroupRational: denominator must be one of {sorted(DENOMINATORS)}, got {denominator!r}')
+        self.denominator = denominator
         if groups < 1 or num_channels % groups:
             raise ValueError(f'GroupRational: num_channels={num_channels} must be divisible by groups={groups}')
         if init not in _TARGETS:
@@ -98,23 +128,26 @@ class GroupRational(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.num_channels:
             raise ValueError(f'GroupRational: input last dim must be {self.num_channels}, got {tuple(x.shape)}')
-        if fused_rational_applies(x, self.weight_numerator, self.weight_denominator):
+        if self.denominator == 'abs_sum' and fused_rational_applies(x, self.weight_numerator, self.weight_denominator):
             return rational_fused(x, self.weight_numerator, self.weight_denominator)
-        return rational(x, self.weight_numerator, self.weight_denominator)
+        return DENOMINATORS[self.denominator](x, self.weight_numerator, self.weight_denominator)
 
     def extra_repr(self) -> str:
-        return f'{self.num_channels}, groups={self.groups}, order=({self.num_order}, {self.den_order}), init={self.init}'
+        s = f'{self.num_channels}, groups={self.groups}, order=({self.num_order}, {self.den_order}), init={self.init}'
+        return s + (f', denominator={self.denominator}' if self.denominator != 'abs_sum' else '')
 
 
 class GRKANLinear(nn.Module):
     """GR-KAN layer: group rational -> linear. (..., d) -> (..., d'). Parameters: d d' (+ d') + 2 g (m + n + 1)."""
 
     def __init__(self, in_features: int, out_features: int, groups: int = 8, num_order: int = 5, den_order: int = 4,
-                 rational_init: str = 'identity', bias: bool = True, device=None, dtype=None):
+                 rational_init: str = 'identity', bias: bool = True, rational_denominator: str = 'abs_sum',
+                 device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.in_features, self.out_features = in_features, out_features
-        self.rational = GroupRational(in_features, groups, num_order, den_order, rational_init, **dd)
+        self.rational = GroupRational(in_features, groups, num_order, den_order, rational_init,
+                                      denominator=rational_denominator, **dd)
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **dd))
         self.bias = nn.Parameter(torch.empty(out_features, **dd)) if bias else None
         self.reset_parameters()

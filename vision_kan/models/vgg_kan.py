@@ -13,17 +13,30 @@ Names: `vggkan{11,13,16,19}_{family}[_bn][_v2|_v4]`. `_bn` is torch-conv-kan's "
 (1x1 squeeze -> Gram conv -> 1x1 expand, plus the base conv), not batch norm. Any other combination by keywords:
 
     timm.create_model('vggkan11_kagn', layout='vgg13v4', conv_type='kajn', conv_kwargs=dict(degree=4))
+    timm.create_model('vggkan11_kagn', layout=((8,), (16, 16)), width_scale=1)       # any layout: widths per stage
     timm.create_model('vggkan11_kagn', features_only=True, out_indices=(2, 3, 4))   # stage feature maps
+
+Published weights (`checkpoint_filter_fn` converts them): torch-conv-kan's ImageNet VGG-KAGN-11v2, -11v4 and
+VGG-KAGN-BN-11v4 on the Hugging Face hub, as the `.tck_in1k` tags of vggkan11_kagn_v2, vggkan11_kagn_v4 and
+vggkan11_kagn_bn_v4. The first two use affine InstanceNorm2d and degree 5, which their tags select.
+Their training-time dropout (after tanh) and noise injection (bottleneck) are not reproduced: ours is
+channel dropout of the conv input (`conv_kwargs=dict(dropout=p)`); evaluation is the same function.
 """
-from typing import Any, Dict, List, Optional, Tuple
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg
+from vision_kan.layers.kan_conv_families import BottleNeckKAGNConvNd, KAGNConvNd
 
-__all__ = ['VGGKAN', 'VGG_KAN_LAYOUTS']
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg
+from ._published import (
+    PublishedWeightsError, build_published, check_converted, require_keys, tag_model_args, unwrap_state_dict,
+)
+
+__all__ = ['VGGKAN', 'VGG_KAN_LAYOUTS', 'checkpoint_filter_fn']
 
 
 def _with_v2(groups: Tuple[Tuple[int, ...], ...], last: int) -> Tuple[Tuple[int, ...], ...]:
@@ -50,7 +63,8 @@ class VGGKAN(PooledCNN):
     Stage i outputs width_scale * layout[i][-1] channels at stride 2^i; `feature_info` lists every stage.
 
     Args:
-        layout: a key of VGG_KAN_LAYOUTS ('vgg11', 'vgg11v2', 'vgg11v4', ..., 'vgg19v4').
+        layout: a key of VGG_KAN_LAYOUTS ('vgg11', 'vgg11v2', 'vgg11v4', ..., 'vgg19v4'), or the conv widths of each
+            stage, e.g. ((16,), (32,), (64, 64)).
         conv_type: conv-KAN family, a key of vision_kan.layers.kan_conv_families.CONV_KAN_FAMILIES.
         in_chans: input channels.
         num_classes: classifier outputs; 0 for none (pooled features out).
@@ -65,7 +79,7 @@ class VGGKAN(PooledCNN):
 
     def __init__(
             self,
-            layout: str = 'vgg11',
+            layout: Union[str, Sequence[Sequence[int]]] = 'vgg11',
             conv_type: str = 'kagn',
             in_chans: int = 3,
             num_classes: int = 1000,
@@ -78,8 +92,7 @@ class VGGKAN(PooledCNN):
             head_kwargs: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
-        if layout not in VGG_KAN_LAYOUTS:
-            raise ValueError(f'VGGKAN: layout must be one of {sorted(VGG_KAN_LAYOUTS)}, got {layout!r}')
+        stage_widths = _stage_widths(layout)
         if not width_scale > 0:
             raise ValueError(f'VGGKAN: width_scale must be > 0, got {width_scale!r}')
         conv = conv_kan_layer(conv_type, norm_layer, owner='VGGKAN', **(conv_kwargs or {}))
@@ -89,7 +102,7 @@ class VGGKAN(PooledCNN):
         stages: List[nn.Module] = []
         self.feature_info: List[Dict[str, Any]] = []
         chs = in_chans
-        for i, widths in enumerate(VGG_KAN_LAYOUTS[layout]):
+        for i, widths in enumerate(stage_widths):
             layers: List[nn.Module] = [nn.MaxPool2d(kernel_size=2, stride=2)] if i > 0 else []
             for w in widths:
                 out = max(1, int(round(w * width_scale)))
@@ -110,22 +123,148 @@ class VGGKAN(PooledCNN):
         return self.run_stages(self.stages, x)  # (B, C, H, W) -> (B, num_features, H / 2^(stages-1), ...)
 
 
+def _stage_widths(layout: Union[str, Sequence[Sequence[int]]]) -> Tuple[Tuple[int, ...], ...]:
+    if isinstance(layout, str):
+        if layout not in VGG_KAN_LAYOUTS:
+            raise ValueError(f'VGGKAN: layout must be one of {sorted(VGG_KAN_LAYOUTS)} or widths per stage, '
+                             f'got {layout!r}')
+        return VGG_KAN_LAYOUTS[layout]
+    try:
+        widths = tuple(tuple(int(w) for w in stage) for stage in layout)
+    except (TypeError, ValueError):
+        widths = ()
+    if not widths or not all(stage and all(w >= 1 for w in stage) for stage in widths):
+        raise ValueError(f'VGGKAN: a custom layout is a sequence of stages, each a non-empty sequence of conv widths '
+                         f'>= 1, got {layout!r}')
+    return widths
+
+
+_CONV_RE = re.compile(r'^features\.(\d+)\.')
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: VGGKAN) -> Dict[str, torch.Tensor]:
+    """torch-conv-kan VGG-KAGN / VGG-KAGN-BN checkpoint (models.vggkan.VGGKAGN / VGGKAGN_BN, 'Linear' head,
+    expected_feature_shape (1, 1), groups 1) -> VGGKAN state dict.
+
+    Its `features` list holds convs and max pools; convs are matched to ours in order. Per conv:
+    base_conv.0 -> base_weight; poly_weights (1, Cout, (D + 1) * Cin, k, k), degree-major inputs (its Gram basis is
+    concatenated one degree after another) -> basis_weight (Cout, Cin, D + 1, k, k); beta_weights (D + 1,) with
+    beta_n = w_n (2n+1) n^2 (4n^2-1) / (n+1)^2 -> ours (D - 1,) with beta_n = w'_n n^2 / (4n^2-1); layer_norm.0 ->
+    norm. The bottleneck conv adds inner_proj.0 -> squeeze_weight, out_proj.0 -> expand_weight, and its Gram conv
+    is `inner`. classifier.1 -> head.fc. A vision_kan state dict passes as is.
+    """
+    family = 'torch-conv-kan VGG checkpoint'
+    state = unwrap_state_dict(state_dict, family)
+    if 'stages.0.0.base_weight' in state:  # already ours
+        return check_converted(state, model, 'vision_kan checkpoint', classifier=('head.fc',))
+    require_keys(state, ('features.0.poly_weights', 'features.0.beta_weights', 'features.0.base_conv.0.weight',
+                         'classifier.1.weight'), family, "a VGG-KAGN state dict (with torch-conv-kan's Linear head)")
+    theirs = sorted({int(m[1]) for k in state for m in [_CONV_RE.match(k)] if m})
+    ours = [(n, m) for n, m in model.named_modules() if re.fullmatch(r'stages\.\d+\.\d+', n)
+            and isinstance(m, (KAGNConvNd, BottleNeckKAGNConvNd))]
+    if len(theirs) != len(ours):
+        raise PublishedWeightsError(f'{family}: {len(theirs)} KAGN convs in the checkpoint, {len(ours)} in the model '
+                                    f'(build the same layout)')
+    out: Dict[str, torch.Tensor] = {}
+    for index, (name, conv) in zip(theirs, ours):
+        out.update(_convert_conv(state, f'features.{index}.', conv, f'{name}.', family))
+    require_keys(state, ('classifier.1.bias',), family, 'a complete checkpoint')
+    out['head.fc.weight'], out['head.fc.bias'] = state['classifier.1.weight'], state['classifier.1.bias']
+    if out['head.fc.weight'].shape[1] != model.num_features:
+        raise PublishedWeightsError(f'{family}: its classifier takes {out["head.fc.weight"].shape[1]} features, the '
+                                    f'last conv gives {model.num_features} (only expected_feature_shape (1, 1) maps to '
+                                    f'a global average pool)')
+    return check_converted(out, model, family, classifier=('head.fc',))
+
+
+def _gram_weight(poly: torch.Tensor, degree: int) -> torch.Tensor:
+    """(1, Cout, (D + 1) * Cin, *k), index d * Cin + c  ->  (Cout, Cin, D + 1, *k)."""
+    w = poly[0]
+    return w.reshape(w.shape[0], degree + 1, -1, *w.shape[2:]).transpose(1, 2).contiguous()
+
+
+def _gram_betas(w: torch.Tensor) -> torch.Tensor:
+    """torch-conv-kan's beta weights (D + 1,) -> ours (D - 1,): the same beta_n for n = 1 .. D - 1."""
+    n = torch.arange(1, max(w.numel() - 2, 0) + 1, dtype=torch.float64)
+    theirs = (2 * n + 1) * n ** 2 / ((n + 1) ** 2 / (4 * n ** 2 - 1))  # ((m+n)(m-n)n^2) / (m^2 / (4n^2-1)), m = n+1
+    ours = n ** 2 / (4 * n ** 2 - 1)
+    return (w[1:w.numel() - 1].double() * theirs / ours).to(w.dtype)
+
+
+def _convert_conv(state, src: str, conv: nn.Module, dst: str, family: str) -> Dict[str, torch.Tensor]:
+    bottleneck = f'{src}inner_proj.0.weight' in state
+    needed = ['poly_weights', 'beta_weights', 'base_conv.0.weight', 'layer_norm.0.weight', 'layer_norm.0.bias']
+    require_keys(state, [src + k for k in needed + (['out_proj.0.weight'] if bottleneck else [])], family,
+                 'a complete checkpoint')
+    if bottleneck != isinstance(conv, BottleNeckKAGNConvNd):
+        kinds = ('bottleneck KAGN', 'KAGN')
+        raise PublishedWeightsError(f'{family}: {src[:-1]} is a {kinds[not bottleneck]} conv, {dst[:-1]} a '
+                                    f'{kinds[bottleneck]} conv (vggkan11_kagn_bn* holds the bottleneck convs)')
+    if f'{src}base_conv.1.weight' in state:
+        raise PublishedWeightsError(f'{family}: {src[:-1]} has groups > 1, which VGGKAN does not build')
+    beta = state[f'{src}beta_weights']
+    degree = beta.numel() - 1
+    gram = conv.inner if bottleneck else conv
+    if gram.basis.degree != degree:
+        raise PublishedWeightsError(f'{family}: {src[:-1]} has Gram degree {degree}, the model {gram.basis.degree} '
+                                    f'(conv_kwargs=dict(degree={degree}))')
+    has_stats = f'{src}layer_norm.0.running_mean' in state
+    is_bn = isinstance(conv.norm, nn.modules.batchnorm._BatchNorm)
+    if has_stats != is_bn or (not has_stats and not isinstance(conv.norm, nn.InstanceNorm2d)):
+        theirs = 'BatchNorm2d' if has_stats else 'affine InstanceNorm2d'
+        raise PublishedWeightsError(f'{family}: {src[:-1]} is followed by {theirs}, {dst[:-1]} by '
+                                    f'{type(conv.norm).__name__} (norm_layer=' +
+                                    ("'batchnorm2d')" if has_stats else "'instancenorm2d')"))
+    gram_dst = f'{dst}inner.' if bottleneck else dst
+    out = {f'{dst}base_weight': state[f'{src}base_conv.0.weight'],
+           f'{gram_dst}basis_weight': _gram_weight(state[f'{src}poly_weights'], degree),
+           f'{gram_dst}basis.beta_weights': _gram_betas(beta)}
+    if bottleneck:
+        out[f'{dst}squeeze_weight'] = state[f'{src}inner_proj.0.weight']
+        out[f'{dst}expand_weight'] = state[f'{src}out_proj.0.weight']
+    for k in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'):
+        if f'{src}layer_norm.0.{k}' in state:
+            out[f'{dst}norm.{k}'] = state[f'{src}layer_norm.0.{k}']
+    return out
+
+
 def _create_vgg_kan(variant: str, pretrained: bool = False, **kwargs) -> VGGKAN:
+    kwargs = tag_model_args(variant, pretrained, kwargs, _PUBLISHED)
     layout = kwargs.get('layout', 'vgg11')
-    num_stages = len(VGG_KAN_LAYOUTS.get(layout, ()))
+    num_stages = len(VGG_KAN_LAYOUTS.get(layout, ())) if isinstance(layout, str) else len(tuple(layout))
     out_indices = kwargs.pop('out_indices', tuple(range(num_stages)))  # every stage, stride 1 to 2^(n-1)
-    return build_model_with_cfg(
+    return build_published(lambda: build_model_with_cfg(
         VGGKAN, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
-    )
+    ), variant, pretrained, 'the Hugging Face hub', kwargs.get('pretrained_cfg_overlay'))
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
     return pooled_cnn_cfg('stages.0.0', **{'pool_size': (14, 14), **kwargs})
 
 
+def _tck_cfg(hf_hub_id: str, top1: str, name: str) -> Dict[str, Any]:
+    # torch-conv-kan's validation transform: Resize(256) (bilinear), CenterCrop(224), ImageNet mean/std
+    return _cfg(hf_hub_id=hf_hub_id, pool_size=(7, 7), interpolation='bilinear', crop_pct=0.875, license='mit',
+                origin_url='https://github.com/IvanDrokin/torch-conv-kan', paper_ids='arXiv:2407.01092',
+                notes=(f'torch-conv-kan (README "Model Zoo", reports/imagenet1k-vggs.md): {name}, ImageNet-1k '
+                       f'validation top-1 {top1}',))
+
+
+_IN_DEGREE5 = dict(norm_layer='instancenorm2d', conv_kwargs=dict(degree=5))
+# tag -> the architecture options its checkpoint needs; a variant's first tag is its default (_published)
+_PUBLISHED = {
+    'vggkan11_kagn_v2.tck_in1k': _IN_DEGREE5,
+    'vggkan11_kagn_v4.tck_in1k': _IN_DEGREE5,
+    'vggkan11_kagn_bn_v4.tck_in1k': dict(conv_kwargs=dict(degree=5, dim_reduction=8)),  # the default architecture
+}
+
 default_cfgs = generate_default_cfgs({
+    'vggkan11_kagn_v2.tck_in1k': _tck_cfg('brivangl/vgg_kagn11_v2', '59.1', 'VGG KAGN 11v2'),
+    'vggkan11_kagn_v4.tck_in1k': _tck_cfg('brivangl/vgg_kagn11_v4', '61.17', 'VGG KAGN 11v4'),
+    'vggkan11_kagn_bn_v4.tck_in1k': _tck_cfg('brivangl/vgg_kagn_bn11_v4', '68.5', 'VGG KAGN BN 11v4'),
     'vggkan11_kagn.untrained': _cfg(),
     'vggkan13_kagn.untrained': _cfg(),
     'vggkan16_kagn.untrained': _cfg(),

@@ -156,3 +156,44 @@ def checkpoint_payload(
         'config': config,
         'rng': rng,
     }
+
+
+# --- safetensors: the weights alone, in the format timm, torch.hub and the Hugging Face hub read ------------------
+
+__all__ += ['SAFETENSORS_NAME', 'save_model_safetensors', 'load_model_weights']
+
+SAFETENSORS_NAME = 'model.safetensors'
+
+
+def save_model_safetensors(model: nn.Module, path: PathLike, metadata: Optional[Dict[str, str]] = None) -> None:
+    """model.state_dict() (parameters and buffers: KAN grids included) as a .safetensors file, written atomically
+    like `save_atomic`. Tensors are copied to the CPU one by one, so shared storage is never an error."""
+    from safetensors.torch import save
+    tensors = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in model.state_dict().items()}
+    data = save(tensors, metadata={'format': 'pt', **(metadata or {})})
+    path = Path(path)
+    tmp = path.parent / f'.{path.name}{_TMP_TAG}{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_model_weights(path: PathLike, what: str = '--finetune') -> Dict[str, torch.Tensor]:
+    """The model state dict in a .safetensors file or in a checkpoint (`model_state_from`). CheckpointError names
+    the flag and the file when it is missing or unreadable."""
+    if not str(path).endswith('.safetensors'):
+        return model_state_from(load_checkpoint(path, what))
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{what}: weights file {path} does not exist')
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path), device='cpu')
+    except Exception as e:  # safetensors raises its own SafetensorError for a truncated or foreign file
+        raise CheckpointError(f'{what}: cannot read {path}: not a complete safetensors file ({type(e).__name__})') \
+            from None
