@@ -198,10 +198,12 @@ def test_plotted_rswaf_and_rational_functions():
     w = fk.weight.view(2, 4, -1)
     torch.testing.assert_close(phi, torch.einsum('oik,nk->oin', w, basis).detach())
     assert 'LayerNorm' in label
-    gr = GRKANLinear(16, 4, groups=4, rational_init='swish').double()
-    _, phi, _ = plot_kan.edge_functions(gr, [0], range(4), num=N, x_range=(-2.0, 2.0))
     t = torch.linspace(-2.0, 2.0, N, dtype=torch.float64)
-    with torch.no_grad():
-        expected = gr.rational(t[:, None].expand(-1, 16).contiguous())[:, ::4].T  # channel 4g is in group g
-    torch.testing.assert_close(phi[0], expected)
+    for denominator in ('abs_sum', 'sum_abs'):  # ours and KAT's released kernels' (published weights)
+        gr = GRKANLinear(16, 4, groups=4, rational_init='swish', rational_denominator=denominator).double()
+        with torch.no_grad():
+            gr.rational.weight_denominator.copy_(torch.randn(4, 4, dtype=torch.float64))  # signs where they differ
+            expected = gr.rational(t[:, None].expand(-1, 16).contiguous())[:, ::4].T  # channel 4g is in group g
+        _, phi, _ = plot_kan.edge_functions(gr, [0], range(4), num=N, x_range=(-2.0, 2.0))
+        torch.testing.assert_close(phi[0], expected)
     assert isinstance(plot_kan.drawable_layers(nn.Sequential(gr, nn.Linear(2, 2)))[0][0], str)

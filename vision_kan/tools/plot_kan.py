@@ -27,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (
-    FasterKANLinear, GRKANLinear, KALNLinear, KANLinear, MonomialKANLinear, bspline_basis_auto, rational, rswaf_basis,
+    FasterKANLinear, GRKANLinear, KALNLinear, KANLinear, MonomialKANLinear, bspline_basis_auto, rswaf_basis,
 )
+from ..layers.grkan import DENOMINATORS
 from ..layers.kan_conv import BasisKANConv
 from ..train.config import ArgumentParser
 from ..train.errors import UserInputError, run_cli
@@ -100,7 +101,8 @@ def edge_functions(layer: nn.Module, outputs: Sequence[int], inputs: Sequence[in
         a, b = r.weight_numerator.double()[i_idx], r.weight_denominator.double()[i_idx]  # (I, m+1), (I, n)
         if x_range is None:
             t = torch.linspace(-3.0, 3.0, num, dtype=torch.float64)
-        phi = torch.stack([rational(t[:, None], a[j:j + 1], b[j:j + 1])[:, 0] for j in range(len(i_idx))])
+        fn = DENOMINATORS[getattr(r, 'denominator', 'abs_sum')]  # the layer's own denominator (ours or KAT's)
+        phi = torch.stack([fn(t[:, None], a[j:j + 1], b[j:j + 1])[:, 0] for j in range(len(i_idx))])
         return t.expand(1, len(i_idx), -1), phi[None], 'x (group rational)'
     if kind == 'legendre':
         w_poly = layer.poly_weight.double().view(layer.out_features, layer.in_features, -1)[o_idx][:, i_idx]
