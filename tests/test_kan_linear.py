@@ -80,6 +80,10 @@ def test_bad_arguments():
         KANMlp(4, 4, kan_type='nope')
 
 
+# measured (float64, this seed): 1.33e-5 uniform (the README's 0.0015 %), 1.05e-4 gaussian; bounds ~1.5x that
+UPDATE_GRID_BOUND = {'uniform': 2e-5, 'gaussian': 1.5e-4}
+
+
 @pytest.mark.parametrize('data', ['uniform', 'gaussian'])
 def test_update_grid_keeps_the_function(data):
     layer = _kan(16, 8)
@@ -94,7 +98,7 @@ def test_update_grid_keeps_the_function(data):
         (0.35 * torch.randn(4000, 16, dtype=torch.float64)).clamp(-0.99, 0.99)
     before = layer(x)
     layer.update_grid(x)
-    assert _rel_change(layer(x), before) < 1e-2
+    assert _rel_change(layer(x), before) < UPDATE_GRID_BOUND[data]
     # the spline branch alone is refitted, not replaced by base-only output
     spline_norm = (before - nn.functional.silu(x) @ layer.base_weight.T).norm() / before.norm()
     assert spline_norm > 0.3

@@ -265,9 +265,9 @@ def test_backend_context_restores_on_error():
 @pytest.mark.parametrize('kind', ['kan', 'fasterkan'])
 def test_auto_on_cpu_is_the_reference_path(kind, monkeypatch):
     """'auto' never takes the (slow) interpreter: on CPU it is bit-identical to 'reference'."""
-    from vision_kan.layers import kernels
+    from vision_kan.layers import kan_linear, kernels
     called: List[int] = []
-    monkeypatch.setattr(kernels.dispatch, 'basis_linear_call', lambda *a: called.append(1))
+    monkeypatch.setattr(kan_linear, 'basis_linear_call', lambda *a: called.append(1))
     layer = _make_layer(kind, 6, 4, {}, seed=0)
     x = torch.randn(5, 6)
     with kernels.backend('auto'):
