@@ -157,3 +157,40 @@ def test_fused_rational_matches_reference_under_triton_interpreter():
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=REPO_ROOT)
     proc = subprocess.run([sys.executable, '-c', FUSED_CHECK], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and 'FUSED_OK' in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_compiled_auto_takes_the_plain_torch_rational(monkeypatch):
+    """Under torch.compile with backend 'auto' (where the fused path applies) GroupRational runs its plain-torch fp32
+    form, which inductor fuses with its neighbours: no custom op in the graph, the reference's values and gradients,
+    and the autocast dtype out."""
+    from vision_kan.layers import grkan, kernels
+    monkeypatch.setattr(kernels.dispatch, '_backend_wants_fused',
+                        lambda x: kernels.get_backend() != 'reference')  # as on a GPU
+    monkeypatch.setattr(grkan, 'rational_call', lambda *a: pytest.fail('the fused kernel ran under compile'))
+    torch.manual_seed(0)
+    layer = GRKANLinear(16, 12, groups=4, rational_init='swish')
+    with torch.no_grad():
+        layer.rational.weight_numerator.add_(0.1 * torch.randn(4, 6))
+    x = torch.randn(2, 7, 16)
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+
+    def run(fn):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = fn(xi)
+        y.sum().backward()
+        return [y.detach(), xi.grad] + [p.grad.clone() for p in layer.parameters()]
+
+    with kernels.backend('auto'):
+        got = run(torch.compile(layer, fullgraph=True, backend=recording_backend))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert torch.compile(layer.rational, fullgraph=True, backend='aot_eager')(x).dtype == torch.bfloat16
+    with kernels.backend('reference'):
+        ref = run(layer)
+    assert graphs and not any('vision_kan' in g for g in graphs)
+    for r, o in zip(ref, got):
+        torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-6)
