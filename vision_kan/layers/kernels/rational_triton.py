@@ -6,8 +6,8 @@ Forward, per element (fp32 in registers, any input dtype):
 Backward, with Q = 1 + |T|, g = dy / Q and h = -dy P sign(T) / Q^2:
     dx = g P'(x) + h T'(x),  da_j = sum g x^j,  db_j = sum h x^j
 Each backward program walks a strided set of row blocks for one column block and keeps 10 running (rows x
-columns) sums in registers, folded over rows once at the end; it writes them to partials[split, 10, D] (no atomics), and one torch reduction folds splits and the
-channels of each group: (splits, 10, D) -> (10, g).
+columns) sums in registers, folded over rows once at the end; it writes them to partials[split, 10, D] (no
+atomics), and one torch reduction folds splits and the channels of each group: (splits, 10, D) -> (10, g).
 
 The forward writes y in `out_dtype` (the autocast dtype under autocast: the matmul that follows reads it without a
 cast pass); dx comes back in x's dtype. Exposed as torch.library custom ops (`torch.ops.vision_kan.rational_fwd` /
