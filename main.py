@@ -77,6 +77,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--compile', action=bool_flag, default=False,
                    help='torch.compile the model for training (evaluation stays eager); KAN-ViTs compile whole')
     g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (torch._dynamo.list_backends)')
+    g.add_argument('--compile-mode', default=None, choices=['default', 'reduce-overhead', 'max-autotune'],
+                   help='torch.compile mode; reduce-overhead replays CUDA graphs (small images: fewer launches)')
     g.add_argument('--amp', action=bool_flag, default=False, help='mixed precision (autocast)')
     g.add_argument('--amp-dtype', default='float16', choices=sorted(AMP_DTYPES),
                    help='float16 uses a GradScaler; bfloat16 needs none')
@@ -308,7 +310,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     if dist_info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
     if args.compile:  # after DDP, as timm's train.py does: the DDP optimizer splits the graph at bucket boundaries
-        model = torch.compile(model, backend=args.compile_backend)
+        model = torch.compile(model, backend=args.compile_backend, mode=args.compile_mode)
     lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
     opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
     if args.opt_betas:

@@ -33,11 +33,11 @@ import torch
 import torch.nn as nn
 
 import vision_kan  # noqa: F401  registers the models
-from vision_kan.layers import FasterKANLinear, KANLinear, kernels
+from vision_kan.layers import FasterKANLinear, GRKANLinear, GroupRational, KANLinear, kernels
 from vision_kan.train.model_factory import count_macs
 
 BASELINE = 'deit_tiny_patch16_224'
-DEFAULT_MODELS = [BASELINE, 'vit_fasterkan_tiny', 'vit_kan_tiny', 'vit_kan_tiny@mlp_ratio=4']
+DEFAULT_MODELS = [BASELINE, 'vit_grkan_tiny', 'vit_fasterkan_tiny', 'vit_kan_tiny', 'vit_kan_tiny@mlp_ratio=4']
 
 
 def parse_model(spec: str):
@@ -91,7 +91,7 @@ def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Di
         macs_cache[spec] = count_macs(model, (3, args.img_size, args.img_size))[0]
     row['gmacs'] = macs_cache.get(spec)
     model = model.to(device).train()
-    net = torch.compile(model) if mode == 'compiled' else model
+    net = torch.compile(model, mode=args.compile_mode) if mode == 'compiled' else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
     target = torch.randint(0, 1000, (args.batch_size,), device=device)
@@ -154,11 +154,13 @@ def layer_pairs() -> Dict[str, Callable[[], nn.Module]]:
         'FasterKANLinear (hidden 192)': lambda: nn.Sequential(FasterKANLinear(dim, dim), FasterKANLinear(dim, dim)),
         'KANLinear (hidden 192)': lambda: nn.Sequential(KANLinear(dim, dim), KANLinear(dim, dim)),
         'KANLinear (hidden 768)': lambda: nn.Sequential(KANLinear(dim, 4 * dim), KANLinear(4 * dim, dim)),
+        'GRKANLinear (hidden 768)': lambda: nn.Sequential(GRKANLinear(dim, 4 * dim),
+                                                          GRKANLinear(4 * dim, dim, rational_init='swish')),
     }
 
 
 def _has_kan(module: nn.Module) -> bool:
-    return any(isinstance(m, (KANLinear, FasterKANLinear)) for m in module.modules())
+    return any(isinstance(m, (KANLinear, FasterKANLinear, GroupRational)) for m in module.modules())
 
 
 def _amp(args, device: torch.device):
@@ -225,7 +227,8 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
     shapes = [spline + (192, 192), spline + (192, 768), spline + (768, 192), rswaf + (192, 192)]
     rows = []
     for label, kind, j, d, n in shapes:
-        x = torch.randn(m, d, device=device, dtype=dt)
+        x32 = torch.randn(m, d, device=device)
+        x = x32.to(dt)
         w = (torch.randn(j, n, d, device=device) / (j * d) ** 0.5).to(dt)
         g = torch.randn(m, n, device=device, dtype=dt)
         if kind == kernels.KIND_BSPLINE:
@@ -240,6 +243,9 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
             'forward': (lambda: ops.basis_linear(x, w, params, None, kind, inv_h), lambda: a @ b),
             'input grad': (lambda: ops.basis_linear_dx(g, x, w, params, kind, inv_h), lambda: g @ b.t()),
             'weight grad': (lambda: ops.basis_linear_dw(g, x, w, params, kind, inv_h), lambda: g.t() @ a),
+            # the layers pass LayerNorm's fp32 output unrounded (numerics): the cost of reading x in fp32
+            'forward, x fp32': (lambda: ops.basis_linear(x32, w, params, None, kind, inv_h), lambda: a @ b),
+            'input grad, x fp32': (lambda: ops.basis_linear_dx(g, x32, w, params, kind, inv_h), lambda: g @ b.t()),
         }
         for what, (fused, gemm) in timings.items():
             try:
@@ -251,7 +257,7 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
             except Exception as exc:
                 rows.append(dict(kernel=f'{label} {what}', shape=f'd={d} d\'={n}', ms=None, tflops=None,
                                  gemm_ms=None, gemm_tflops=None, note=f'failed: {type(exc).__name__}: {str(exc)[:300]}'))
-        del x, w, g, a, b
+        del x, x32, w, g, a, b
     return rows
 
 
@@ -285,7 +291,10 @@ def main():
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--macs', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--layers', action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument('--backends', default='reference,fused', help='comma list of KAN backends: reference, fused')
+    parser.add_argument('--backends', default='auto,reference',
+                        help='comma list of KAN backends: auto (the default path), fused, reference')
+    parser.add_argument('--compile-mode', default=None,
+                        help="torch.compile mode of the compiled model rows, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument('--layer-modes', default=None, help='modes of the layer table (default: --modes)')
     parser.add_argument('--kernels', action=argparse.BooleanOptionalAction, default=True,
                         help='per-kernel table (CUDA with the fused backend only)')
@@ -296,8 +305,8 @@ def main():
     layer_modes = [m.strip() for m in (args.layer_modes or args.modes).split(',') if m.strip()]
     backends = [b.strip() for b in args.backends.split(',') if b.strip()]
     for b in backends:
-        if b not in ('reference', 'fused'):
-            parser.error(f'--backends: each must be reference or fused, got {b!r}')
+        if b not in kernels.BACKENDS:
+            parser.error(f'--backends: each must be one of {kernels.BACKENDS}, got {b!r}')
 
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     try:
@@ -306,11 +315,11 @@ def main():
     except ImportError:
         triton_version = 'absent'
     print(f'# {name}, torch {torch.__version__}, triton {triton_version}, timm {timm.__version__}, '
-          f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px'
+          f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px, compile mode {args.compile_mode}'
           f'{f", patch {args.patch_size}" if args.patch_size else ""}, autocast {args.amp_dtype}',
           flush=True)
 
-    if args.kernels and device.type == 'cuda' and 'fused' in backends:
+    if args.kernels and device.type == 'cuda' and set(backends) - {'reference'}:
         print(f'\n| fused kernel | shape | ms | TFLOP/s | cuBLAS same-size GEMM ms | TFLOP/s |')
         print('|---|---|---|---|---|---|')
         for r in bench_kernels(args, device):
@@ -320,7 +329,7 @@ def main():
 
     if args.layers:
         errors = {}
-        if 'fused' in backends and 'reference' in backends:
+        if set(backends) - {'reference'} and 'reference' in backends:
             for label, make in layer_pairs().items():
                 if _has_kan(make()):
                     try:
@@ -334,7 +343,7 @@ def main():
             rows = bench_layers(args, device, mode, backends)
             base = next((r['ms'] for r in rows if r['layer'] == 'nn.Linear (hidden 192)'), None)
             for r in rows:
-                err = errors.get(r['layer'], {}) if r['backend'] == 'fused' else {}
+                err = errors.get(r['layer'], {}) if r['backend'] != 'reference' else {}
                 print(f"| {r['layer']} | {r['backend']} | {mode} | {fmt(r['ms'])} | {fmt(ratio(r['ms'], base))} | "
                       f"{fmt(r['mem'])} | {fmt(err.get('abs'), '.2e')} | {fmt(err.get('rel'), '.2e')} |"
                       f"{' ' + r['note'] if 'note' in r else ''}", flush=True)
@@ -360,7 +369,7 @@ def main():
             if mode == 'compiled':
                 torch._dynamo.reset()  # a fresh compile per row: no cache shared between backends
 
-    if 'fused' in backends and device.type == 'cuda':
+    if set(backends) - {'reference'} and device.type == 'cuda':
         from vision_kan.layers.kernels import triton_kan
         print('\nkernel configurations chosen (kernel, kind, dtype, M bucket, N, D) -> (blocks, warps, stages):')
         for key, cfg in triton_kan.tuned_configs().items():

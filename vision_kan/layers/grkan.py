@@ -8,13 +8,14 @@ KAT's released kernels (CUDA and Triton, github.com/Adamdad/rational_kat_cu) com
 Q(x) = 1 + |b_1| |x| + ... + |b_n| |x|^n: `denominator='sum_abs'` selects it (what KAT's checkpoints need).
 """
 import functools
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels.rational_triton import fused_rational_applies, rational_fused
+from .kernels.dispatch import compute_dtype, fused_path, get_backend
+from .kernels.rational_triton import DEN_COEFFS, NUM_COEFFS, rational_call, rational_inductor
 
 __all__ = ['rational', 'rational_sum_abs', 'fit_rational', 'GroupRational', 'GRKANLinear', 'DENOMINATORS']
 
@@ -128,9 +129,26 @@ class GroupRational(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.num_channels:
             raise ValueError(f'GroupRational: input last dim must be {self.num_channels}, got {tuple(x.shape)}')
-        if self.denominator == 'abs_sum' and fused_rational_applies(x, self.weight_numerator, self.weight_denominator):
-            return rational_fused(x, self.weight_numerator, self.weight_denominator)
+        if fused_path(self, x):  # kernels.set_backend, the orders and the denominator
+            return self.fused_forward(x)
         return DENOMINATORS[self.denominator](x, self.weight_numerator, self.weight_denominator)
+
+    def fused_unsupported(self) -> Optional[str]:
+        if self.denominator != 'abs_sum':
+            return f"denominator {self.denominator!r} (the kernel computes 'abs_sum')"
+        if (self.num_order + 1, self.den_order) != (NUM_COEFFS, DEN_COEFFS):
+            return f'orders ({self.num_order}, {self.den_order}) (only (5, 4))'
+        return None
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The rational through the fused kernel (ask `kernels.fused_path` first), output in the autocast dtype
+        under autocast (else x's), so the linear map after it reads it without a cast pass. Under torch.compile with
+        backend 'auto' the plain-torch fp32 form instead, which inductor fuses with its neighbours (measured faster;
+        see kernels/rational_triton.py); backend 'fused' keeps the kernel there too."""
+        out_dtype = compute_dtype(x)
+        if torch.compiler.is_compiling() and get_backend() == 'auto':
+            return rational_inductor(x, self.weight_numerator, self.weight_denominator, out_dtype)
+        return rational_call(x, self.weight_numerator, self.weight_denominator, out_dtype)
 
     def extra_repr(self) -> str:
         s = f'{self.num_channels}, groups={self.groups}, order=({self.num_order}, {self.den_order}), init={self.init}'

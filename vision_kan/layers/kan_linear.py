@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .basis import bspline_basis_auto, knots_are_uniform, rswaf_basis, uniform_knots
-from .kernels import fasterkan_linear_fused, kan_linear_fused
+from .kernels import KIND_BSPLINE, KIND_RSWAF, basis_linear_call, compute_dtype, fused_path
 
 __all__ = ['KANLinear', 'FasterKANLinear', 'spline_regularization']
 
@@ -128,15 +128,54 @@ class KANLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'KANLinear')
-        fused = kan_linear_fused(self, x)  # None unless the fused kernel applies (kernels.set_backend)
-        if fused is not None:
-            return fused
+        if fused_path(self, x):  # kernels.set_backend and this layer's configuration
+            return self.fused_forward(x)
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)  # (M, d)
         base = F.linear(self.base_activation(x), self.base_weight, self.bias)
         basis = self.basis(x).reshape(x.shape[0], -1)  # (M, d * K)
         spline = F.linear(basis, self.scaled_spline_weight().reshape(self.out_features, -1))
         return (base + spline).reshape(*lead, self.out_features)
+
+    def fused_unsupported(self) -> Optional[str]:
+        """Why the fused kernel cannot run this layer (None: it can): cubic, uniform grid, SiLU base only."""
+        if self.spline_order != 3:
+            return f'spline_order={self.spline_order} (only cubic)'
+        if not self.grid_uniform:
+            return 'a non-uniform grid (after update_grid)'
+        if type(self.base_activation) is not nn.SiLU:
+            return f'base_activation {type(self.base_activation).__name__} (only SiLU)'
+        return None
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """forward through the fused kernel (ask `kernels.fused_path` first). One kernel does both branches over
+        the slot-major weight [base_weight; spline_weight * scaler] (1 + K, d', d).
+
+        x keeps its dtype (fp32 after a LayerNorm under autocast): the kernel evaluates the basis in fp32 from x as
+        given and rounds only the basis to the matmul dtype, as the reference path does. Rounding x to bf16 first
+        moved a basis value by up to |dB/dx| * 2^-9 |x| (~5e-3 of its range at |x| ~ 2).
+        """
+        dtype = compute_dtype(x)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, d)
+        spline = self.scaled_spline_weight().permute(2, 0, 1)  # (K, d', d)
+        weight = torch.cat([self.base_weight.unsqueeze(0), spline], 0).to(dtype)  # (1 + K, d', d), contiguous
+        bias = None if self.bias is None else self.bias.to(dtype)
+        y = basis_linear_call(x2, weight, self.grid_params(), bias, KIND_BSPLINE, 1.0)
+        return y.reshape(*lead, self.out_features)
+
+    def grid_params(self) -> torch.Tensor:
+        """(2, d) fp32 [first knot; 1 / knot spacing] of each feature's uniform grid, the kernel's view of it.
+        Cached in eager mode on the grid's (version, storage): rebuilt only after the knots change (update_grid,
+        load_state_dict, .to()); under torch.compile computed in the graph (fused there)."""
+        if torch.compiler.is_compiling():
+            return _uniform_grid_params(self.grid)
+        key = (self.grid._version, self.grid.data_ptr(), self.grid.device)
+        cached = getattr(self, '_grid_params_cache', None)
+        if cached is None or cached[0] != key:
+            cached = (key, _uniform_grid_params(self.grid))
+            self._grid_params_cache = cached
+        return cached[1]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -197,6 +236,12 @@ class KANLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f'in_features={self.in_features}, out_features={self.out_features}, grid_size={self.grid_size}, '
                 f'spline_order={self.spline_order}, bias={self.bias is not None}')
+
+
+def _uniform_grid_params(grid: torch.Tensor) -> torch.Tensor:
+    """knots (d, n) of uniform grids -> (2, d) fp32: first knot, 1 / spacing."""
+    grid = grid.detach().float()
+    return torch.stack([grid[:, 0], 1.0 / (grid[:, 1] - grid[:, 0])])
 
 
 def _least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -268,12 +313,27 @@ class FasterKANLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'FasterKANLinear')
-        fused = fasterkan_linear_fused(self, x)  # None unless the fused kernel applies (kernels.set_backend)
-        if fused is not None:
-            return fused
+        if fused_path(self, x):  # kernels.set_backend
+            return self.fused_forward(x)
         lead = x.shape[:-1]
         basis = self.basis(x.reshape(-1, self.in_features)).flatten(1)  # (M, d * K)
         return F.linear(basis, self.weight, self.bias).reshape(*lead, self.out_features)
+
+    def fused_unsupported(self) -> Optional[str]:
+        return None  # every FasterKANLinear configuration has a kernel
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """forward through the fused kernel (ask `kernels.fused_path` first): LayerNorm in torch, then the RSWAF
+        basis + matmul in one kernel over the slot-major weight (K, d', d). LayerNorm(x) keeps its dtype (fp32 under
+        autocast): the basis is evaluated from it in fp32, as in the reference path (see KANLinear.fused_forward)."""
+        dtype = compute_dtype(x)
+        lead = x.shape[:-1]
+        xn = self.norm(x.reshape(-1, self.in_features))  # (M, d)
+        weight = self.weight.view(self.out_features, self.in_features, self.num_grids).permute(2, 0, 1)  # (K, d', d)
+        weight = weight.to(dtype, memory_format=torch.contiguous_format)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        y = basis_linear_call(xn, weight, self.grid.float(), bias, KIND_RSWAF, float(self.inv_h))
+        return y.reshape(*lead, self.out_features)
 
     def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0):
         weight = self.weight.view(self.out_features, self.in_features, self.num_grids)

@@ -6,17 +6,16 @@
 
 The kernels never write the (tokens x J*d) basis tensor: the forward computes each basis tile in registers and
 feeds it to the matmul; the backward recomputes it for dW and contracts dY @ W_j with the basis derivative for dx.
-They are torch.library custom ops (`torch.ops.vision_kan.basis_linear*`) with fake kernels and autograd, so
-torch.compile traces a KAN-ViT without graph breaks; eager calls take a lighter autograd.Function over the same
-kernels. Triton is imported on first use only.
+They are torch.library custom ops (`torch.ops.vision_kan.basis_linear*`, `rational_*`) with fake kernels and
+autograd, so torch.compile traces a KAN-ViT without graph breaks; eager calls take a lighter autograd.Function over
+the same kernels. Every fused-capable layer asks `fused_path(self, x)` and packs its own operands. Triton is
+imported on first use only.
 """
-from .dispatch import (
-    BACKENDS, backend, fasterkan_linear_fused, fused_available, get_backend, kan_linear_fused, set_backend,
-)
-from .ops import KIND_BSPLINE, KIND_RSWAF, basis_linear, basis_linear_call, basis_linear_dw, basis_linear_dx
+from .dispatch import BACKENDS, backend, compute_dtype, fused_available, fused_path, get_backend, set_backend
+from .kinds import KIND_BSPLINE, KIND_RSWAF
+from .ops import basis_linear, basis_linear_call, basis_linear_dw, basis_linear_dx
 
 __all__ = [
-    'BACKENDS', 'backend', 'fasterkan_linear_fused', 'fused_available', 'get_backend', 'kan_linear_fused',
-    'set_backend', 'basis_linear', 'basis_linear_call', 'basis_linear_dx', 'basis_linear_dw', 'KIND_BSPLINE',
-    'KIND_RSWAF',
+    'BACKENDS', 'backend', 'compute_dtype', 'fused_available', 'fused_path', 'get_backend', 'set_backend',
+    'basis_linear', 'basis_linear_call', 'basis_linear_dx', 'basis_linear_dw', 'KIND_BSPLINE', 'KIND_RSWAF',
 ]

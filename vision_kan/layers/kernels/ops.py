@@ -12,10 +12,10 @@ from typing import Optional, Tuple
 
 import torch
 
+from .kinds import KIND_BSPLINE, KIND_RSWAF
+
 __all__ = ['basis_linear', 'basis_linear_dx', 'basis_linear_dw', 'basis_linear_call', 'KIND_BSPLINE', 'KIND_RSWAF']
 
-KIND_BSPLINE = 0  # slot 0 = SiLU (base branch), slots 1.. = uniform cubic B-splines; params (2, D) = [t0; 1/h]
-KIND_RSWAF = 1  # slots = RSWAF functions on a shared grid; params (K,) = grid points, inv_h the float argument
 
 
 def _first_slot(kind: int) -> int:

@@ -1,0 +1,88 @@
+"""Top GPU kernels of one ViT training step (torch.profiler), per model / KAN backend / mode.
+
+    python benchmarks/profile_vit_step.py --models vit_grkan_tiny vit_kan_tiny --modes eager,compiled
+
+bf16 autocast, AdamW step, the same step as benchmarks/bench_vit.py. Prints, per row, the step's wall ms, host
+(CPU self) ms and GPU kernel ms, then the --top kernels by GPU time with their share of the step's GPU time.
+"""
+import argparse
+import contextlib
+
+import timm
+import torch
+import torch.nn as nn
+from torch.profiler import ProfilerActivity, profile
+
+import vision_kan  # noqa: F401  registers the models
+from vision_kan.layers import kernels
+
+
+def profile_row(name: str, mode: str, args) -> None:
+    torch.manual_seed(0)
+    kw = {'patch_size': args.patch_size} if args.patch_size else {}
+    model = timm.create_model(name, img_size=args.img_size, **kw).cuda().train()
+    net = torch.compile(model, mode=args.compile_mode) if mode == 'compiled' else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device='cuda')
+    target = torch.randint(0, 1000, (args.batch_size,), device='cuda')
+
+    def step():
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(net(x), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(args.steps):
+        step()
+    end.record()
+    torch.cuda.synchronize()
+    wall = start.elapsed_time(end) / args.steps
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if 'synchronize' not in e.key.lower()]
+    host = sum(e.self_cpu_time_total for e in events) / 3e3
+    gpu_events = [(getattr(e, 'self_device_time_total', 0) / 3e3, e.count // 3, e.key) for e in events]
+    gpu_events = [g for g in gpu_events if g[0] > 0]
+    gpu = sum(g[0] for g in gpu_events)
+    print(f'\n## {name} | backend {kernels.get_backend()} | {mode} | step {wall:.2f} ms | host {host:.1f} ms | '
+          f'GPU {gpu:.2f} ms | launches/step {sum(g[1] for g in gpu_events)}', flush=True)
+    for ms, count, key in sorted(gpu_events, reverse=True)[:args.top]:
+        print(f'  {ms:7.3f} ms {100 * ms / gpu:5.1f}% x{count:<4d} {key[:110]}')
+    del net, model, opt
+    torch._dynamo.reset()
+    torch.cuda.empty_cache()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument('--models', nargs='+', default=['deit_tiny_patch16_224', 'vit_grkan_tiny', 'vit_kan_tiny'])
+    p.add_argument('--modes', default='eager,compiled')
+    p.add_argument('--backends', default='fused')
+    p.add_argument('--batch-size', type=int, default=256)
+    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--patch-size', type=int, default=0)
+    p.add_argument('--compile-mode', default=None)
+    p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--top', type=int, default=12)
+    args = p.parse_args()
+    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size}, {args.img_size} px')
+    for backend in args.backends.split(','):
+        for mode in args.modes.split(','):
+            for name in args.models:
+                with kernels.backend(backend):
+                    try:
+                        profile_row(name, mode, args)
+                    except Exception as exc:  # keep the rest of the run
+                        print(f'## {name} {backend} {mode}: failed: {type(exc).__name__}: {str(exc)[:300]}')
+
+
+if __name__ == '__main__':
+    main()
