@@ -18,15 +18,18 @@ import datetime
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
 import vision_kan  # noqa: F401  (registers the models in timm)
 from engine import autocast, evaluate, train_one_epoch
@@ -40,7 +43,9 @@ from vision_kan.train.distributed import (
 )
 from vision_kan.train.ema import KanModelEma, kan_buffer_names
 from vision_kan.train.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
-from vision_kan.train.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
+from vision_kan.train.kan_training import (
+    GridUpdateSchedule, grid_layers, outermost_modules_with, scheduled_grid_update,
+)
 from vision_kan.train.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.train.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
 from vision_kan.train.run_log import RunLog, results_table
@@ -243,7 +248,253 @@ def _resume(path: str, model, optimizer, grad_scaler, model_ema, model_name: str
     return ckpt['epoch'] + 1, float(ckpt.get('max_accuracy', 0.0)), ckpt.get('rng')
 
 
+# ---------------------------------------------------------------- the steps of a run, in the order run() takes them
+
+@dataclass
+class RunData:
+    """The datasets and loaders of a run (built in one place, build_data)."""
+    train_set: Dataset
+    val_set: Dataset
+    num_classes: int
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+def build_data(args: argparse.Namespace, dist_info: DistInfo) -> RunData:
+    """ImageFolders of data_path/train and data_path/val with timm's transforms, and DeiT's samplers."""
+    tcfg = TransformConfig.from_flags(args)
+    train_set, val_set, num_classes = build_datasets(
+        args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
+    train_loader, val_loader = build_loaders(
+        train_set, val_set, args.batch_size, args.num_workers, args.pin_mem and dist_info.device.type == 'cuda',
+        dist_info.world_size, dist_info.rank, args.repeated_aug, args.seed)
+    return RunData(train_set, val_set, num_classes, train_loader, val_loader)
+
+
+def build_model(args: argparse.Namespace, num_classes: int, device: torch.device, log: Callable) -> nn.Module:
+    """timm.create_model from the flags, fine-tune weights (--finetune) loaded, on device."""
+    model = create_model(args.model, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
+                         img_size=args.input_size, log=log, **args.model_kwargs)
+    if args.finetune:
+        ckpt = ckpt_io.load_checkpoint(args.finetune, '--finetune')
+        ckpt_io.load_finetune_state(model, ckpt_io.model_state_from(ckpt), args.finetune, args.model, log=log)
+    return model.to(device)
+
+
+@dataclass
+class Optimisation:
+    """What updates the weights: optimizer, schedule (with the epochs it runs, cooldown included), fp16 loss scaler,
+    EMA copy."""
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    num_epochs: int
+    lr: float
+    grad_scaler: Optional[torch.amp.GradScaler]
+    model_ema: Optional[KanModelEma]
+
+
+def build_optimisation(args: argparse.Namespace, model: nn.Module, world: int, updates_per_epoch: int,
+                       amp_dtype: Optional[torch.dtype], device: torch.device) -> Optimisation:
+    """timm's optimizer and scheduler from the flags (lr scaled by the global batch / 512 as DeiT does), the fp16
+    GradScaler, the EMA. model: the unwrapped model (after DDP's broadcast, so the EMA starts equal on every rank)."""
+    lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
+    opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
+    if args.opt_betas:
+        opt_kwargs['betas'] = tuple(args.opt_betas)
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, **opt_kwargs)
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
+        cooldown_epochs=args.cooldown_epochs, patience_epochs=args.patience_epochs, decay_rate=args.decay_rate,
+        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, noise=args.lr_noise,
+        noise_pct=args.lr_noise_pct, noise_std=args.lr_noise_std, noise_seed=args.seed,
+        step_on_epochs=not args.sched_on_updates, updates_per_epoch=updates_per_epoch)
+    grad_scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    model_ema = None
+    if args.model_ema:
+        model_ema = KanModelEma(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                                device=torch.device('cpu') if args.model_ema_force_cpu else None)
+    return Optimisation(optimizer, lr_scheduler, num_epochs, lr, grad_scaler, model_ema)
+
+
+def build_criterion(args: argparse.Namespace, model: nn.Module, num_classes: int,
+                    device: torch.device) -> Tuple[nn.Module, Optional[Mixup]]:
+    """(criterion, mixup_fn): the base loss (mixup / smoothing / BCE), wrapped by distillation against a frozen
+    teacher and by the KAN penalty, so the engine calls criterion(inputs, outputs, targets) whatever is on."""
+    teacher = None
+    if args.distillation_type != 'none':
+        if not hasattr(model, 'set_distilled_training'):
+            raise ConfigError(f'--distillation-type {args.distillation_type}: {args.model} has no distillation token; '
+                              f'use a *_distilled model')
+        model.set_distilled_training(True)
+        teacher = create_teacher(args.teacher_model, num_classes, args.teacher_path, args.teacher_pretrained,
+                                 args.teacher_random_init, model_kwargs={'img_size': args.input_size}).to(device)
+    mixup_fn = None
+    if args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None:
+        mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                         prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                         label_smoothing=args.smoothing, num_classes=num_classes)
+    criterion = DistillationLoss(build_base_criterion(mixup_fn is not None, args.smoothing, args.bce_loss), teacher,
+                                 args.distillation_type, args.distillation_alpha, args.distillation_tau)
+    if args.kan_reg_weight > 0:
+        kan_modules = [m for _, m in outermost_modules_with(model, 'regularization_loss')]
+        criterion = KanRegularizedLoss(criterion, kan_modules, args.kan_reg_weight)
+    return criterion, mixup_fn
+
+
+def resume_training(args: argparse.Namespace, model: nn.Module, opt: Optimisation, dist_info: DistInfo,
+                    updates_per_epoch: int, log: Callable) -> Tuple[int, float]:
+    """(start_epoch, max_accuracy): --resume's model, optimizer, scaler, EMA and RNG states loaded and the schedule
+    moved to where the uninterrupted run stands; (0, 0.0) and per-rank seeds for a fresh start."""
+    if not args.resume:
+        _seed_all(args.seed + dist_info.rank)  # different augmentations on each rank
+        return 0, 0.0
+    start_epoch, max_accuracy, rng = _resume(args.resume, model, opt.optimizer, opt.grad_scaler, opt.model_ema,
+                                             args.model)
+    if rng is not None and len(rng) == dist_info.world_size:
+        ckpt_io.set_rng_state(rng[dist_info.rank])
+    else:
+        log(f'note: {args.resume} has RNG states for {len(rng or [])} process(es), not {dist_info.world_size}: '
+            f'reseeding')
+        _seed_all(args.seed + 1000 * start_epoch + dist_info.rank)
+    # timm's schedules are functions of the epoch / update, rebuilt from the flags (so --epochs may be raised on
+    # resume): move to where the uninterrupted run stands at the start of start_epoch
+    if opt.lr_scheduler is not None and args.sched_on_updates:
+        opt.lr_scheduler.step_update(start_epoch * updates_per_epoch)
+    elif opt.lr_scheduler is not None:
+        opt.lr_scheduler.step(start_epoch)
+    if start_epoch >= opt.num_epochs:
+        raise ConfigError(f'--resume: {args.resume} already finished {start_epoch} of {opt.num_epochs} epochs; '
+                          f'raise --epochs to train on')
+    log(f'resumed from {args.resume} at epoch {start_epoch + 1}')
+    return start_epoch, max_accuracy
+
+
+def save_checkpoints(out: Path, payload: Dict[str, Any], improved: bool) -> None:
+    """The one place a run writes checkpoints (rank 0): checkpoint.pth every epoch, best.pth when val acc1 improved;
+    each atomically (a kill mid-save leaves the previous file)."""
+    ckpt_io.save_atomic(payload, out / 'checkpoint.pth')
+    if improved:
+        ckpt_io.save_atomic(payload, out / 'best.pth')
+
+
+def evaluate_only(args: argparse.Namespace, model: nn.Module, data: RunData, dist_info: DistInfo,
+                  amp_dtype: Optional[torch.dtype], log: Callable) -> int:
+    """--eval: top-1/top-5 of the --resume weights on val/ (and of an int8 copy with --quantize int8); writes
+    nothing."""
+    if args.resume:
+        _resume(args.resume, model, None, None, None, args.model)
+    stats = evaluate(model=model, data_loader=data.val_loader, device=dist_info.device, amp_dtype=amp_dtype,
+                     show_progress=dist_info.is_main, print_freq=args.print_freq)
+    log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
+        f'loss {stats["loss"]:.4f}')
+    if args.quantize == 'int8':
+        if dist_info.distributed:
+            raise ConfigError('--quantize int8 evaluates on the CPU in one process; run without torchrun')
+        from vision_kan.tools.quantize import describe, quantize_int8
+        qmodel, report = quantize_int8(model)
+        qstats = evaluate(model=qmodel, data_loader=data.val_loader, device=torch.device('cpu'), amp_dtype=None,
+                          show_progress=dist_info.is_main, desc='Eval int8', print_freq=args.print_freq)
+        log(describe(report))
+        log(f'int8 (CPU) on {qstats["n"]} val images: acc1 {qstats["acc1"]:.2f} '
+            f'({qstats["acc1"] - stats["acc1"]:+.2f}) acc5 {qstats["acc5"]:.2f} loss {qstats["loss"]:.4f}')
+    return 0
+
+
+def _grid_schedule(args: argparse.Namespace, model: nn.Module, log: Callable) -> GridUpdateSchedule:
+    """The flags' grid-update schedule, switched off (with a note) for a model without updatable KAN grids."""
+    schedule = GridUpdateSchedule.from_flags(args)
+    if schedule.active and not grid_layers(model):
+        log(f'note: {args.model} has no KAN layer with update_grid (FasterKAN grids are fixed): no grid update')
+        return GridUpdateSchedule()
+    return schedule
+
+
+def train(args: argparse.Namespace, dist_info: DistInfo, data: RunData, model: nn.Module,
+          model_without_ddp: nn.Module, opt: Optimisation, criterion: nn.Module, mixup_fn: Optional[Mixup],
+          start_epoch: int, max_accuracy: float, out: Optional[Path], log: Callable) -> float:
+    """The epoch loop: train, grid update when scheduled, evaluate (model and EMA), checkpoint, log. Returns the best
+    val acc1."""
+    device, is_main, amp_dtype = dist_info.device, dist_info.is_main, _amp_dtype(args)
+    ema = opt.model_ema.module if opt.model_ema is not None else None
+    schedule = _grid_schedule(args, model_without_ddp, log)
+    n_params = count_params(model_without_ddp)
+    run_log = RunLog(out if is_main else None, fresh=not args.resume)
+    engine_kwargs = dict(model=model, criterion=criterion, data_loader=data.train_loader, optimizer=opt.optimizer,
+                         device=device, num_epochs=opt.num_epochs, world_size=dist_info.world_size, mixup_fn=mixup_fn,
+                         model_ema=opt.model_ema, grad_scaler=opt.grad_scaler, amp_dtype=amp_dtype,
+                         clip_grad=args.clip_grad, clip_mode=args.clip_mode, lr_scheduler=opt.lr_scheduler,
+                         show_progress=is_main, print_freq=args.print_freq)
+    eval_kwargs = dict(data_loader=data.val_loader, device=device, amp_dtype=amp_dtype, show_progress=is_main,
+                       print_freq=args.print_freq)
+    start_time = time.time()
+    for epoch in range(start_epoch, opt.num_epochs):
+        epoch_start = time.time()
+        data.train_loader.sampler.set_epoch(epoch)
+        train_stats = _train_epoch(epoch, engine_kwargs, out, is_main)
+        n = scheduled_grid_update(model_without_ddp, epoch, schedule, lambda images: build_grid_sample_loader(
+            data.train_set, images, args.batch_size, args.num_workers, dist_info.world_size, dist_info.rank,
+            args.seed, epoch), device, args.seed, ema, autocast(device, amp_dtype))
+        if n:
+            log(f'epoch {epoch + 1}: KAN grids of {n} layers re-placed on the data')
+        test_stats = evaluate(model=model_without_ddp, **eval_kwargs)
+        ema_stats = None
+        if ema is not None and not args.model_ema_force_cpu:
+            ema_stats = evaluate(model=ema, desc='Eval EMA', **eval_kwargs)
+        if opt.lr_scheduler is not None:
+            opt.lr_scheduler.step(epoch + 1, test_stats['acc1'])
+        improved = test_stats['acc1'] > max_accuracy
+        max_accuracy = max(max_accuracy, test_stats['acc1'])
+
+        rng = all_gather_object(ckpt_io.get_rng_state())  # every rank's, so a resume continues each one
+        if is_main:
+            save_checkpoints(out, ckpt_io.checkpoint_payload(model_without_ddp, opt.optimizer, opt.grad_scaler,
+                                                             opt.model_ema, epoch, max_accuracy, vars(args), rng),
+                             improved)
+            if epoch == start_epoch:  # the first write of this run comes after its first good epoch
+                save_config(args, out / 'config.yaml')
+        run_log.log_epoch({'epoch': epoch + 1, **{f'train_{k}': v for k, v in train_stats.items() if k != 'time'},
+                           **{f'test_{k}': v for k, v in test_stats.items() if k != 'n'},
+                           'ema_acc1': ema_stats['acc1'] if ema_stats else None, 'n_parameters': n_params,
+                           'epoch_time': time.time() - epoch_start})
+        log(f'epoch {epoch + 1}/{opt.num_epochs}: train loss {train_stats["loss"]:.4f} | val acc1 '
+            f'{test_stats["acc1"]:.2f} acc5 {test_stats["acc5"]:.2f} loss {test_stats["loss"]:.4f} | '
+            f'best {max_accuracy:.2f}')
+    run_log.close()
+    total = datetime.timedelta(seconds=int(time.time() - start_time))
+    log('\n' + results_table(run_log.rows))
+    log(f'\nbest val acc1 {max_accuracy:.2f} | training time {total} | {out}: checkpoint.pth, best.pth, log.txt, '
+        f'config.yaml, tensorboard/')
+    return max_accuracy
+
+
+def _train_epoch(epoch: int, engine_kwargs: Dict[str, Any], out: Optional[Path], is_main: bool) -> Dict[str, float]:
+    """engine.train_one_epoch; a NaN loss names the last good checkpoint (left untouched) in its message."""
+    try:
+        return train_one_epoch(epoch=epoch, **engine_kwargs)
+    except NonFiniteLossError as e:
+        if not is_main:
+            raise
+        last = out / 'checkpoint.pth'
+        kept = f'{last} (the last good state) is untouched' if last.exists() else 'no checkpoint was written'
+        raise NonFiniteLossError(f'{e}; {kept}') from None
+
+
+def _amp_dtype(args: argparse.Namespace) -> Optional[torch.dtype]:
+    return AMP_DTYPES[args.amp_dtype] if args.amp else None
+
+
+def _print_state_hashes(dist_info: DistInfo, model: nn.Module, model_ema: Optional[KanModelEma]) -> None:
+    """--print-state-hash, on every rank: equal digests mean bit-identical replicas."""
+    for label, m in (('model', model), ('ema', model_ema.module if model_ema is not None else None)):
+        if m is not None:
+            d = state_digest(m, sorted(kan_buffer_names(m)))
+            print(f'state rank {dist_info.rank}/{dist_info.world_size} {label}: params {d["params"]} '
+                  f'kan-grids {d["buffers"]}', flush=True)
+
+
 def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
+    """Set up, build data / model / optimisation / criterion, resume, then train (or only evaluate with --eval)."""
     device, is_main, world = dist_info.device, dist_info.is_main, dist_info.world_size
     if args.cpu_threads > 0:
         torch.set_num_threads(args.cpu_threads)
@@ -256,181 +507,31 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     barrier()
     _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
 
-    tcfg = TransformConfig.from_flags(args)
-    train_set, val_set, num_classes = build_datasets(
-        args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
-    train_loader, val_loader = build_loaders(
-        train_set, val_set, args.batch_size, args.num_workers, args.pin_mem and device.type == 'cuda', world,
-        dist_info.rank, args.repeated_aug, args.seed)
-
-    model = create_model(args.model, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
-                         img_size=args.input_size, log=log, **args.model_kwargs)
-    if args.finetune:
-        ckpt = ckpt_io.load_checkpoint(args.finetune, '--finetune')
-        ckpt_io.load_finetune_state(model, ckpt_io.model_state_from(ckpt), args.finetune, args.model, log=log)
-    model.to(device)
+    data = build_data(args, dist_info)
+    model = build_model(args, data.num_classes, device, log)
     n_params = count_params(model)
     gflops = count_gflops(model, (3, args.input_size, args.input_size), device) if is_main else None
     log(f'model {args.model}: {n_params / 1e6:.3f}M params, '
-        f'{f"{gflops:.4f}" if gflops is not None else "n/a"} GFLOPs (fvcore) | {num_classes} classes | '
-        f'{len(train_set)} train / {len(val_set)} val images | {world} process(es) on {device.type}')
-
-    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp else None
+        f'{f"{gflops:.4f}" if gflops is not None else "n/a"} GFLOPs (fvcore) | {data.num_classes} classes | '
+        f'{len(data.train_set)} train / {len(data.val_set)} val images | {world} process(es) on {device.type}')
     if args.eval:
-        if args.resume:
-            _resume(args.resume, model, None, None, None, args.model)
-        stats = evaluate(model=model, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
-                         show_progress=is_main, print_freq=args.print_freq)
-        log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
-            f'loss {stats["loss"]:.4f}')
-        if args.quantize == 'int8':
-            if dist_info.distributed:
-                raise ConfigError('--quantize int8 evaluates on the CPU in one process; run without torchrun')
-            from vision_kan.tools.quantize import describe, quantize_int8
-            qmodel, report = quantize_int8(model)
-            qstats = evaluate(model=qmodel, data_loader=val_loader, device=torch.device('cpu'), amp_dtype=None,
-                              show_progress=is_main, desc='Eval int8', print_freq=args.print_freq)
-            log(describe(report))
-            log(f'int8 (CPU) on {qstats["n"]} val images: acc1 {qstats["acc1"]:.2f} '
-                f'({qstats["acc1"] - stats["acc1"]:+.2f}) acc5 {qstats["acc5"]:.2f} loss {qstats["loss"]:.4f}')
-        return 0
+        return evaluate_only(args, model, data, dist_info, _amp_dtype(args), log)
 
-    teacher = None
-    if args.distillation_type != 'none':
-        if not hasattr(model, 'set_distilled_training'):
-            raise ConfigError(f'--distillation-type {args.distillation_type}: {args.model} has no distillation token; '
-                              f'use a *_distilled model')
-        model.set_distilled_training(True)
-        teacher = create_teacher(args.teacher_model, num_classes, args.teacher_path, args.teacher_pretrained,
-                                 args.teacher_random_init, model_kwargs={'img_size': args.input_size}).to(device)
-
+    criterion, mixup_fn = build_criterion(args, model, data.num_classes, device)
     model_without_ddp = model
     if dist_info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
     if args.compile:  # after DDP, as timm's train.py does: the DDP optimizer splits the graph at bucket boundaries
         model = torch.compile(model, backend=args.compile_backend)
-    lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
-    opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
-    if args.opt_betas:
-        opt_kwargs['betas'] = tuple(args.opt_betas)
-    optimizer = create_optimizer_v2(model_without_ddp, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
-                                    momentum=args.momentum, **opt_kwargs)
-    lr_scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
-        cooldown_epochs=args.cooldown_epochs, patience_epochs=args.patience_epochs, decay_rate=args.decay_rate,
-        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, noise=args.lr_noise,
-        noise_pct=args.lr_noise_pct, noise_std=args.lr_noise_std, noise_seed=args.seed,
-        step_on_epochs=not args.sched_on_updates, updates_per_epoch=len(train_loader))
-    grad_scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    model_ema = None
-    if args.model_ema:  # after DDP: built from the broadcast weights, the same on every rank
-        model_ema = KanModelEma(model_without_ddp, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
-                                device=torch.device('cpu') if args.model_ema_force_cpu else None)
+    opt = build_optimisation(args, model_without_ddp, world, len(data.train_loader), _amp_dtype(args), device)
+    start_epoch, max_accuracy = resume_training(args, model_without_ddp, opt, dist_info, len(data.train_loader), log)
 
-    mixup_fn = None
-    if args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None:
-        mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
-                         prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-                         label_smoothing=args.smoothing, num_classes=num_classes)
-    criterion = DistillationLoss(build_base_criterion(mixup_fn is not None, args.smoothing, args.bce_loss), teacher,
-                                 args.distillation_type, args.distillation_alpha, args.distillation_tau)
-    if args.kan_reg_weight > 0:
-        kan_modules = [m for _, m in outermost_modules_with(model_without_ddp, 'regularization_loss')]
-        criterion = KanRegularizedLoss(criterion, kan_modules, args.kan_reg_weight)
-    grid_scheduled = bool(args.grid_update_epochs) or args.grid_update_every > 0
-    if grid_scheduled and not grid_layers(model_without_ddp):
-        log(f'note: {args.model} has no KAN layer with update_grid (FasterKAN grids are fixed): no grid update')
-        grid_scheduled = False
-
-    start_epoch, max_accuracy = 0, 0.0
-    if args.resume:
-        start_epoch, max_accuracy, rng = _resume(args.resume, model_without_ddp, optimizer, grad_scaler, model_ema,
-                                                 args.model)
-        if rng is not None and len(rng) == world:
-            ckpt_io.set_rng_state(rng[dist_info.rank])
-        else:
-            log(f'note: {args.resume} has RNG states for {len(rng or [])} process(es), not {world}: reseeding')
-            _seed_all(args.seed + 1000 * start_epoch + dist_info.rank)
-        # timm's schedules are functions of the epoch / update, rebuilt from the flags (so --epochs may be raised on
-        # resume): move to where the uninterrupted run stands at the start of start_epoch
-        if lr_scheduler is not None and args.sched_on_updates:
-            lr_scheduler.step_update(start_epoch * len(train_loader))
-        elif lr_scheduler is not None:
-            lr_scheduler.step(start_epoch)
-        log(f'resumed from {args.resume} at epoch {start_epoch + 1}')
-    else:
-        _seed_all(args.seed + dist_info.rank)  # different augmentations on each rank
-    if start_epoch >= num_epochs:
-        raise ConfigError(f'--resume: {args.resume} already finished {start_epoch} of {num_epochs} epochs; '
-                          f'raise --epochs to train on')
-
-    log(f'lr {lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {lr:.3e}')
-    log(f'training {num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
-    run_log = RunLog(out if is_main else None, fresh=not args.resume)
-    engine_kwargs = dict(model=model, criterion=criterion, data_loader=train_loader, optimizer=optimizer,
-                         device=device, num_epochs=num_epochs, world_size=world, mixup_fn=mixup_fn,
-                         model_ema=model_ema, grad_scaler=grad_scaler, amp_dtype=amp_dtype, clip_grad=args.clip_grad,
-                         clip_mode=args.clip_mode, lr_scheduler=lr_scheduler, show_progress=is_main,
-                         print_freq=args.print_freq)
-    start_time = time.time()
-    for epoch in range(start_epoch, num_epochs):
-        epoch_start = time.time()
-        train_loader.sampler.set_epoch(epoch)
-        try:
-            train_stats = train_one_epoch(epoch=epoch, **engine_kwargs)
-        except NonFiniteLossError as e:
-            if not is_main:
-                raise
-            last = out / 'checkpoint.pth'
-            kept = f'{last} (the last good state) is untouched' if last.exists() else 'no checkpoint was written'
-            raise NonFiniteLossError(f'{e}; {kept}') from None
-        if grid_scheduled and grid_update_due(epoch + 1, args.grid_update_epochs, args.grid_update_every,
-                                              args.grid_update_until):
-            loader = build_grid_sample_loader(train_set, args.grid_update_images, args.batch_size, args.num_workers,
-                                              world, dist_info.rank, args.seed, epoch)
-            ema_module = model_ema.module if model_ema is not None else None
-            n = update_kan_grids(model_without_ddp, loader, device, args.grid_update_tokens, args.seed + epoch,
-                                 args.grid_update_margin, ema_module, autocast(device, amp_dtype),
-                                 args.grid_update_eps)
-            log(f'epoch {epoch + 1}: KAN grids of {n} layers re-placed on the data')
-        test_stats = evaluate(model=model_without_ddp, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
-                              show_progress=is_main, print_freq=args.print_freq)
-        ema_stats = None
-        if model_ema is not None and not args.model_ema_force_cpu:
-            ema_stats = evaluate(model=model_ema.module, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
-                                 show_progress=is_main, desc='Eval EMA', print_freq=args.print_freq)
-        if lr_scheduler is not None:
-            lr_scheduler.step(epoch + 1, test_stats['acc1'])
-        improved = test_stats['acc1'] > max_accuracy
-        max_accuracy = max(max_accuracy, test_stats['acc1'])
-
-        rng = all_gather_object(ckpt_io.get_rng_state())  # every rank's, so a resume continues each one
-        if is_main:
-            payload = ckpt_io.checkpoint_payload(model_without_ddp, optimizer, grad_scaler, model_ema, epoch,
-                                                 max_accuracy, vars(args), rng)
-            ckpt_io.save_atomic(payload, out / 'checkpoint.pth')
-            if improved:
-                ckpt_io.save_atomic(payload, out / 'best.pth')
-            if epoch == start_epoch:  # the first write of this run comes after its first good epoch
-                save_config(args, out / 'config.yaml')
-        row = {'epoch': epoch + 1, **{f'train_{k}': v for k, v in train_stats.items() if k != 'time'},
-               **{f'test_{k}': v for k, v in test_stats.items() if k != 'n'},
-               'ema_acc1': ema_stats['acc1'] if ema_stats else None, 'n_parameters': n_params,
-               'epoch_time': time.time() - epoch_start}
-        run_log.log_epoch(row)
-        log(f'epoch {epoch + 1}/{num_epochs}: train loss {train_stats["loss"]:.4f} | val acc1 {test_stats["acc1"]:.2f} '
-            f'acc5 {test_stats["acc5"]:.2f} loss {test_stats["loss"]:.4f} | best {max_accuracy:.2f}')
-    run_log.close()
-    if args.print_state_hash:  # every rank: equal digests mean bit-identical replicas
-        for label, m in (('model', model_without_ddp), ('ema', model_ema.module if model_ema is not None else None)):
-            if m is not None:
-                d = state_digest(m, sorted(kan_buffer_names(m)))
-                print(f'state rank {dist_info.rank}/{dist_info.world_size} {label}: params {d["params"]} '
-                      f'kan-grids {d["buffers"]}', flush=True)
-    total = datetime.timedelta(seconds=int(time.time() - start_time))
-    log('\n' + results_table(run_log.rows))
-    log(f'\nbest val acc1 {max_accuracy:.2f} | training time {total} | {out}: checkpoint.pth, best.pth, log.txt, '
-        f'config.yaml, tensorboard/')
+    log(f'lr {opt.lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {opt.lr:.3e}')
+    log(f'training {opt.num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
+    train(args, dist_info, data, model, model_without_ddp, opt, criterion, mixup_fn, start_epoch, max_accuracy, out,
+          log)
+    if args.print_state_hash:
+        _print_state_hashes(dist_info, model_without_ddp, opt.model_ema)
     return 0
 
 
