@@ -70,6 +70,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--device', default='', choices=['', 'cuda', 'cpu'], help='default: cuda when available')
     g.add_argument('--seed', type=int, default=0)
     g.add_argument('--resume', default='', help='checkpoint to continue from (or to evaluate with --eval)')
+    g.add_argument('--auto-resume', action=bool_flag, default=False,
+                   help='continue from <output-dir>/checkpoint.pth when it exists, else start (or take --resume); '
+                        'for torchrun --max-restarts')
     g.add_argument('--eval', action=bool_flag, default=False, help='only evaluate (with --resume weights)')
     g.add_argument('--quantize', default='none', choices=['none', 'int8'],
                    help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.tools.quantize), sizes in MB')
@@ -197,6 +200,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if args.compile_backend not in backends:
             raise ConfigError(f'--compile-backend {args.compile_backend!r} is not a torch.compile backend: inductor '
                               f'(default), aot_eager, eager, cudagraphs, ... (torch._dynamo.list_backends())')
+    if args.auto_resume and (args.eval or args.overwrite):
+        raise ConfigError(f'--auto-resume continues a training run: it does not go with '
+                          f'{"--eval" if args.eval else "--overwrite"}')
     if args.quantize != 'none' and not args.eval:
         raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
     if args.eval and not args.resume:
@@ -211,9 +217,22 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
 
 
+def _output_dir(args: argparse.Namespace) -> Path:
+    return Path(args.output_dir or Path('output') / args.model)
+
+
+def _apply_auto_resume(args: argparse.Namespace, log: Callable) -> None:
+    """--auto-resume: resume from output_dir/checkpoint.pth when a previous attempt left one (every rank reads the
+    same file: only rank 0 writes it, atomically, after each epoch)."""
+    last = _output_dir(args) / 'checkpoint.pth'
+    if args.auto_resume and last.is_file():
+        log(f'--auto-resume: continuing from {last}')
+        args.resume = str(last)
+
+
 def _prepare_output_dir(args: argparse.Namespace) -> Path:
     """Create the output dir and prove it writable; refuse to start afresh over another run's checkpoint."""
-    out = Path(args.output_dir or Path('output') / args.model)
+    out = _output_dir(args)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix='.write-test-'):
@@ -363,6 +382,9 @@ def resume_training(args: argparse.Namespace, model: nn.Module, opt: Optimisatio
         opt.lr_scheduler.step_update(start_epoch * updates_per_epoch)
     elif opt.lr_scheduler is not None:
         opt.lr_scheduler.step(start_epoch)
+    if start_epoch >= opt.num_epochs and args.auto_resume:  # a restart after the last epoch was saved
+        log(f'--auto-resume: {args.resume} already finished {start_epoch} of {opt.num_epochs} epochs; nothing to do')
+        return start_epoch, max_accuracy
     if start_epoch >= opt.num_epochs:
         raise ConfigError(f'--resume: {args.resume} already finished {start_epoch} of {opt.num_epochs} epochs; '
                           f'raise --epochs to train on')
@@ -499,6 +521,7 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     if args.cpu_threads > 0:
         torch.set_num_threads(args.cpu_threads)
     log = print if is_main else (lambda *a, **k: None)
+    _apply_auto_resume(args, log)
     out = _prepare_output_dir(args) if is_main and not args.eval else None
     if args.demo and is_main and not Path(args.data_path, 'train').is_dir():
         from vision_kan.train.demo_data import write_digits_imagefolder
@@ -526,6 +549,8 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     opt = build_optimisation(args, model_without_ddp, world, len(data.train_loader), _amp_dtype(args), device)
     start_epoch, max_accuracy = resume_training(args, model_without_ddp, opt, dist_info, len(data.train_loader), log)
 
+    if start_epoch >= opt.num_epochs:  # --auto-resume after the last epoch: nothing left to train
+        return 0
     log(f'lr {opt.lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {opt.lr:.3e}')
     log(f'training {opt.num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
     train(args, dist_info, data, model, model_without_ddp, opt, criterion, mixup_fn, start_epoch, max_accuracy, out,
