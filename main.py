@@ -15,6 +15,7 @@ Problems in the input (paths, recipe, data, checkpoints, a NaN loss) end with on
 """
 import argparse
 import datetime
+import os
 import sys
 import tempfile
 import time
@@ -34,54 +35,64 @@ from torch.utils.data import DataLoader, Dataset
 import vision_kan  # noqa: F401  (registers the models in timm)
 from engine import autocast, evaluate, train_one_epoch
 from vision_kan.train import checkpoint as ckpt_io
-from vision_kan.train.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
+from vision_kan.train.config import (
+    ArgumentParser, ParseKwargs, explicit_dests, load_config, preparse, save_config,
+)
 from vision_kan.train.data import (
     TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform,
 )
+from vision_kan.train.data import _image_folder as image_folder  # one class folder tree, checked (no train/ needed)
 from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
 )
 from vision_kan.train.ema import KanModelEma, kan_buffer_names
-from vision_kan.train.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
+from vision_kan.train.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserInputError
 from vision_kan.train.kan_training import (
     GridUpdateSchedule, grid_layers, outermost_modules_with, scheduled_grid_update,
 )
 from vision_kan.train.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.train.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
 from vision_kan.train.run_log import RunLog, results_table
+from vision_kan.train.samplers import ShardSampler
 
 DEMO_CONFIG = Path(__file__).resolve().parent / 'deit_configs' / 'demo_digits.yaml'
 AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """DeiT's flags and defaults (dashed; booleans as --x/--no-x), plus the KAN and run-control flags."""
+    """DeiT's flags and defaults (dashed; booleans as --x/--no-x), plus the KAN and run-control flags. Every flag has
+    a help line; --help shows each default (the recipe's, when --config is given)."""
     bool_flag = argparse.BooleanOptionalAction
-    p = ArgumentParser('main.py', description='DeiT-style training of vision_kan / timm models', allow_abbrev=False)
+    p = ArgumentParser('main.py', allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description='DeiT-style training of vision_kan / timm models. The defaults shown are '
+                                   "argparse's, or the recipe's with --config (main.py --config R --help).")
     p.add_argument('--config', default=None, help='YAML recipe; keys are the dest names below')
     p.add_argument('--demo', action=bool_flag, default=False,
                    help='write the bundled 8x8 digits into --data-path when it is missing (`python main.py` alone)')
     g = p.add_argument_group('run')
-    g.add_argument('--batch-size', type=int, default=64, help='per process')
-    g.add_argument('--epochs', type=int, default=300)
-    g.add_argument('--data-path', default='', help='folder with train/ and val/ ImageFolders')
-    g.add_argument('--output-dir', default='', help='default output/<model>')
+    g.add_argument('--batch-size', type=int, default=64, help='images per process and step')
+    g.add_argument('--epochs', type=int, default=300, help='training epochs (the schedule adds --cooldown-epochs)')
+    g.add_argument('--data-path', default='', help='folder with train/ and val/ ImageFolders (--eval: val/ alone)')
+    g.add_argument('--output-dir', default='', help="where the run's files go; empty: output/<model>")
     g.add_argument('--overwrite', action=bool_flag, default=False, help='start afresh in a dir holding a checkpoint')
-    g.add_argument('--device', default='', choices=['', 'cuda', 'cpu'], help='default: cuda when available')
-    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--device', default=None, choices=['cuda', 'cpu'], help='unset: cuda when one is visible, else cpu')
+    g.add_argument('--seed', type=int, default=0, help='seeds the init, the augmentations (+ rank), the data order')
     g.add_argument('--resume', default='', help='checkpoint to continue from (or to evaluate with --eval)')
     g.add_argument('--auto-resume', action=bool_flag, default=False,
                    help='continue from <output-dir>/checkpoint.pth when it exists, else start (or take --resume); '
                         'for torchrun --max-restarts')
-    g.add_argument('--eval', action=bool_flag, default=False, help='only evaluate (with --resume weights)')
+    g.add_argument('--eval', action=bool_flag, default=False,
+                   help="only evaluate the --resume (or --finetune) weights on val/; the model is built from the "
+                        "checkpoint's config (flags given on the command line win)")
     g.add_argument('--quantize', default='none', choices=['none', 'int8'],
                    help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.tools.quantize), sizes in MB')
-    g.add_argument('--num-workers', type=int, default=10)
+    g.add_argument('--num-workers', type=int, default=10, help='DataLoader worker processes per training process')
     g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
-    g.add_argument('--pin-mem', action=bool_flag, default=True)
+    g.add_argument('--pin-mem', action=bool_flag, default=True, help='pinned host memory for the batches (CUDA)')
     g.add_argument('--print-state-hash', action=argparse.BooleanOptionalAction, default=False,
                    help='at the end every rank prints digests of its parameters and KAN grids (replica check)')
-    g.add_argument('--print-freq', type=int, default=50, help='steps between progress lines when not on a terminal')
+    g.add_argument('--print-freq', type=int, default=50,
+                   help='steps between progress lines when not on a terminal (and always one at the end of a loop)')
     g.add_argument('--compile', action=bool_flag, default=False,
                    help='torch.compile the model for training (evaluation stays eager); KAN-ViTs compile whole')
     g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (torch._dynamo.list_backends)')
@@ -90,72 +101,77 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='float16 uses a GradScaler; bfloat16 needs none')
     g = p.add_argument_group('model')
     g.add_argument('--model', default='vit_kan_tiny', help='any timm model name')
-    g.add_argument('--input-size', type=int, default=224)
+    g.add_argument('--input-size', type=int, default=224, help='image side in pixels (the model img_size)')
     g.add_argument('--drop', type=float, default=0.0, help='dropout rate')
-    g.add_argument('--drop-path', type=float, default=0.1)
+    g.add_argument('--drop-path', type=float, default=0.1, help='stochastic depth rate')
     g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                    help='extra timm.create_model keywords: patch_size=4 hidden_dims=[64]')
     g.add_argument('--finetune', default='', help='initialise from a checkpoint (pos-embed resampled, head reset)')
-    g.add_argument('--model-ema', action=bool_flag, default=True)
-    g.add_argument('--model-ema-decay', type=float, default=0.99996)
-    g.add_argument('--model-ema-force-cpu', action=bool_flag, default=False)
-    g.add_argument('--model-ema-warmup', action=bool_flag, default=False)
+    g.add_argument('--model-ema', action=bool_flag, default=True, help='keep an EMA copy of the weights (evaluated)')
+    g.add_argument('--model-ema-decay', type=float, default=0.99996, help='EMA decay per update')
+    g.add_argument('--model-ema-force-cpu', action=bool_flag, default=False,
+                   help='keep the EMA on the CPU (not evaluated)')
+    g.add_argument('--model-ema-warmup', action=bool_flag, default=False, help="timm's EMA decay warm-up")
     g = p.add_argument_group('optimizer and schedule')
-    g.add_argument('--opt', default='adamw')
-    g.add_argument('--opt-eps', type=float, default=1e-8)
-    g.add_argument('--opt-betas', type=float, nargs='+', default=None)
-    g.add_argument('--clip-grad', type=float, default=None)
-    g.add_argument('--clip-mode', default='norm', choices=['norm', 'value', 'agc'])
-    g.add_argument('--momentum', type=float, default=0.9)
-    g.add_argument('--weight-decay', type=float, default=0.05)
+    g.add_argument('--opt', default='adamw', help='timm optimizer name (create_optimizer_v2)')
+    g.add_argument('--opt-eps', type=float, default=1e-8, help='optimizer epsilon')
+    g.add_argument('--opt-betas', type=float, nargs='+', default=None, help="optimizer betas (unset: the optimizer's)")
+    g.add_argument('--clip-grad', type=float, default=None, help='gradient clipping value (unset: no clipping)')
+    g.add_argument('--clip-mode', default='norm', choices=['norm', 'value', 'agc'], help='how --clip-grad clips')
+    g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    g.add_argument('--weight-decay', type=float, default=0.05, help='weight decay')
     g.add_argument('--lr', type=float, default=5e-4, help='for a global batch of 512 (see --scale-lr)')
     g.add_argument('--scale-lr', action=bool_flag, default=True, help='lr x global batch / 512 (DeiT)')
-    g.add_argument('--sched', default='cosine')
+    g.add_argument('--sched', default='cosine', help='timm scheduler name (create_scheduler_v2)')
     g.add_argument('--sched-on-updates', action=bool_flag, default=False, help='step the schedule every update')
-    g.add_argument('--lr-noise', type=float, nargs='+', default=None)
-    g.add_argument('--lr-noise-pct', type=float, default=0.67)
-    g.add_argument('--lr-noise-std', type=float, default=1.0)
-    g.add_argument('--warmup-lr', type=float, default=1e-6)
-    g.add_argument('--min-lr', type=float, default=1e-5)
-    g.add_argument('--decay-epochs', type=float, default=30)
-    g.add_argument('--warmup-epochs', type=int, default=5)
+    g.add_argument('--lr-noise', type=float, nargs='+', default=None, help='epoch fraction(s) where lr noise is on')
+    g.add_argument('--lr-noise-pct', type=float, default=0.67, help='lr noise limit (fraction)')
+    g.add_argument('--lr-noise-std', type=float, default=1.0, help='lr noise standard deviation')
+    g.add_argument('--warmup-lr', type=float, default=1e-6, help='lr at the start of the warm-up')
+    g.add_argument('--min-lr', type=float, default=1e-5, help='lower bound of the schedule')
+    g.add_argument('--decay-epochs', type=float, default=30, help='epochs between decays (step schedules)')
+    g.add_argument('--warmup-epochs', type=int, default=5, help='linear warm-up epochs')
     g.add_argument('--cooldown-epochs', type=int, default=0, help='trained after --epochs at --min-lr')
-    g.add_argument('--patience-epochs', type=int, default=10)
-    g.add_argument('--decay-rate', type=float, default=0.1)
+    g.add_argument('--patience-epochs', type=int, default=10, help='plateau schedule patience')
+    g.add_argument('--decay-rate', type=float, default=0.1, help='lr factor per decay (step schedules)')
     g = p.add_argument_group('augmentation')
-    g.add_argument('--color-jitter', type=float, default=0.3)
+    g.add_argument('--color-jitter', type=float, default=0.3, help='colour jitter strength (0: off)')
     g.add_argument('--aa', default='rand-m9-mstd0.5-inc1', help="timm auto-augment policy; 'none' for none")
-    g.add_argument('--smoothing', type=float, default=0.1)
+    g.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
     g.add_argument('--three-augment', action=bool_flag, default=False,
                    help="DeiT III's ThreeAugment as the whole train transform (replaces RandAugment and erasing)")
     g.add_argument('--bce-loss', action=bool_flag, default=False,
                    help='binary cross-entropy (DeiT III): mixed targets made binary; mixup then takes no smoothing')
-    g.add_argument('--train-interpolation', default='bicubic')
+    g.add_argument('--train-interpolation', default='bicubic', help='resize interpolation of the train crop')
     g.add_argument('--repeated-aug', action=bool_flag, default=True, help='3 repeats, when distributed')
-    g.add_argument('--train-crop', default='rrc', choices=['rrc', 'pad'], help="'pad': DeiT's CIFAR crop")
-    g.add_argument('--crop-pad', type=int, default=4)
-    g.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0])
-    g.add_argument('--ratio', type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0])
-    g.add_argument('--hflip', type=float, default=0.5)
-    g.add_argument('--vflip', type=float, default=0.0)
-    g.add_argument('--reprob', type=float, default=0.25)
-    g.add_argument('--remode', default='pixel')
-    g.add_argument('--recount', type=int, default=1)
-    g.add_argument('--eval-crop-ratio', type=float, default=0.875)
-    g.add_argument('--mixup', type=float, default=0.8)
-    g.add_argument('--cutmix', type=float, default=1.0)
-    g.add_argument('--cutmix-minmax', type=float, nargs=2, default=None)
-    g.add_argument('--mixup-prob', type=float, default=1.0)
-    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
-    g.add_argument('--mixup-mode', default='batch', choices=['batch', 'pair', 'elem'])
+    g.add_argument('--train-crop', default='rrc', choices=['rrc', 'pad'],
+                   help="'rrc': random-resized crop; 'pad': DeiT's CIFAR crop")
+    g.add_argument('--crop-pad', type=int, default=4, help="padding of --train-crop pad")
+    g.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0], help='random-resized crop area range')
+    g.add_argument('--ratio', type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0],
+                   help='random-resized crop aspect range')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--vflip', type=float, default=0.0, help='vertical flip probability')
+    g.add_argument('--reprob', type=float, default=0.25, help='random erasing probability')
+    g.add_argument('--remode', default='pixel', help='random erasing fill mode')
+    g.add_argument('--recount', type=int, default=1, help='random erasing count')
+    g.add_argument('--eval-crop-ratio', type=float, default=0.875, help='eval: resize to input/ratio, centre crop')
+    g.add_argument('--mixup', type=float, default=0.8, help='mixup alpha (0: off)')
+    g.add_argument('--cutmix', type=float, default=1.0, help='cutmix alpha (0: off)')
+    g.add_argument('--cutmix-minmax', type=float, nargs=2, default=None,
+                   help='cutmix box ratio range (overrides alpha)')
+    g.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixup or cutmix per batch')
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5, help='probability of cutmix instead of mixup')
+    g.add_argument('--mixup-mode', default='batch', choices=['batch', 'pair', 'elem'], help='what one mix covers')
     g = p.add_argument_group('distillation')
-    g.add_argument('--teacher-model', default='regnety_160')
-    g.add_argument('--teacher-path', default='')
+    g.add_argument('--teacher-model', default='regnety_160', help='teacher: any timm model name')
+    g.add_argument('--teacher-path', default='', help="checkpoint with the teacher's weights")
     g.add_argument('--teacher-pretrained', action=bool_flag, default=False, help="download through timm")
     g.add_argument('--teacher-random-init', action=bool_flag, default=False, help='untrained teacher (tests)')
-    g.add_argument('--distillation-type', default='none', choices=['none', 'soft', 'hard'])
-    g.add_argument('--distillation-alpha', type=float, default=0.5)
-    g.add_argument('--distillation-tau', type=float, default=1.0)
+    g.add_argument('--distillation-type', default='none', choices=['none', 'soft', 'hard'],
+                   help='DeiT distillation through the distillation token (a *_distilled model)')
+    g.add_argument('--distillation-alpha', type=float, default=0.5, help='weight of the distillation term')
+    g.add_argument('--distillation-tau', type=float, default=1.0, help='temperature of soft distillation')
     g = p.add_argument_group('KAN')
     g.add_argument('--kan-reg-weight', type=float, default=0.0, help='x sum of regularization_loss()')
     g.add_argument('--grid-update-epochs', type=int, nargs='*', default=[], help='after these epochs (1-based)')
@@ -163,10 +179,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--grid-update-until', type=int, default=None, help='no periodic update after this epoch')
     g.add_argument('--grid-update-images', type=int, default=256, help='training images seen by an update')
     g.add_argument('--grid-update-tokens', type=int, default=4096, help='input rows kept per layer')
-    g.add_argument('--grid-update-margin', type=float, default=0.01)
+    g.add_argument('--grid-update-margin', type=float, default=0.01, help='margin around the data span (update_grid)')
     g.add_argument('--grid-update-eps', type=float, default=None,
                    help="knots: 0 data quantiles .. 1 uniform over the data span (keeps the fused kernels); "
-                        "default: each layer's grid_eps (0.02, efficient-KAN)")
+                        "unset: each layer's grid_eps (0.02, efficient-KAN)")
     return p
 
 
@@ -181,12 +197,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.config = config
     if not args.data_path:
         raise ConfigError('--data-path is required (a folder with train/ and val/); `python main.py` runs the demo')
+    if args.eval and not (args.resume or args.finetune):
+        raise ConfigError('--eval needs weights to evaluate: --resume CHECKPOINT (a main.py checkpoint: the model is '
+                          'built from its config) or --finetune CHECKPOINT')
+    for flag, path in (('--resume', args.resume), ('--finetune', args.finetune)):
+        if path:  # exists, readable, a checkpoint: checked before any data or model is built (tensors mapped, not read)
+            ckpt = ckpt_io.load_checkpoint(path, flag, mmap=True)
+            if args.eval and flag == '--resume':
+                _adopt_checkpoint_config(args, ckpt, explicit_dests(parser, argv))
     check_model_name(args.model)
     if args.distillation_type != 'none':
         check_model_name(args.teacher_model, '--teacher-model')
     if args.batch_size < 1 or args.epochs < 1:
         raise ConfigError(f'--batch-size and --epochs must be >= 1, got {args.batch_size} and {args.epochs}')
-    mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    mixup_active = not args.eval and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None)
     if args.bce_loss and mixup_active and args.smoothing > 0:
         raise ConfigError(f'--bce-loss with mixup/cutmix binarises the mixed targets, so --smoothing {args.smoothing} '
                           f'would make every class a target: use --smoothing 0 (as DeiT III) or --mixup 0 --cutmix 0')
@@ -205,9 +229,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                           f'{"--eval" if args.eval else "--overwrite"}')
     if args.quantize != 'none' and not args.eval:
         raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
-    if args.eval and not args.resume:
-        print('warning: --eval without --resume evaluates an untrained model', file=sys.stderr)
     return args
+
+
+# what builds the model: with --eval --resume these come from the checkpoint's saved config unless given on the
+# command line (num_classes comes from the checkpoint itself)
+EVAL_MODEL_KEYS = ('model', 'input_size', 'model_kwargs')
+
+
+def _adopt_checkpoint_config(args: argparse.Namespace, ckpt: Dict[str, Any], explicit: set) -> None:
+    """--eval --resume: build the model the checkpoint was trained as (model, input_size, model_kwargs from its
+    config), flags given on the command line kept; a checkpoint without a config leaves the flags as they are."""
+    config = ckpt.get('config') if isinstance(ckpt.get('config'), dict) else {}
+    taken = {k: config[k] for k in EVAL_MODEL_KEYS if k in config and k not in explicit}
+    for key, value in taken.items():
+        setattr(args, key, dict(value) if key == 'model_kwargs' else value)
+    args.eval_num_classes = ckpt.get('num_classes')
 
 
 def _seed_all(seed: int) -> None:
@@ -271,22 +308,31 @@ def _resume(path: str, model, optimizer, grad_scaler, model_ema, model_name: str
 
 @dataclass
 class RunData:
-    """The datasets and loaders of a run (built in one place, build_data)."""
-    train_set: Dataset
+    """The datasets and loaders of a run (built in one place, build_data); --eval has no training side."""
+    train_set: Optional[Dataset]
     val_set: Dataset
     num_classes: int
-    train_loader: DataLoader
+    train_loader: Optional[DataLoader]
     val_loader: DataLoader
 
 
 def build_data(args: argparse.Namespace, dist_info: DistInfo) -> RunData:
-    """ImageFolders of data_path/train and data_path/val with timm's transforms, and DeiT's samplers."""
+    """ImageFolders of data_path/train and data_path/val with timm's transforms, and DeiT's samplers; with --eval
+    only val/ (no train/ needed, no training batch-size check)."""
     tcfg = TransformConfig.from_flags(args)
+    pin = args.pin_mem and dist_info.device.type == 'cuda'
+    if args.eval:
+        if not os.path.isdir(args.data_path):
+            raise DataError(f'--data-path: {args.data_path} does not exist')
+        val_set = image_folder(os.path.join(args.data_path, 'val'), build_transform(False, tcfg))
+        val_loader = DataLoader(val_set, batch_size=max(1, int(1.5 * args.batch_size)), num_workers=args.num_workers,
+                                pin_memory=pin, sampler=ShardSampler(val_set, dist_info.world_size, dist_info.rank))
+        return RunData(None, val_set, len(val_set.classes), None, val_loader)
     train_set, val_set, num_classes = build_datasets(
         args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
     train_loader, val_loader = build_loaders(
-        train_set, val_set, args.batch_size, args.num_workers, args.pin_mem and dist_info.device.type == 'cuda',
-        dist_info.world_size, dist_info.rank, args.repeated_aug, args.seed)
+        train_set, val_set, args.batch_size, args.num_workers, pin, dist_info.world_size, dist_info.rank,
+        args.repeated_aug, args.seed)
     return RunData(train_set, val_set, num_classes, train_loader, val_loader)
 
 
@@ -400,12 +446,22 @@ def save_checkpoints(out: Path, payload: Dict[str, Any], improved: bool) -> None
         ckpt_io.save_atomic(payload, out / 'best.pth')
 
 
+def _check_eval_classes(args: argparse.Namespace, data: RunData) -> None:
+    """--eval --resume: val/ must hold the classes the checkpoint's model was trained on."""
+    trained = getattr(args, 'eval_num_classes', None)
+    if trained is not None and trained != data.num_classes:
+        raise DataError(f'--eval: {args.data_path}/val has {data.num_classes} class folders, the model in '
+                        f'{args.resume} was trained on {trained} classes')
+
+
 def evaluate_only(args: argparse.Namespace, model: nn.Module, data: RunData, dist_info: DistInfo,
                   amp_dtype: Optional[torch.dtype], log: Callable) -> int:
     """--eval: top-1/top-5 of the --resume weights on val/ (and of an int8 copy with --quantize int8); writes
     nothing."""
     if args.resume:
         _resume(args.resume, model, None, None, None, args.model)
+        log(f'--eval: weights of {args.resume} in {args.model} (input size {args.input_size}, model kwargs '
+            f'{args.model_kwargs or "none"})')
     stats = evaluate(model=model, data_loader=data.val_loader, device=dist_info.device, amp_dtype=amp_dtype,
                      show_progress=dist_info.is_main, print_freq=args.print_freq)
     log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
@@ -531,12 +587,15 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
 
     data = build_data(args, dist_info)
+    if args.eval:
+        _check_eval_classes(args, data)
     model = build_model(args, data.num_classes, device, log)
     n_params = count_params(model)
     gflops = count_gflops(model, (3, args.input_size, args.input_size), device) if is_main else None
+    images = f'{len(data.train_set)} train / ' if data.train_set is not None else ''
     log(f'model {args.model}: {n_params / 1e6:.3f}M params, '
         f'{f"{gflops:.4f}" if gflops is not None else "n/a"} GFLOPs (fvcore) | {data.num_classes} classes | '
-        f'{len(data.train_set)} train / {len(data.val_set)} val images | {world} process(es) on {device.type}')
+        f'{images}{len(data.val_set)} val images | {world} process(es) on {device.type}')
     if args.eval:
         return evaluate_only(args, model, data, dist_info, _amp_dtype(args), log)
 

@@ -138,6 +138,45 @@ def test_finetune_then_eval_alone(image_folder, tmp_path, capsys):
     assert _digest(tmp_path) == before and not (tmp_path / 'never').exists()  # --eval writes nothing
 
 
+def test_eval_with_only_val_builds_the_model_from_the_checkpoint(image_folder, tmp_path, capsys):
+    assert main.main(common_args(image_folder, tmp_path / 'run', *TINY_VIT, '--epochs', '1', '--batch-size', '8')) == 0
+    trained = _log(tmp_path / 'run')[0]
+    for p in sorted((image_folder / 'train').rglob('*'), reverse=True):  # val/ alone is left
+        p.unlink() if p.is_file() else p.rmdir()
+    (image_folder / 'train').rmdir()
+    capsys.readouterr()
+    # no --model, --input-size or --model-kwargs: they come from the checkpoint's config; batch 7 and 64 pass (no
+    # training-side checks: mixup's even batch, a batch larger than the training data)
+    for batch in ('7', '64'):
+        assert main.main(['--eval', '--resume', str(tmp_path / 'run' / 'best.pth'), '--data-path', str(image_folder),
+                          '--device', 'cpu', '--num-workers', '0', '--batch-size', batch, '--mixup', '0.8']) == 0
+        printed = capsys.readouterr().out
+        assert "in vit_kan_tiny (input size 16, model kwargs {'patch_size': 8, 'depth': 2" in printed
+        assert f'Accuracy on 12 val images: acc1 {trained["test_acc1"]:.2f}' in printed
+        assert f'loss {trained["test_loss"]:.4f}' in printed
+    # a flag on the command line wins over the checkpoint's config (and a mismatch is the usual one-line error)
+    assert main.main(['--eval', '--resume', str(tmp_path / 'run' / 'best.pth'), '--data-path', str(image_folder),
+                      '--device', 'cpu', '--num-workers', '0', '--model-kwargs', 'embed_dim=48']) == 2
+    assert 'does not match model vit_kan_tiny' in _one_error_line(capsys)
+
+
+def test_help_shows_every_flag_with_help_and_the_recipe_defaults(capsys):
+    parser = main.get_args_parser()
+    for action in parser._actions:
+        assert action.help and action.help.strip(), action.option_strings
+    device = next(a for a in parser._actions if a.dest == 'device')
+    assert '' not in device.choices and device.default is None
+    with pytest.raises(SystemExit) as info:
+        main.parse_args(['--config', str(main.DEMO_CONFIG), '--help'])
+    assert info.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'images per process and step (default: 32)' in text  # the demo recipe's, not argparse's 64
+    assert '--model MODEL any timm model name (default: kan_mlp)' in text
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith('--')]
+    assert all(f in text for f in flags)
+    assert text.count('(default: ') >= len([a for a in parser._actions if a.dest != 'help'])
+
+
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
 def test_amp_runs_on_cpu(image_folder, tmp_path, dtype):
     assert main.main(common_args(image_folder, tmp_path / dtype, *TINY_VIT, '--epochs', '1', '--batch-size', '8',
@@ -218,6 +257,10 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('no_teacher_weights', '--teacher-path'),
     ('not_distilled', 'has no distillation token'),
     ('nan', 'training loss is nan at epoch 2, step 2'),
+    ('eval_no_weights', '--eval needs weights to evaluate: --resume CHECKPOINT'),
+    ('eval_other_classes', 'val has 2 class folders, the model in'),
+    ('resume_truncated', 'is damaged or truncated'),
+    ('finetune_missing', '--finetune: checkpoint file'),
 ])
 def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case, fragment):
     previous = tmp_path / 'previous'  # an earlier run's files, sitting where the bad run points
@@ -257,6 +300,17 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
             extra += ['--model', 'vit_kan_tiny_distilled']
     elif case == 'nan':
         out, extra = tmp_path / 'nan', ['--model', 'nan_after_four_steps_test', '--epochs', '3']
+    elif case == 'eval_no_weights':
+        extra = ['--eval']
+    elif case == 'eval_other_classes':
+        data = make_image_folder(tmp_path / 'two_classes', num_classes=2)
+        extra += ['--eval']
+    elif case in ('resume_truncated', 'finetune_missing'):  # checked before the data (which is missing too)
+        cut = (previous / 'checkpoint.pth').read_bytes()[:4096]
+        (tmp_path / 'cut.pth').write_bytes(cut)
+        data = tmp_path / 'nowhere'
+        extra = ['--resume', str(tmp_path / 'cut.pth')] if case == 'resume_truncated' else \
+            ['--finetune', str(tmp_path / 'none.pth')]
     rc = main.main(common_args(data, out, *model, *flags, *extra))
     assert rc == 2
     line = _one_error_line(capsys)

@@ -36,11 +36,11 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str = '', env: Optional[Mapping[str, str]] = None) -> DistInfo:
+def init_distributed(device: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> DistInfo:
     """Read torchrun's variables and start the process group (NCCL on CUDA, gloo on CPU).
 
     Args:
-        device: 'cuda', 'cpu', or '' for CUDA when available.
+        device: 'cuda', 'cpu', or None (or '') for CUDA when available.
         env: the environment to read (os.environ when None; a dict in tests).
     """
     env = os.environ if env is None else env
