@@ -5,7 +5,8 @@
     torchrun --nproc_per_node=8 main.py --config deit_configs/vit_kan_tiny_imagenet.yaml --data-path /data/imagenet
     torchrun --nproc_per_node=2 main.py --config deit_configs/vit_kan_tiny_cifar10.yaml --data-path data/cifar10 \
         --device cpu                                      # CPU, gloo
-    python main.py --eval --resume output/vit_kan_tiny/best.pth --model vit_kan_tiny --data-path /data/imagenet
+    python main.py --eval --resume output/vit_kan_tiny/best.pth --data-path /data/imagenet   # val/ is enough
+    torchrun --nproc_per_node=8 --max-restarts=3 main.py --config R.yaml --data-path /data/imagenet --auto-resume
     python main.py --finetune base.pth --input-size 384 --model vit_kan_tiny --data-path /data/other
 
 Data: --data-path holds train/ and val/, one folder of images per class (ImageNet layout). A recipe (--config) is
@@ -278,7 +279,8 @@ def _prepare_output_dir(args: argparse.Namespace) -> Path:
         raise ConfigError(f'--output-dir {out} cannot be written: {e.strerror or e}') from None
     if (out / 'checkpoint.pth').exists() and not args.resume and not args.overwrite:
         raise ConfigError(f'--output-dir {out} already holds checkpoint.pth: continue with --resume '
-                          f'{out / "checkpoint.pth"}, start over with --overwrite, or pick another --output-dir')
+                          f'{out / "checkpoint.pth"} (or --auto-resume), start over with --overwrite, or pick another '
+                          f'--output-dir')
     return out
 
 
