@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,16 @@ def test_repeated_aug_sampler_never_empty_and_deals_repeats(n, world):
         assert list(samplers[0]) != per_rank[0]
 
 
-def test_deit_style_epoch_would_be_empty_but_ours_is_not():
-    # DeiT keeps floor(n / 256) * 256 / world samples: 0 for 200 images
-    assert 200 // 256 * 256 // 2 == 0
-    assert len(list(RepeatedAugSampler(range(200), 2, 1))) == 100
+def test_small_data_set_gives_every_rank_full_steps_with_repeats():
+    # DeiT's sampler keeps floor(n / 256) * 256 / world indices per rank: none at all for 200 images on 2 ranks
+    n, world = 200, 2
+    samplers = [RepeatedAugSampler(range(n), world, r, num_repeats=3, seed=0) for r in range(world)]
+    per_rank = [list(s) for s in samplers]
+    assert [len(p) for p in per_rank] == [100, 100]
+    # the 200 draws are the first ceil(200 / 3) = 67 images of the epoch's permutation, 3 copies each (the last 2)
+    counts = sorted(Counter(i for p in per_rank for i in p).values())
+    assert len(counts) == 67 and counts == [2] + [3] * 66
+    assert all(len(DataLoader(range(n), batch_size=32, sampler=s, drop_last=True)) == 3 for s in samplers)
 
 
 def test_shard_sampler_covers_each_index_once():
