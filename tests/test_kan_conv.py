@@ -374,10 +374,12 @@ def test_half_full_layer_close_to_fp32(family, dtype):
     ref = layer(x)
     y = layer.to(dtype)(x.to(dtype))
     assert torch.isfinite(y).all()
-    # largest error against fp32, relative to the largest output: measured (CPU, 2026-11-28) at most 7.6e-4 in fp16
-    # and 5.4e-3 in bf16 over the families, i.e. 0.78 and 0.69 of the type's machine epsilon; bound: 2 epsilons
-    err = ((y.float() - ref).abs().max() / ref.abs().max()).item()
-    assert err <= 2 * torch.finfo(dtype).eps, (family, dtype, err)
+    # error of each output against fp32, relative to |ref| + the median |ref| (so that the outputs of the +-1e3
+    # inputs do not hide the error of the small ones), in units of the type's epsilon: measured (CPU, 2026-11-28) at
+    # most 1.44 in fp16 (KAJN) and 1.13 in bf16 over the families; bound 2.5
+    ref = ref.detach()
+    err = ((y.float() - ref).abs() / (ref.abs() + ref.abs().median())).max().item() / torch.finfo(dtype).eps
+    assert err <= 2.5, (family, dtype, err)
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
