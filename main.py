@@ -264,6 +264,7 @@ def _apply_auto_resume(args: argparse.Namespace, log: Callable) -> None:
     same file: only rank 0 writes it, atomically, after each epoch)."""
     last = _output_dir(args) / 'checkpoint.pth'
     if args.auto_resume and last.is_file():
+        ckpt_io.load_checkpoint(last, '--auto-resume', mmap=True)  # readable, a checkpoint (tensors mapped, not read)
         log(f'--auto-resume: continuing from {last}')
         args.resume = str(last)
 

@@ -390,6 +390,19 @@ def test_compiled_training_matches_eager(image_folder, tmp_path):
     assert state.keys() == load_checkpoint(tmp_path / 'eager' / 'checkpoint.pth')['model'].keys()
 
 
+def test_auto_resume_starts_then_continues_then_has_nothing_to_do(image_folder, tmp_path, capsys):
+    flags = common_args(image_folder, tmp_path / 'run', *TINY_VIT, '--batch-size', '8', '--auto-resume')
+    assert main.main([*flags, '--epochs', '1']) == 0  # no checkpoint yet: starts
+    assert main.main([*flags, '--epochs', '2']) == 0  # continues from run/checkpoint.pth
+    assert 'resumed from' in capsys.readouterr().out and [r['epoch'] for r in _log(tmp_path / 'run')] == [1, 2]
+    before = _digest(tmp_path / 'run')
+    assert main.main([*flags, '--epochs', '2']) == 0  # a restart after the last epoch: exit 0, nothing touched
+    assert 'already finished 2 of 2 epochs; nothing to do' in capsys.readouterr().out
+    assert _digest(tmp_path / 'run') == before
+    assert main.main([*flags, '--epochs', '2', '--overwrite']) == 2
+    assert '--auto-resume continues a training run: it does not go with --overwrite' in _one_error_line(capsys)
+
+
 def test_fresh_run_refuses_to_overwrite_a_checkpoint(image_folder, tmp_path, capsys):
     flags = common_args(image_folder, tmp_path / 'run', *TINY_VIT, '--epochs', '1', '--batch-size', '8')
     assert main.main(flags) == 0
