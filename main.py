@@ -5,7 +5,8 @@
     torchrun --nproc_per_node=8 main.py --config deit_configs/vit_kan_tiny_imagenet.yaml --data-path /data/imagenet
     torchrun --nproc_per_node=2 main.py --config deit_configs/vit_kan_tiny_cifar10.yaml --data-path data/cifar10 \
         --device cpu                                      # CPU, gloo
-    python main.py --eval --resume output/vit_kan_tiny/best.pth --model vit_kan_tiny --data-path /data/imagenet
+    python main.py --eval --resume output/vit_kan_tiny/best.pth --data-path /data/imagenet   # val/ is enough
+    torchrun --nproc_per_node=8 --max-restarts=3 main.py --config R.yaml --data-path /data/imagenet --auto-resume
     python main.py --finetune base.pth --input-size 384 --model vit_kan_tiny --data-path /data/other
 
 Data: --data-path holds train/ and val/, one folder of images per class (ImageNet layout). A recipe (--config) is
@@ -15,65 +16,84 @@ Problems in the input (paths, recipe, data, checkpoints, a NaN loss) end with on
 """
 import argparse
 import datetime
+import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
 import vision_kan  # noqa: F401  (registers the models in timm)
 from engine import autocast, evaluate, train_one_epoch
 from vision_kan.train import checkpoint as ckpt_io
-from vision_kan.train.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
+from vision_kan.train.config import (
+    ArgumentParser, ParseKwargs, explicit_dests, load_config, preparse, save_config,
+)
 from vision_kan.train.data import (
     TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform,
 )
+from vision_kan.train.data import _image_folder as image_folder  # one class folder tree, checked (no train/ needed)
 from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
 )
 from vision_kan.train.ema import KanModelEma, kan_buffer_names
-from vision_kan.train.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
-from vision_kan.train.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
+from vision_kan.train.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, UserInputError
+from vision_kan.train.kan_training import (
+    GridUpdateSchedule, grid_layers, outermost_modules_with, scheduled_grid_update,
+)
 from vision_kan.train.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.train.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
 from vision_kan.train.run_log import RunLog, results_table
+from vision_kan.train.samplers import ShardSampler
 
 DEMO_CONFIG = Path(__file__).resolve().parent / 'deit_configs' / 'demo_digits.yaml'
 AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """DeiT's flags and defaults (dashed; booleans as --x/--no-x), plus the KAN and run-control flags."""
+    """DeiT's flags and defaults (dashed; booleans as --x/--no-x), plus the KAN and run-control flags. Every flag has
+    a help line; --help shows each default (the recipe's, when --config is given)."""
     bool_flag = argparse.BooleanOptionalAction
-    p = ArgumentParser('main.py', description='DeiT-style training of vision_kan / timm models', allow_abbrev=False)
+    p = ArgumentParser('main.py', allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description='DeiT-style training of vision_kan / timm models. The defaults shown are '
+                                   "argparse's, or the recipe's with --config (main.py --config R --help).")
     p.add_argument('--config', default=None, help='YAML recipe; keys are the dest names below')
     p.add_argument('--demo', action=bool_flag, default=False,
                    help='write the bundled 8x8 digits into --data-path when it is missing (`python main.py` alone)')
     g = p.add_argument_group('run')
-    g.add_argument('--batch-size', type=int, default=64, help='per process')
-    g.add_argument('--epochs', type=int, default=300)
-    g.add_argument('--data-path', default='', help='folder with train/ and val/ ImageFolders')
-    g.add_argument('--output-dir', default='', help='default output/<model>')
+    g.add_argument('--batch-size', type=int, default=64, help='images per process and step')
+    g.add_argument('--epochs', type=int, default=300, help='training epochs (the schedule adds --cooldown-epochs)')
+    g.add_argument('--data-path', default='', help='folder with train/ and val/ ImageFolders (--eval: val/ alone)')
+    g.add_argument('--output-dir', default='', help="where the run's files go; empty: output/<model>")
     g.add_argument('--overwrite', action=bool_flag, default=False, help='start afresh in a dir holding a checkpoint')
-    g.add_argument('--device', default='', choices=['', 'cuda', 'cpu'], help='default: cuda when available')
-    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--device', default=None, choices=['cuda', 'cpu'], help='unset: cuda when one is visible, else cpu')
+    g.add_argument('--seed', type=int, default=0, help='seeds the init, the augmentations (+ rank), the data order')
     g.add_argument('--resume', default='', help='checkpoint to continue from (or to evaluate with --eval)')
-    g.add_argument('--eval', action=bool_flag, default=False, help='only evaluate (with --resume weights)')
+    g.add_argument('--auto-resume', action=bool_flag, default=False,
+                   help='continue from <output-dir>/checkpoint.pth when it exists, else start (or take --resume); '
+                        'for torchrun --max-restarts')
+    g.add_argument('--eval', action=bool_flag, default=False,
+                   help="only evaluate the --resume (or --finetune) weights on val/; the model is built from the "
+                        "checkpoint's config (flags given on the command line win)")
     g.add_argument('--quantize', default='none', choices=['none', 'int8'],
                    help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.tools.quantize), sizes in MB')
-    g.add_argument('--num-workers', type=int, default=10)
+    g.add_argument('--num-workers', type=int, default=10, help='DataLoader worker processes per training process')
     g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
-    g.add_argument('--pin-mem', action=bool_flag, default=True)
+    g.add_argument('--pin-mem', action=bool_flag, default=True, help='pinned host memory for the batches (CUDA)')
     g.add_argument('--print-state-hash', action=argparse.BooleanOptionalAction, default=False,
                    help='at the end every rank prints digests of its parameters and KAN grids (replica check)')
-    g.add_argument('--print-freq', type=int, default=50, help='steps between progress lines when not on a terminal')
+    g.add_argument('--print-freq', type=int, default=50,
+                   help='steps between progress lines when not on a terminal (and always one at the end of a loop)')
     g.add_argument('--compile', action=bool_flag, default=False,
                    help='torch.compile the model for training (evaluation stays eager); KAN-ViTs compile whole')
     g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (torch._dynamo.list_backends)')
@@ -84,72 +104,77 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='float16 uses a GradScaler; bfloat16 needs none')
     g = p.add_argument_group('model')
     g.add_argument('--model', default='vit_kan_tiny', help='any timm model name')
-    g.add_argument('--input-size', type=int, default=224)
+    g.add_argument('--input-size', type=int, default=224, help='image side in pixels (the model img_size)')
     g.add_argument('--drop', type=float, default=0.0, help='dropout rate')
-    g.add_argument('--drop-path', type=float, default=0.1)
+    g.add_argument('--drop-path', type=float, default=0.1, help='stochastic depth rate')
     g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                    help='extra timm.create_model keywords: patch_size=4 hidden_dims=[64]')
     g.add_argument('--finetune', default='', help='initialise from a checkpoint (pos-embed resampled, head reset)')
-    g.add_argument('--model-ema', action=bool_flag, default=True)
-    g.add_argument('--model-ema-decay', type=float, default=0.99996)
-    g.add_argument('--model-ema-force-cpu', action=bool_flag, default=False)
-    g.add_argument('--model-ema-warmup', action=bool_flag, default=False)
+    g.add_argument('--model-ema', action=bool_flag, default=True, help='keep an EMA copy of the weights (evaluated)')
+    g.add_argument('--model-ema-decay', type=float, default=0.99996, help='EMA decay per update')
+    g.add_argument('--model-ema-force-cpu', action=bool_flag, default=False,
+                   help='keep the EMA on the CPU (not evaluated)')
+    g.add_argument('--model-ema-warmup', action=bool_flag, default=False, help="timm's EMA decay warm-up")
     g = p.add_argument_group('optimizer and schedule')
-    g.add_argument('--opt', default='adamw')
-    g.add_argument('--opt-eps', type=float, default=1e-8)
-    g.add_argument('--opt-betas', type=float, nargs='+', default=None)
-    g.add_argument('--clip-grad', type=float, default=None)
-    g.add_argument('--clip-mode', default='norm', choices=['norm', 'value', 'agc'])
-    g.add_argument('--momentum', type=float, default=0.9)
-    g.add_argument('--weight-decay', type=float, default=0.05)
+    g.add_argument('--opt', default='adamw', help='timm optimizer name (create_optimizer_v2)')
+    g.add_argument('--opt-eps', type=float, default=1e-8, help='optimizer epsilon')
+    g.add_argument('--opt-betas', type=float, nargs='+', default=None, help="optimizer betas (unset: the optimizer's)")
+    g.add_argument('--clip-grad', type=float, default=None, help='gradient clipping value (unset: no clipping)')
+    g.add_argument('--clip-mode', default='norm', choices=['norm', 'value', 'agc'], help='how --clip-grad clips')
+    g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    g.add_argument('--weight-decay', type=float, default=0.05, help='weight decay')
     g.add_argument('--lr', type=float, default=5e-4, help='for a global batch of 512 (see --scale-lr)')
     g.add_argument('--scale-lr', action=bool_flag, default=True, help='lr x global batch / 512 (DeiT)')
-    g.add_argument('--sched', default='cosine')
+    g.add_argument('--sched', default='cosine', help='timm scheduler name (create_scheduler_v2)')
     g.add_argument('--sched-on-updates', action=bool_flag, default=False, help='step the schedule every update')
-    g.add_argument('--lr-noise', type=float, nargs='+', default=None)
-    g.add_argument('--lr-noise-pct', type=float, default=0.67)
-    g.add_argument('--lr-noise-std', type=float, default=1.0)
-    g.add_argument('--warmup-lr', type=float, default=1e-6)
-    g.add_argument('--min-lr', type=float, default=1e-5)
-    g.add_argument('--decay-epochs', type=float, default=30)
-    g.add_argument('--warmup-epochs', type=int, default=5)
+    g.add_argument('--lr-noise', type=float, nargs='+', default=None, help='epoch fraction(s) where lr noise is on')
+    g.add_argument('--lr-noise-pct', type=float, default=0.67, help='lr noise limit (fraction)')
+    g.add_argument('--lr-noise-std', type=float, default=1.0, help='lr noise standard deviation')
+    g.add_argument('--warmup-lr', type=float, default=1e-6, help='lr at the start of the warm-up')
+    g.add_argument('--min-lr', type=float, default=1e-5, help='lower bound of the schedule')
+    g.add_argument('--decay-epochs', type=float, default=30, help='epochs between decays (step schedules)')
+    g.add_argument('--warmup-epochs', type=int, default=5, help='linear warm-up epochs')
     g.add_argument('--cooldown-epochs', type=int, default=0, help='trained after --epochs at --min-lr')
-    g.add_argument('--patience-epochs', type=int, default=10)
-    g.add_argument('--decay-rate', type=float, default=0.1)
+    g.add_argument('--patience-epochs', type=int, default=10, help='plateau schedule patience')
+    g.add_argument('--decay-rate', type=float, default=0.1, help='lr factor per decay (step schedules)')
     g = p.add_argument_group('augmentation')
-    g.add_argument('--color-jitter', type=float, default=0.3)
+    g.add_argument('--color-jitter', type=float, default=0.3, help='colour jitter strength (0: off)')
     g.add_argument('--aa', default='rand-m9-mstd0.5-inc1', help="timm auto-augment policy; 'none' for none")
-    g.add_argument('--smoothing', type=float, default=0.1)
+    g.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
     g.add_argument('--three-augment', action=bool_flag, default=False,
                    help="DeiT III's ThreeAugment as the whole train transform (replaces RandAugment and erasing)")
     g.add_argument('--bce-loss', action=bool_flag, default=False,
                    help='binary cross-entropy (DeiT III): mixed targets made binary; mixup then takes no smoothing')
-    g.add_argument('--train-interpolation', default='bicubic')
+    g.add_argument('--train-interpolation', default='bicubic', help='resize interpolation of the train crop')
     g.add_argument('--repeated-aug', action=bool_flag, default=True, help='3 repeats, when distributed')
-    g.add_argument('--train-crop', default='rrc', choices=['rrc', 'pad'], help="'pad': DeiT's CIFAR crop")
-    g.add_argument('--crop-pad', type=int, default=4)
-    g.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0])
-    g.add_argument('--ratio', type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0])
-    g.add_argument('--hflip', type=float, default=0.5)
-    g.add_argument('--vflip', type=float, default=0.0)
-    g.add_argument('--reprob', type=float, default=0.25)
-    g.add_argument('--remode', default='pixel')
-    g.add_argument('--recount', type=int, default=1)
-    g.add_argument('--eval-crop-ratio', type=float, default=0.875)
-    g.add_argument('--mixup', type=float, default=0.8)
-    g.add_argument('--cutmix', type=float, default=1.0)
-    g.add_argument('--cutmix-minmax', type=float, nargs=2, default=None)
-    g.add_argument('--mixup-prob', type=float, default=1.0)
-    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
-    g.add_argument('--mixup-mode', default='batch', choices=['batch', 'pair', 'elem'])
+    g.add_argument('--train-crop', default='rrc', choices=['rrc', 'pad'],
+                   help="'rrc': random-resized crop; 'pad': DeiT's CIFAR crop")
+    g.add_argument('--crop-pad', type=int, default=4, help="padding of --train-crop pad")
+    g.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0], help='random-resized crop area range')
+    g.add_argument('--ratio', type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0],
+                   help='random-resized crop aspect range')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--vflip', type=float, default=0.0, help='vertical flip probability')
+    g.add_argument('--reprob', type=float, default=0.25, help='random erasing probability')
+    g.add_argument('--remode', default='pixel', help='random erasing fill mode')
+    g.add_argument('--recount', type=int, default=1, help='random erasing count')
+    g.add_argument('--eval-crop-ratio', type=float, default=0.875, help='eval: resize to input/ratio, centre crop')
+    g.add_argument('--mixup', type=float, default=0.8, help='mixup alpha (0: off)')
+    g.add_argument('--cutmix', type=float, default=1.0, help='cutmix alpha (0: off)')
+    g.add_argument('--cutmix-minmax', type=float, nargs=2, default=None,
+                   help='cutmix box ratio range (overrides alpha)')
+    g.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixup or cutmix per batch')
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5, help='probability of cutmix instead of mixup')
+    g.add_argument('--mixup-mode', default='batch', choices=['batch', 'pair', 'elem'], help='what one mix covers')
     g = p.add_argument_group('distillation')
-    g.add_argument('--teacher-model', default='regnety_160')
-    g.add_argument('--teacher-path', default='')
+    g.add_argument('--teacher-model', default='regnety_160', help='teacher: any timm model name')
+    g.add_argument('--teacher-path', default='', help="checkpoint with the teacher's weights")
     g.add_argument('--teacher-pretrained', action=bool_flag, default=False, help="download through timm")
     g.add_argument('--teacher-random-init', action=bool_flag, default=False, help='untrained teacher (tests)')
-    g.add_argument('--distillation-type', default='none', choices=['none', 'soft', 'hard'])
-    g.add_argument('--distillation-alpha', type=float, default=0.5)
-    g.add_argument('--distillation-tau', type=float, default=1.0)
+    g.add_argument('--distillation-type', default='none', choices=['none', 'soft', 'hard'],
+                   help='DeiT distillation through the distillation token (a *_distilled model)')
+    g.add_argument('--distillation-alpha', type=float, default=0.5, help='weight of the distillation term')
+    g.add_argument('--distillation-tau', type=float, default=1.0, help='temperature of soft distillation')
     g = p.add_argument_group('KAN')
     g.add_argument('--kan-reg-weight', type=float, default=0.0, help='x sum of regularization_loss()')
     g.add_argument('--grid-update-epochs', type=int, nargs='*', default=[], help='after these epochs (1-based)')
@@ -157,10 +182,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--grid-update-until', type=int, default=None, help='no periodic update after this epoch')
     g.add_argument('--grid-update-images', type=int, default=256, help='training images seen by an update')
     g.add_argument('--grid-update-tokens', type=int, default=4096, help='input rows kept per layer')
-    g.add_argument('--grid-update-margin', type=float, default=0.01)
+    g.add_argument('--grid-update-margin', type=float, default=0.01, help='margin around the data span (update_grid)')
     g.add_argument('--grid-update-eps', type=float, default=None,
                    help="knots: 0 data quantiles .. 1 uniform over the data span (keeps the fused kernels); "
-                        "default: each layer's grid_eps (0.02, efficient-KAN)")
+                        "unset: each layer's grid_eps (0.02, efficient-KAN)")
     return p
 
 
@@ -175,12 +200,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.config = config
     if not args.data_path:
         raise ConfigError('--data-path is required (a folder with train/ and val/); `python main.py` runs the demo')
+    if args.eval and not (args.resume or args.finetune):
+        raise ConfigError('--eval needs weights to evaluate: --resume CHECKPOINT (a main.py checkpoint: the model is '
+                          'built from its config) or --finetune CHECKPOINT')
+    for flag, path in (('--resume', args.resume), ('--finetune', args.finetune)):
+        if path:  # exists, readable, a checkpoint: checked before any data or model is built (tensors mapped, not read)
+            ckpt = ckpt_io.load_checkpoint(path, flag, mmap=True)
+            if args.eval and flag == '--resume':
+                _adopt_checkpoint_config(args, ckpt, explicit_dests(parser, argv))
     check_model_name(args.model)
     if args.distillation_type != 'none':
         check_model_name(args.teacher_model, '--teacher-model')
     if args.batch_size < 1 or args.epochs < 1:
         raise ConfigError(f'--batch-size and --epochs must be >= 1, got {args.batch_size} and {args.epochs}')
-    mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    mixup_active = not args.eval and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None)
     if args.bce_loss and mixup_active and args.smoothing > 0:
         raise ConfigError(f'--bce-loss with mixup/cutmix binarises the mixed targets, so --smoothing {args.smoothing} '
                           f'would make every class a target: use --smoothing 0 (as DeiT III) or --mixup 0 --cutmix 0')
@@ -194,11 +227,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if args.compile_backend not in backends:
             raise ConfigError(f'--compile-backend {args.compile_backend!r} is not a torch.compile backend: inductor '
                               f'(default), aot_eager, eager, cudagraphs, ... (torch._dynamo.list_backends())')
+    if args.auto_resume and (args.eval or args.overwrite):
+        raise ConfigError(f'--auto-resume continues a training run: it does not go with '
+                          f'{"--eval" if args.eval else "--overwrite"}')
     if args.quantize != 'none' and not args.eval:
         raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
-    if args.eval and not args.resume:
-        print('warning: --eval without --resume evaluates an untrained model', file=sys.stderr)
     return args
+
+
+# what builds the model: with --eval --resume these come from the checkpoint's saved config unless given on the
+# command line (num_classes comes from the checkpoint itself)
+EVAL_MODEL_KEYS = ('model', 'input_size', 'model_kwargs')
+
+
+def _adopt_checkpoint_config(args: argparse.Namespace, ckpt: Dict[str, Any], explicit: set) -> None:
+    """--eval --resume: build the model the checkpoint was trained as (model, input_size, model_kwargs from its
+    config), flags given on the command line kept; a checkpoint without a config leaves the flags as they are."""
+    config = ckpt.get('config') if isinstance(ckpt.get('config'), dict) else {}
+    taken = {k: config[k] for k in EVAL_MODEL_KEYS if k in config and k not in explicit}
+    for key, value in taken.items():
+        setattr(args, key, dict(value) if key == 'model_kwargs' else value)
+    args.eval_num_classes = ckpt.get('num_classes')
 
 
 def _seed_all(seed: int) -> None:
@@ -208,9 +257,23 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
 
 
+def _output_dir(args: argparse.Namespace) -> Path:
+    return Path(args.output_dir or Path('output') / args.model)
+
+
+def _apply_auto_resume(args: argparse.Namespace, log: Callable) -> None:
+    """--auto-resume: resume from output_dir/checkpoint.pth when a previous attempt left one (every rank reads the
+    same file: only rank 0 writes it, atomically, after each epoch)."""
+    last = _output_dir(args) / 'checkpoint.pth'
+    if args.auto_resume and last.is_file():
+        ckpt_io.load_checkpoint(last, '--auto-resume', mmap=True)  # readable, a checkpoint (tensors mapped, not read)
+        log(f'--auto-resume: continuing from {last}')
+        args.resume = str(last)
+
+
 def _prepare_output_dir(args: argparse.Namespace) -> Path:
     """Create the output dir and prove it writable; refuse to start afresh over another run's checkpoint."""
-    out = Path(args.output_dir or Path('output') / args.model)
+    out = _output_dir(args)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix='.write-test-'):
@@ -219,7 +282,8 @@ def _prepare_output_dir(args: argparse.Namespace) -> Path:
         raise ConfigError(f'--output-dir {out} cannot be written: {e.strerror or e}') from None
     if (out / 'checkpoint.pth').exists() and not args.resume and not args.overwrite:
         raise ConfigError(f'--output-dir {out} already holds checkpoint.pth: continue with --resume '
-                          f'{out / "checkpoint.pth"}, start over with --overwrite, or pick another --output-dir')
+                          f'{out / "checkpoint.pth"} (or --auto-resume), start over with --overwrite, or pick another '
+                          f'--output-dir')
     return out
 
 
@@ -245,58 +309,88 @@ def _resume(path: str, model, optimizer, grad_scaler, model_ema, model_name: str
     return ckpt['epoch'] + 1, float(ckpt.get('max_accuracy', 0.0)), ckpt.get('rng')
 
 
-def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
-    device, is_main, world = dist_info.device, dist_info.is_main, dist_info.world_size
-    if args.cpu_threads > 0:
-        torch.set_num_threads(args.cpu_threads)
-    log = print if is_main else (lambda *a, **k: None)
-    out = _prepare_output_dir(args) if is_main and not args.eval else None
-    if args.demo and is_main and not Path(args.data_path, 'train').is_dir():
-        from vision_kan.train.demo_data import write_digits_imagefolder
-        counts = write_digits_imagefolder(args.data_path)
-        log(f'demo: wrote scikit-learn digits to {args.data_path} ({counts["train"]} train / {counts["val"]} val)')
-    barrier()
-    _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
+# ---------------------------------------------------------------- the steps of a run, in the order run() takes them
 
+@dataclass
+class RunData:
+    """The datasets and loaders of a run (built in one place, build_data); --eval has no training side."""
+    train_set: Optional[Dataset]
+    val_set: Dataset
+    num_classes: int
+    train_loader: Optional[DataLoader]
+    val_loader: DataLoader
+
+
+def build_data(args: argparse.Namespace, dist_info: DistInfo) -> RunData:
+    """ImageFolders of data_path/train and data_path/val with timm's transforms, and DeiT's samplers; with --eval
+    only val/ (no train/ needed, no training batch-size check)."""
     tcfg = TransformConfig.from_flags(args)
+    pin = args.pin_mem and dist_info.device.type == 'cuda'
+    if args.eval:
+        if not os.path.isdir(args.data_path):
+            raise DataError(f'--data-path: {args.data_path} does not exist')
+        val_set = image_folder(os.path.join(args.data_path, 'val'), build_transform(False, tcfg))
+        val_loader = DataLoader(val_set, batch_size=max(1, int(1.5 * args.batch_size)), num_workers=args.num_workers,
+                                pin_memory=pin, sampler=ShardSampler(val_set, dist_info.world_size, dist_info.rank))
+        return RunData(None, val_set, len(val_set.classes), None, val_loader)
     train_set, val_set, num_classes = build_datasets(
         args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
     train_loader, val_loader = build_loaders(
-        train_set, val_set, args.batch_size, args.num_workers, args.pin_mem and device.type == 'cuda', world,
-        dist_info.rank, args.repeated_aug, args.seed)
+        train_set, val_set, args.batch_size, args.num_workers, pin, dist_info.world_size, dist_info.rank,
+        args.repeated_aug, args.seed)
+    return RunData(train_set, val_set, num_classes, train_loader, val_loader)
 
+
+def build_model(args: argparse.Namespace, num_classes: int, device: torch.device, log: Callable) -> nn.Module:
+    """timm.create_model from the flags, fine-tune weights (--finetune) loaded, on device."""
     model = create_model(args.model, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
                          img_size=args.input_size, log=log, **args.model_kwargs)
     if args.finetune:
         weights = ckpt_io.load_model_weights(args.finetune, '--finetune')  # a checkpoint or a .safetensors file
         ckpt_io.load_finetune_state(model, weights, args.finetune, args.model, log=log)
-    model.to(device)
-    n_params = count_params(model)
-    gflops = count_gflops(model, (3, args.input_size, args.input_size), device) if is_main else None
-    log(f'model {args.model}: {n_params / 1e6:.3f}M params, '
-        f'{f"{gflops:.4f}" if gflops is not None else "n/a"} GFLOPs (fvcore) | {num_classes} classes | '
-        f'{len(train_set)} train / {len(val_set)} val images | {world} process(es) on {device.type}')
+    return model.to(device)
 
-    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp else None
-    if args.eval:
-        if args.resume:
-            _resume(args.resume, model, None, None, None, args.model)
-        stats = evaluate(model=model, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
-                         show_progress=is_main, print_freq=args.print_freq)
-        log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
-            f'loss {stats["loss"]:.4f}')
-        if args.quantize == 'int8':
-            if dist_info.distributed:
-                raise ConfigError('--quantize int8 evaluates on the CPU in one process; run without torchrun')
-            from vision_kan.tools.quantize import describe, quantize_int8
-            qmodel, report = quantize_int8(model)
-            qstats = evaluate(model=qmodel, data_loader=val_loader, device=torch.device('cpu'), amp_dtype=None,
-                              show_progress=is_main, desc='Eval int8', print_freq=args.print_freq)
-            log(describe(report))
-            log(f'int8 (CPU) on {qstats["n"]} val images: acc1 {qstats["acc1"]:.2f} '
-                f'({qstats["acc1"] - stats["acc1"]:+.2f}) acc5 {qstats["acc5"]:.2f} loss {qstats["loss"]:.4f}')
-        return 0
 
+@dataclass
+class Optimisation:
+    """What updates the weights: optimizer, schedule (with the epochs it runs, cooldown included), fp16 loss scaler,
+    EMA copy."""
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    num_epochs: int
+    lr: float
+    grad_scaler: Optional[torch.amp.GradScaler]
+    model_ema: Optional[KanModelEma]
+
+
+def build_optimisation(args: argparse.Namespace, model: nn.Module, world: int, updates_per_epoch: int,
+                       amp_dtype: Optional[torch.dtype], device: torch.device) -> Optimisation:
+    """timm's optimizer and scheduler from the flags (lr scaled by the global batch / 512 as DeiT does), the fp16
+    GradScaler, the EMA. model: the unwrapped model (after DDP's broadcast, so the EMA starts equal on every rank)."""
+    lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
+    opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
+    if args.opt_betas:
+        opt_kwargs['betas'] = tuple(args.opt_betas)
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, **opt_kwargs)
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
+        cooldown_epochs=args.cooldown_epochs, patience_epochs=args.patience_epochs, decay_rate=args.decay_rate,
+        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, noise=args.lr_noise,
+        noise_pct=args.lr_noise_pct, noise_std=args.lr_noise_std, noise_seed=args.seed,
+        step_on_epochs=not args.sched_on_updates, updates_per_epoch=updates_per_epoch)
+    grad_scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    model_ema = None
+    if args.model_ema:
+        model_ema = KanModelEma(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                                device=torch.device('cpu') if args.model_ema_force_cpu else None)
+    return Optimisation(optimizer, lr_scheduler, num_epochs, lr, grad_scaler, model_ema)
+
+
+def build_criterion(args: argparse.Namespace, model: nn.Module, num_classes: int,
+                    device: torch.device) -> Tuple[nn.Module, Optional[Mixup]]:
+    """(criterion, mixup_fn): the base loss (mixup / smoothing / BCE), wrapped by distillation against a frozen
+    teacher and by the KAN penalty, so the engine calls criterion(inputs, outputs, targets) whatever is on."""
     teacher = None
     if args.distillation_type != 'none':
         if not hasattr(model, 'set_distilled_training'):
@@ -305,30 +399,6 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         model.set_distilled_training(True)
         teacher = create_teacher(args.teacher_model, num_classes, args.teacher_path, args.teacher_pretrained,
                                  args.teacher_random_init, model_kwargs={'img_size': args.input_size}).to(device)
-
-    model_without_ddp = model
-    if dist_info.distributed:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    if args.compile:  # after DDP, as timm's train.py does: the DDP optimizer splits the graph at bucket boundaries
-        model = torch.compile(model, backend=args.compile_backend, mode=args.compile_mode)
-    lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
-    opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
-    if args.opt_betas:
-        opt_kwargs['betas'] = tuple(args.opt_betas)
-    optimizer = create_optimizer_v2(model_without_ddp, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
-                                    momentum=args.momentum, **opt_kwargs)
-    lr_scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
-        cooldown_epochs=args.cooldown_epochs, patience_epochs=args.patience_epochs, decay_rate=args.decay_rate,
-        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, noise=args.lr_noise,
-        noise_pct=args.lr_noise_pct, noise_std=args.lr_noise_std, noise_seed=args.seed,
-        step_on_epochs=not args.sched_on_updates, updates_per_epoch=len(train_loader))
-    grad_scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    model_ema = None
-    if args.model_ema:  # after DDP: built from the broadcast weights, the same on every rank
-        model_ema = KanModelEma(model_without_ddp, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
-                                device=torch.device('cpu') if args.model_ema_force_cpu else None)
-
     mixup_fn = None
     if args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None:
         mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
@@ -337,104 +407,224 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     criterion = DistillationLoss(build_base_criterion(mixup_fn is not None, args.smoothing, args.bce_loss), teacher,
                                  args.distillation_type, args.distillation_alpha, args.distillation_tau)
     if args.kan_reg_weight > 0:
-        kan_modules = [m for _, m in outermost_modules_with(model_without_ddp, 'regularization_loss')]
+        kan_modules = [m for _, m in outermost_modules_with(model, 'regularization_loss')]
         criterion = KanRegularizedLoss(criterion, kan_modules, args.kan_reg_weight)
-    grid_scheduled = bool(args.grid_update_epochs) or args.grid_update_every > 0
-    if grid_scheduled and not grid_layers(model_without_ddp):
-        log(f'note: {args.model} has no KAN layer with update_grid (FasterKAN grids are fixed): no grid update')
-        grid_scheduled = False
+    return criterion, mixup_fn
 
-    start_epoch, max_accuracy = 0, 0.0
-    if args.resume:
-        start_epoch, max_accuracy, rng = _resume(args.resume, model_without_ddp, optimizer, grad_scaler, model_ema,
-                                                 args.model)
-        if rng is not None and len(rng) == world:
-            ckpt_io.set_rng_state(rng[dist_info.rank])
-        else:
-            log(f'note: {args.resume} has RNG states for {len(rng or [])} process(es), not {world}: reseeding')
-            _seed_all(args.seed + 1000 * start_epoch + dist_info.rank)
-        # timm's schedules are functions of the epoch / update, rebuilt from the flags (so --epochs may be raised on
-        # resume): move to where the uninterrupted run stands at the start of start_epoch
-        if lr_scheduler is not None and args.sched_on_updates:
-            lr_scheduler.step_update(start_epoch * len(train_loader))
-        elif lr_scheduler is not None:
-            lr_scheduler.step(start_epoch)
-        log(f'resumed from {args.resume} at epoch {start_epoch + 1}')
-    else:
+
+def resume_training(args: argparse.Namespace, model: nn.Module, opt: Optimisation, dist_info: DistInfo,
+                    updates_per_epoch: int, log: Callable) -> Tuple[int, float]:
+    """(start_epoch, max_accuracy): --resume's model, optimizer, scaler, EMA and RNG states loaded and the schedule
+    moved to where the uninterrupted run stands; (0, 0.0) and per-rank seeds for a fresh start."""
+    if not args.resume:
         _seed_all(args.seed + dist_info.rank)  # different augmentations on each rank
-    if start_epoch >= num_epochs:
-        raise ConfigError(f'--resume: {args.resume} already finished {start_epoch} of {num_epochs} epochs; '
+        return 0, 0.0
+    start_epoch, max_accuracy, rng = _resume(args.resume, model, opt.optimizer, opt.grad_scaler, opt.model_ema,
+                                             args.model)
+    if rng is not None and len(rng) == dist_info.world_size:
+        ckpt_io.set_rng_state(rng[dist_info.rank])
+    else:
+        log(f'note: {args.resume} has RNG states for {len(rng or [])} process(es), not {dist_info.world_size}: '
+            f'reseeding')
+        _seed_all(args.seed + 1000 * start_epoch + dist_info.rank)
+    # timm's schedules are functions of the epoch / update, rebuilt from the flags (so --epochs may be raised on
+    # resume): move to where the uninterrupted run stands at the start of start_epoch
+    if opt.lr_scheduler is not None and args.sched_on_updates:
+        opt.lr_scheduler.step_update(start_epoch * updates_per_epoch)
+    elif opt.lr_scheduler is not None:
+        opt.lr_scheduler.step(start_epoch)
+    if start_epoch >= opt.num_epochs and args.auto_resume:  # a restart after the last epoch was saved
+        log(f'--auto-resume: {args.resume} already finished {start_epoch} of {opt.num_epochs} epochs; nothing to do')
+        return start_epoch, max_accuracy
+    if start_epoch >= opt.num_epochs:
+        raise ConfigError(f'--resume: {args.resume} already finished {start_epoch} of {opt.num_epochs} epochs; '
                           f'raise --epochs to train on')
+    log(f'resumed from {args.resume} at epoch {start_epoch + 1}')
+    return start_epoch, max_accuracy
 
-    log(f'lr {lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {lr:.3e}')
-    log(f'training {num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
+
+def save_checkpoints(out: Path, payload: Dict[str, Any], improved: bool, best_weights: nn.Module,
+                     model_name: str) -> None:
+    """The one place a run writes checkpoints (rank 0): checkpoint.pth every epoch; when val acc1 improved, best.pth
+    and model.safetensors (best_weights: the EMA model when EMA is on, else the model); each atomically (a kill
+    mid-save leaves the previous file)."""
+    ckpt_io.save_atomic(payload, out / 'checkpoint.pth')
+    if improved:
+        ckpt_io.save_atomic(payload, out / 'best.pth')
+        ckpt_io.save_model_safetensors(best_weights, out / ckpt_io.SAFETENSORS_NAME, metadata={'model': model_name})
+
+
+def _check_eval_classes(args: argparse.Namespace, data: RunData) -> None:
+    """--eval --resume: val/ must hold the classes the checkpoint's model was trained on."""
+    trained = getattr(args, 'eval_num_classes', None)
+    if trained is not None and trained != data.num_classes:
+        raise DataError(f'--eval: {args.data_path}/val has {data.num_classes} class folders, the model in '
+                        f'{args.resume} was trained on {trained} classes')
+
+
+def evaluate_only(args: argparse.Namespace, model: nn.Module, data: RunData, dist_info: DistInfo,
+                  amp_dtype: Optional[torch.dtype], log: Callable) -> int:
+    """--eval: top-1/top-5 of the --resume weights on val/ (and of an int8 copy with --quantize int8); writes
+    nothing."""
+    if args.resume:
+        _resume(args.resume, model, None, None, None, args.model)
+        log(f'--eval: weights of {args.resume} in {args.model} (input size {args.input_size}, model kwargs '
+            f'{args.model_kwargs or "none"})')
+    stats = evaluate(model=model, data_loader=data.val_loader, device=dist_info.device, amp_dtype=amp_dtype,
+                     show_progress=dist_info.is_main, print_freq=args.print_freq)
+    log(f'Accuracy on {stats["n"]} val images: acc1 {stats["acc1"]:.2f} acc5 {stats["acc5"]:.2f} '
+        f'loss {stats["loss"]:.4f}')
+    if args.quantize == 'int8':
+        if dist_info.distributed:
+            raise ConfigError('--quantize int8 evaluates on the CPU in one process; run without torchrun')
+        from vision_kan.tools.quantize import describe, quantize_int8
+        qmodel, report = quantize_int8(model)
+        qstats = evaluate(model=qmodel, data_loader=data.val_loader, device=torch.device('cpu'), amp_dtype=None,
+                          show_progress=dist_info.is_main, desc='Eval int8', print_freq=args.print_freq)
+        log(describe(report))
+        log(f'int8 (CPU) on {qstats["n"]} val images: acc1 {qstats["acc1"]:.2f} '
+            f'({qstats["acc1"] - stats["acc1"]:+.2f}) acc5 {qstats["acc5"]:.2f} loss {qstats["loss"]:.4f}')
+    return 0
+
+
+def _grid_schedule(args: argparse.Namespace, model: nn.Module, log: Callable) -> GridUpdateSchedule:
+    """The flags' grid-update schedule, switched off (with a note) for a model without updatable KAN grids."""
+    schedule = GridUpdateSchedule.from_flags(args)
+    if schedule.active and not grid_layers(model):
+        log(f'note: {args.model} has no KAN layer with update_grid (FasterKAN grids are fixed): no grid update')
+        return GridUpdateSchedule()
+    return schedule
+
+
+def train(args: argparse.Namespace, dist_info: DistInfo, data: RunData, model: nn.Module,
+          model_without_ddp: nn.Module, opt: Optimisation, criterion: nn.Module, mixup_fn: Optional[Mixup],
+          start_epoch: int, max_accuracy: float, out: Optional[Path], log: Callable) -> float:
+    """The epoch loop: train, grid update when scheduled, evaluate (model and EMA), checkpoint, log. Returns the best
+    val acc1."""
+    device, is_main, amp_dtype = dist_info.device, dist_info.is_main, _amp_dtype(args)
+    ema = opt.model_ema.module if opt.model_ema is not None else None
+    schedule = _grid_schedule(args, model_without_ddp, log)
+    n_params = count_params(model_without_ddp)
     run_log = RunLog(out if is_main else None, fresh=not args.resume)
-    engine_kwargs = dict(model=model, criterion=criterion, data_loader=train_loader, optimizer=optimizer,
-                         device=device, num_epochs=num_epochs, world_size=world, mixup_fn=mixup_fn,
-                         model_ema=model_ema, grad_scaler=grad_scaler, amp_dtype=amp_dtype, clip_grad=args.clip_grad,
-                         clip_mode=args.clip_mode, lr_scheduler=lr_scheduler, show_progress=is_main,
-                         print_freq=args.print_freq)
+    engine_kwargs = dict(model=model, criterion=criterion, data_loader=data.train_loader, optimizer=opt.optimizer,
+                         device=device, num_epochs=opt.num_epochs, world_size=dist_info.world_size, mixup_fn=mixup_fn,
+                         model_ema=opt.model_ema, grad_scaler=opt.grad_scaler, amp_dtype=amp_dtype,
+                         clip_grad=args.clip_grad, clip_mode=args.clip_mode, lr_scheduler=opt.lr_scheduler,
+                         show_progress=is_main, print_freq=args.print_freq)
+    eval_kwargs = dict(data_loader=data.val_loader, device=device, amp_dtype=amp_dtype, show_progress=is_main,
+                       print_freq=args.print_freq)
     start_time = time.time()
-    for epoch in range(start_epoch, num_epochs):
+    for epoch in range(start_epoch, opt.num_epochs):
         epoch_start = time.time()
-        train_loader.sampler.set_epoch(epoch)
-        try:
-            train_stats = train_one_epoch(epoch=epoch, **engine_kwargs)
-        except NonFiniteLossError as e:
-            if not is_main:
-                raise
-            last = out / 'checkpoint.pth'
-            kept = f'{last} (the last good state) is untouched' if last.exists() else 'no checkpoint was written'
-            raise NonFiniteLossError(f'{e}; {kept}') from None
-        if grid_scheduled and grid_update_due(epoch + 1, args.grid_update_epochs, args.grid_update_every,
-                                              args.grid_update_until):
-            loader = build_grid_sample_loader(train_set, args.grid_update_images, args.batch_size, args.num_workers,
-                                              world, dist_info.rank, args.seed, epoch)
-            ema_module = model_ema.module if model_ema is not None else None
-            n = update_kan_grids(model_without_ddp, loader, device, args.grid_update_tokens, args.seed + epoch,
-                                 args.grid_update_margin, ema_module, autocast(device, amp_dtype),
-                                 args.grid_update_eps)
+        data.train_loader.sampler.set_epoch(epoch)
+        train_stats = _train_epoch(epoch, engine_kwargs, out, is_main)
+        n = scheduled_grid_update(model_without_ddp, epoch, schedule, lambda images: build_grid_sample_loader(
+            data.train_set, images, args.batch_size, args.num_workers, dist_info.world_size, dist_info.rank,
+            args.seed, epoch), device, args.seed, ema, autocast(device, amp_dtype))
+        if n:
             log(f'epoch {epoch + 1}: KAN grids of {n} layers re-placed on the data')
-        test_stats = evaluate(model=model_without_ddp, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
-                              show_progress=is_main, print_freq=args.print_freq)
+        test_stats = evaluate(model=model_without_ddp, **eval_kwargs)
         ema_stats = None
-        if model_ema is not None and not args.model_ema_force_cpu:
-            ema_stats = evaluate(model=model_ema.module, data_loader=val_loader, device=device, amp_dtype=amp_dtype,
-                                 show_progress=is_main, desc='Eval EMA', print_freq=args.print_freq)
-        if lr_scheduler is not None:
-            lr_scheduler.step(epoch + 1, test_stats['acc1'])
+        if ema is not None and not args.model_ema_force_cpu:
+            ema_stats = evaluate(model=ema, desc='Eval EMA', **eval_kwargs)
+        if opt.lr_scheduler is not None:
+            opt.lr_scheduler.step(epoch + 1, test_stats['acc1'])
         improved = test_stats['acc1'] > max_accuracy
         max_accuracy = max(max_accuracy, test_stats['acc1'])
 
         rng = all_gather_object(ckpt_io.get_rng_state())  # every rank's, so a resume continues each one
         if is_main:
-            payload = ckpt_io.checkpoint_payload(model_without_ddp, optimizer, grad_scaler, model_ema, epoch,
-                                                 max_accuracy, vars(args), rng)
-            ckpt_io.save_atomic(payload, out / 'checkpoint.pth')
-            if improved:
-                ckpt_io.save_atomic(payload, out / 'best.pth')
-                ckpt_io.save_model_safetensors(model_ema.module if model_ema is not None else model_without_ddp,
-                                               out / ckpt_io.SAFETENSORS_NAME, metadata={'model': args.model})
+            save_checkpoints(out, ckpt_io.checkpoint_payload(model_without_ddp, opt.optimizer, opt.grad_scaler,
+                                                             opt.model_ema, epoch, max_accuracy, vars(args), rng),
+                             improved, opt.model_ema.module if opt.model_ema is not None else model_without_ddp,
+                             args.model)
             if epoch == start_epoch:  # the first write of this run comes after its first good epoch
                 save_config(args, out / 'config.yaml')
-        row = {'epoch': epoch + 1, **{f'train_{k}': v for k, v in train_stats.items() if k != 'time'},
-               **{f'test_{k}': v for k, v in test_stats.items() if k != 'n'},
-               'ema_acc1': ema_stats['acc1'] if ema_stats else None, 'n_parameters': n_params,
-               'epoch_time': time.time() - epoch_start}
-        run_log.log_epoch(row)
-        log(f'epoch {epoch + 1}/{num_epochs}: train loss {train_stats["loss"]:.4f} | val acc1 {test_stats["acc1"]:.2f} '
-            f'acc5 {test_stats["acc5"]:.2f} loss {test_stats["loss"]:.4f} | best {max_accuracy:.2f}')
+        run_log.log_epoch({'epoch': epoch + 1, **{f'train_{k}': v for k, v in train_stats.items() if k != 'time'},
+                           **{f'test_{k}': v for k, v in test_stats.items() if k != 'n'},
+                           'ema_acc1': ema_stats['acc1'] if ema_stats else None, 'n_parameters': n_params,
+                           'epoch_time': time.time() - epoch_start})
+        log(f'epoch {epoch + 1}/{opt.num_epochs}: train loss {train_stats["loss"]:.4f} | val acc1 '
+            f'{test_stats["acc1"]:.2f} acc5 {test_stats["acc5"]:.2f} loss {test_stats["loss"]:.4f} | '
+            f'best {max_accuracy:.2f}')
     run_log.close()
-    if args.print_state_hash:  # every rank: equal digests mean bit-identical replicas
-        for label, m in (('model', model_without_ddp), ('ema', model_ema.module if model_ema is not None else None)):
-            if m is not None:
-                d = state_digest(m, sorted(kan_buffer_names(m)))
-                print(f'state rank {dist_info.rank}/{dist_info.world_size} {label}: params {d["params"]} '
-                      f'kan-grids {d["buffers"]}', flush=True)
     total = datetime.timedelta(seconds=int(time.time() - start_time))
     log('\n' + results_table(run_log.rows))
     log(f'\nbest val acc1 {max_accuracy:.2f} | training time {total} | {out}: checkpoint.pth, best.pth, log.txt, '
         f'config.yaml, tensorboard/')
+    return max_accuracy
+
+
+def _train_epoch(epoch: int, engine_kwargs: Dict[str, Any], out: Optional[Path], is_main: bool) -> Dict[str, float]:
+    """engine.train_one_epoch; a NaN loss names the last good checkpoint (left untouched) in its message."""
+    try:
+        return train_one_epoch(epoch=epoch, **engine_kwargs)
+    except NonFiniteLossError as e:
+        if not is_main:
+            raise
+        last = out / 'checkpoint.pth'
+        kept = f'{last} (the last good state) is untouched' if last.exists() else 'no checkpoint was written'
+        raise NonFiniteLossError(f'{e}; {kept}') from None
+
+
+def _amp_dtype(args: argparse.Namespace) -> Optional[torch.dtype]:
+    return AMP_DTYPES[args.amp_dtype] if args.amp else None
+
+
+def _print_state_hashes(dist_info: DistInfo, model: nn.Module, model_ema: Optional[KanModelEma]) -> None:
+    """--print-state-hash, on every rank: equal digests mean bit-identical replicas."""
+    for label, m in (('model', model), ('ema', model_ema.module if model_ema is not None else None)):
+        if m is not None:
+            d = state_digest(m, sorted(kan_buffer_names(m)))
+            print(f'state rank {dist_info.rank}/{dist_info.world_size} {label}: params {d["params"]} '
+                  f'kan-grids {d["buffers"]}', flush=True)
+
+
+def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
+    """Set up, build data / model / optimisation / criterion, resume, then train (or only evaluate with --eval)."""
+    device, is_main, world = dist_info.device, dist_info.is_main, dist_info.world_size
+    if args.cpu_threads > 0:
+        torch.set_num_threads(args.cpu_threads)
+    log = print if is_main else (lambda *a, **k: None)
+    _apply_auto_resume(args, log)
+    out = _prepare_output_dir(args) if is_main and not args.eval else None
+    if args.demo and is_main and not Path(args.data_path, 'train').is_dir():
+        from vision_kan.train.demo_data import write_digits_imagefolder
+        counts = write_digits_imagefolder(args.data_path)
+        log(f'demo: wrote scikit-learn digits to {args.data_path} ({counts["train"]} train / {counts["val"]} val)')
+    barrier()
+    _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
+
+    data = build_data(args, dist_info)
+    if args.eval:
+        _check_eval_classes(args, data)
+    model = build_model(args, data.num_classes, device, log)
+    n_params = count_params(model)
+    gflops = count_gflops(model, (3, args.input_size, args.input_size), device) if is_main else None
+    images = f'{len(data.train_set)} train / ' if data.train_set is not None else ''
+    log(f'model {args.model}: {n_params / 1e6:.3f}M params, '
+        f'{f"{gflops:.4f}" if gflops is not None else "n/a"} GFLOPs (fvcore) | {data.num_classes} classes | '
+        f'{images}{len(data.val_set)} val images | {world} process(es) on {device.type}')
+    if args.eval:
+        return evaluate_only(args, model, data, dist_info, _amp_dtype(args), log)
+
+    criterion, mixup_fn = build_criterion(args, model, data.num_classes, device)
+    model_without_ddp = model
+    if dist_info.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    if args.compile:  # after DDP, as timm's train.py does: the DDP optimizer splits the graph at bucket boundaries
+        model = torch.compile(model, backend=args.compile_backend, mode=args.compile_mode)
+    opt = build_optimisation(args, model_without_ddp, world, len(data.train_loader), _amp_dtype(args), device)
+    start_epoch, max_accuracy = resume_training(args, model_without_ddp, opt, dist_info, len(data.train_loader), log)
+
+    if start_epoch >= opt.num_epochs:  # --auto-resume after the last epoch: nothing left to train
+        return 0
+    log(f'lr {opt.lr:.3e} ({args.lr:.2e} x {args.batch_size}x{world}/512)' if args.scale_lr else f'lr {opt.lr:.3e}')
+    log(f'training {opt.num_epochs} epochs from epoch {start_epoch + 1} -> {out}')
+    train(args, dist_info, data, model, model_without_ddp, opt, criterion, mixup_fn, start_epoch, max_accuracy, out,
+          log)
+    if args.print_state_hash:
+        _print_state_hashes(dist_info, model_without_ddp, opt.model_ema)
     return 0
 
 

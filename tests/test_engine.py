@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,16 @@ def test_repeated_aug_sampler_never_empty_and_deals_repeats(n, world):
         assert list(samplers[0]) != per_rank[0]
 
 
-def test_deit_style_epoch_would_be_empty_but_ours_is_not():
-    # DeiT keeps floor(n / 256) * 256 / world samples: 0 for 200 images
-    assert 200 // 256 * 256 // 2 == 0
-    assert len(list(RepeatedAugSampler(range(200), 2, 1))) == 100
+def test_small_data_set_gives_every_rank_full_steps_with_repeats():
+    # DeiT's sampler keeps floor(n / 256) * 256 / world indices per rank: none at all for 200 images on 2 ranks
+    n, world = 200, 2
+    samplers = [RepeatedAugSampler(range(n), world, r, num_repeats=3, seed=0) for r in range(world)]
+    per_rank = [list(s) for s in samplers]
+    assert [len(p) for p in per_rank] == [100, 100]
+    # the 200 draws are the first ceil(200 / 3) = 67 images of the epoch's permutation, 3 copies each (the last 2)
+    counts = sorted(Counter(i for p in per_rank for i in p).values())
+    assert len(counts) == 67 and counts == [2] + [3] * 66
+    assert all(len(DataLoader(range(n), batch_size=32, sampler=s, drop_last=True)) == 3 for s in samplers)
 
 
 def test_shard_sampler_covers_each_index_once():
@@ -74,7 +81,12 @@ def _parser():
 
 @pytest.mark.parametrize('text, fragment', [
     ('lr: 5e-4\n', "write 5.0e-4"),
-    ('learning_rate: 5.0e-4\n', "unknown key 'learning_rate'"),
+    ('learning_rate: 5.0e-4\n', "unknown key 'learning_rate' (keys are flag names with underscores); did you mean "
+                                 "'lr' (--lr)?"),
+    ('num_epochs: 3\n', "did you mean 'epochs' (--epochs)?"),
+    ('drop_path_rate: 0.1\n', "did you mean 'drop_path' (--drop-path)?"),
+    ('wd: 0.1\n', "did you mean 'weight_decay' (--weight-decay)?"),
+    ('grid_update_epoch: [1]\n', "did you mean 'grid_update_epochs' (--grid-update-epochs)?"),
     ('batch-size: 8\n', "did you mean 'batch_size'"),
     ('model_ema: 1\n', "'model_ema' must be a bool"),
     ('batch_size: 8.5\n', "'batch_size' must be an int"),
@@ -324,8 +336,39 @@ def test_mismatched_checkpoint_is_one_line(tmp_path):
     msg = str(info.value)
     assert 'does not match model kan_mlp' in msg and 'shape mismatch' in msg and '\n' not in msg
     (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
-    with pytest.raises(CheckpointError, match='cannot read'):
+    with pytest.raises(CheckpointError, match='cannot read .*junk.pth: not a PyTorch checkpoint'):
         load_checkpoint(tmp_path / 'junk.pth')
+
+
+@pytest.mark.parametrize('cut', ['half', 'tail', 'empty'])
+def test_truncated_checkpoint_says_damaged_or_truncated(tmp_path, cut):
+    torch.save({'model': _kan_model().state_dict(), 'epoch': 3}, tmp_path / 'full.pth')
+    data = (tmp_path / 'full.pth').read_bytes()
+    part = {'half': data[:len(data) // 2], 'tail': data[:-8], 'empty': b''}[cut]
+    (tmp_path / 'cut.pth').write_bytes(part)
+    for mmap in (False, True):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(tmp_path / 'cut.pth', '--resume', mmap=mmap)
+        msg = str(info.value)
+        assert msg.startswith(f'--resume: cannot read {tmp_path / "cut.pth"}: ') and '\n' not in msg
+        assert ('is empty (0 bytes)' if cut == 'empty' else f'damaged or truncated ({len(part)} bytes') in msg, msg
+    assert load_checkpoint(tmp_path / 'full.pth', mmap=True)['epoch'] == 3
+
+
+# ---------------------------------------------------------------- progress
+
+def test_piped_progress_prints_a_line_per_loop_even_when_shorter_than_print_freq():
+    import io
+    from vision_kan.train.progress import Progress
+    for total, steps, lines in ((3, 3, 1), (120, 120, 3), (5, 3, 1), (100, 100, 2)):
+        stream = io.StringIO()  # not a terminal: printed lines, no bar
+        progress = Progress(total, 'Epoch 1/2', print_freq=50, stream=stream)
+        for _ in range(steps):
+            progress.update({'loss': 1.0})
+        progress.close()
+        printed = stream.getvalue().splitlines()
+        assert len(printed) == lines, (total, steps, printed)
+        assert printed[-1].startswith(f'Epoch 1/2 [{steps:>{len(str(total))}}/{total}] loss 1.0000')
 
 
 def test_finetune_resamples_pos_embed_and_resets_head():

@@ -374,8 +374,12 @@ def test_half_full_layer_close_to_fp32(family, dtype):
     ref = layer(x)
     y = layer.to(dtype)(x.to(dtype))
     assert torch.isfinite(y).all()
-    tol = 0.05 if dtype == torch.float16 else 0.3
-    torch.testing.assert_close(y.float(), ref, rtol=tol, atol=tol * ref.abs().max().item() / 10)
+    # error of each output against fp32, relative to |ref| + the median |ref| (so that the outputs of the +-1e3
+    # inputs do not hide the error of the small ones), in units of the type's epsilon: measured (CPU, 2026-11-28) at
+    # most 1.44 in fp16 (KAJN) and 1.13 in bf16 over the families; bound 2.5
+    ref = ref.detach()
+    err = ((y.float() - ref).abs() / (ref.abs() + ref.abs().median())).max().item() / torch.finfo(dtype).eps
+    assert err <= 2.5, (family, dtype, err)
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
@@ -405,7 +409,8 @@ def test_autocast_bf16_cpu():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         y = layer(x)
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05)
+    # measured 4.8e-3 of the largest output (0.95), 0.64 bf16 epsilons (CPU, 2026-11-28); bound: 2 epsilons
+    assert (y.float() - ref).abs().max() <= 2 * torch.finfo(torch.bfloat16).eps * ref.abs().max()
     y.float().sum().backward()
     assert x.grad.dtype == torch.float32 and layer.basis_weight.grad.dtype == torch.float32
     assert torch.isfinite(layer.basis.beta_weights.grad).all()
@@ -559,9 +564,12 @@ def test_meta_device():
 
 def test_dropout_in_training_only():
     layer = kan_conv_families.KALNConv2d(4, 4, 3, padding=1, dropout=0.5)
+    twin = kan_conv_families.KALNConv2d(4, 4, 3, padding=1, dropout=0.0)  # the same weights, no dropout at all
+    twin.load_state_dict(layer.state_dict())
     x = torch.randn(2, 4, 6, 6)
-    layer.eval()
-    torch.testing.assert_close(layer(x), layer(x))
-    layer.train()
     torch.manual_seed(0)
-    assert not torch.allclose(layer(x), layer.eval()(x))
+    # eval: dropout is off, so the layer computes exactly its dropout-free twin's function
+    torch.testing.assert_close(layer.eval()(x), twin.eval()(x), rtol=0, atol=0)
+    # training: dropout is on (output differs from the twin's, and a fresh mask each call)
+    a, b, plain = layer.train()(x), layer(x), twin.train()(x)
+    assert not torch.allclose(a, plain) and not torch.allclose(a, b)

@@ -2,6 +2,7 @@
 fine-tune, eval, AMP, the bad inputs (exit 2, one line on stderr, files intact), 2-process DDP through torchrun,
 and the embedded demo (shortened)."""
 import json
+import math
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.models import register_model
 
 import main
@@ -107,43 +109,130 @@ def test_resume_continues_exactly(image_folder, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the other modes
 
-def test_distillation_soft_and_hard(image_folder, tmp_path):
-    teacher = timm.create_model('kan_mlp', img_size=16, num_classes=3)
-    torch.save({'model': teacher.state_dict()}, tmp_path / 'teacher.pth')
+@register_model
+def class0_teacher_test(pretrained: bool = False, num_classes: int = 3, **kwargs) -> nn.Module:
+    """A teacher whose answer is class 0 for every image: logits (4, 0, 0, ...)."""
+
+    class Class0(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logits = nn.Parameter(torch.tensor([4.0] + [0.0] * (num_classes - 1)))
+
+        def forward(self, x):
+            return self.logits.expand(x.shape[0], -1)
+
+    return Class0()
+
+
+def _dist_head_p0(out: Path, data: Path) -> float:
+    """Mean softmax probability of class 0 from the distillation head of out/checkpoint.pth on the val images."""
+    student = timm.create_model('vit_kan_tiny_distilled', num_classes=3, img_size=16, patch_size=8, depth=2,
+                                embed_dim=32, num_heads=2)
+    student.load_state_dict(load_checkpoint(out / 'checkpoint.pth')['model'])
+    from vision_kan.train.data import TransformConfig, build_transform
+    tf = build_transform(False, TransformConfig(input_size=16))
+    from torchvision.datasets import ImageFolder
+    x = torch.stack([img for img, _ in ImageFolder(str(data / 'val'), transform=tf)])
+    with torch.no_grad():
+        feats = student.eval().forward_features(x)  # (B, 2 + N, C): class token, distillation token, patches
+        return student.head_dist(feats[:, 1]).softmax(-1)[:, 0].mean().item()
+
+
+@pytest.mark.parametrize('kind', ['soft', 'hard'])
+def test_distillation_pulls_the_dist_head_to_the_teacher(image_folder, tmp_path, monkeypatch, kind):
+    built = []  # the criterion main.py builds
+    build = main.build_criterion
+    monkeypatch.setattr(main, 'build_criterion', lambda *a, **k: built.append(build(*a, **k)) or built[-1])
     student = ['--model', 'vit_kan_tiny_distilled', '--input-size', '16', '--model-kwargs', 'patch_size=8', 'depth=2',
-               'embed_dim=32', 'num_heads=2', '--epochs', '1', '--batch-size', '8', '--teacher-model', 'kan_mlp']
-    assert main.main(common_args(image_folder, tmp_path / 'soft', *student, '--distillation-type', 'soft',
-                                 '--teacher-path', str(tmp_path / 'teacher.pth'), '--distillation-tau', '2.0')) == 0
-    assert main.main(common_args(image_folder, tmp_path / 'hard', *student, '--distillation-type', 'hard',
-                                 '--teacher-random-init', '--mixup', '0.8')) == 0
-    for run in ('soft', 'hard'):
-        row = _log(tmp_path / run)[0]
-        assert 0 < row['train_loss'] < 10
-        assert 'head_dist.weight' in load_checkpoint(tmp_path / run / 'checkpoint.pth')['model']
+               'embed_dim=32', 'num_heads=2', '--batch-size', '8', '--smoothing', '0', '--lr', '1.0e-2',
+               '--no-scale-lr', '--teacher-model', 'class0_teacher_test', '--teacher-random-init',
+               '--distillation-type', kind, '--distillation-alpha', '0.5', '--distillation-tau', '2.0']
+    before = tmp_path / 'before'
+    assert main.main(common_args(image_folder, before, *student, '--epochs', '1', '--lr', '0')) == 0  # untrained
+    assert main.main(common_args(image_folder, tmp_path / kind, *student, '--epochs', '3')) == 0
+    assert 'head_dist.weight' in load_checkpoint(tmp_path / kind / 'checkpoint.pth')['model']
+    # the teacher (always class 0) pulled the distillation head: p(class 0) from ~1/3 to most of the mass
+    p0_before, p0_after = _dist_head_p0(before, image_folder), _dist_head_p0(tmp_path / kind, image_folder)
+    assert p0_before < 0.5 and p0_after > 0.8, (p0_before, p0_after)
+    # the criterion trained with: (1 - alpha) CE on the class head + alpha x the teacher term, not plain CE
+    criterion, _ = built[-1]
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 1])
+    cls, dist = torch.randn(4, 3), torch.randn(4, 3)
+    ce = F.cross_entropy(cls, y)
+    teacher = torch.tensor([4.0, 0.0, 0.0]).expand(4, 3)
+    if kind == 'hard':
+        term = F.cross_entropy(dist, torch.zeros(4, dtype=torch.long))
+    else:  # tau^2 KL(teacher / tau || student / tau), averaged per image
+        term = 4.0 * F.kl_div(F.log_softmax(dist / 2, 1), F.log_softmax(teacher / 2, 1), reduction='batchmean',
+                              log_target=True)
+    value = criterion(x, (cls, dist), y)
+    torch.testing.assert_close(value, 0.5 * ce + 0.5 * term)
+    assert abs(value.item() - ce.item()) > 0.05
 
 
-def test_finetune_then_eval_alone(image_folder, tmp_path, capsys):
-    assert main.main(common_args(image_folder, tmp_path / 'src', *TINY_VIT, '--epochs', '1', '--batch-size', '8')) == 0
-    other = make_image_folder(tmp_path / 'other', num_classes=2, size=32)
-    vit32 = ['--model', 'vit_kan_tiny', '--input-size', '32', '--model-kwargs', 'patch_size=8', 'depth=2',
-             'embed_dim=32', 'num_heads=2']
-    assert main.main(common_args(other, tmp_path / 'ft', *vit32, '--epochs', '1', '--batch-size', '8',
-                                 '--finetune', str(tmp_path / 'src' / 'checkpoint.pth'))) == 0
-    printed = capsys.readouterr().out
-    assert 'resampled to (1, 17, 32)' in printed and 'head.weight reset' in printed
-    before = _digest(tmp_path)
-    assert main.main(common_args(other, tmp_path / 'never', *vit32, '--batch-size', '8', '--eval',
-                                 '--resume', str(tmp_path / 'ft' / 'best.pth'))) == 0
-    assert 'Accuracy on 8 val images' in capsys.readouterr().out
-    assert _digest(tmp_path) == before and not (tmp_path / 'never').exists()  # --eval writes nothing
+def test_eval_with_only_val_builds_the_model_from_the_checkpoint(image_folder, tmp_path, capsys):
+    assert main.main(common_args(image_folder, tmp_path / 'run', *TINY_VIT, '--epochs', '1', '--batch-size', '8')) == 0
+    trained = _log(tmp_path / 'run')[0]
+    for p in sorted((image_folder / 'train').rglob('*'), reverse=True):  # val/ alone is left
+        p.unlink() if p.is_file() else p.rmdir()
+    (image_folder / 'train').rmdir()
+    capsys.readouterr()
+    # no --model, --input-size or --model-kwargs: they come from the checkpoint's config; batch 7 and 64 pass (no
+    # training-side checks: mixup's even batch, a batch larger than the training data)
+    for batch in ('7', '64'):
+        assert main.main(['--eval', '--resume', str(tmp_path / 'run' / 'best.pth'), '--data-path', str(image_folder),
+                          '--device', 'cpu', '--num-workers', '0', '--batch-size', batch, '--mixup', '0.8']) == 0
+        printed = capsys.readouterr().out
+        assert "in vit_kan_tiny (input size 16, model kwargs {'patch_size': 8, 'depth': 2" in printed
+        assert f'Accuracy on 12 val images: acc1 {trained["test_acc1"]:.2f}' in printed
+        assert f'loss {trained["test_loss"]:.4f}' in printed
+    # a flag on the command line wins over the checkpoint's config (and a mismatch is the usual one-line error)
+    assert main.main(['--eval', '--resume', str(tmp_path / 'run' / 'best.pth'), '--data-path', str(image_folder),
+                      '--device', 'cpu', '--num-workers', '0', '--model-kwargs', 'embed_dim=48']) == 2
+    assert 'does not match model vit_kan_tiny' in _one_error_line(capsys)
+
+
+def test_help_shows_every_flag_with_help_and_the_recipe_defaults(capsys):
+    parser = main.get_args_parser()
+    for action in parser._actions:
+        assert action.help and action.help.strip(), action.option_strings
+    device = next(a for a in parser._actions if a.dest == 'device')
+    assert '' not in device.choices and device.default is None
+    with pytest.raises(SystemExit) as info:
+        main.parse_args(['--config', str(main.DEMO_CONFIG), '--help'])
+    assert info.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'images per process and step (default: 32)' in text  # the demo recipe's, not argparse's 64
+    assert '--model MODEL any timm model name (default: kan_mlp)' in text
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith('--')]
+    assert all(f in text for f in flags)
+    assert text.count('(default: ') >= len([a for a in parser._actions if a.dest != 'help'])
 
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
-def test_amp_runs_on_cpu(image_folder, tmp_path, dtype):
+def test_amp_runs_on_cpu(image_folder, tmp_path, monkeypatch, dtype):
+    seen = []  # the dtype of the classifier's output in every training forward
+    build = main.build_model
+
+    def probed(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.head.register_forward_hook(lambda m, i, out: seen.append(out.dtype) if m.training else None)
+        return model
+
+    monkeypatch.setattr(main, 'build_model', probed)
     assert main.main(common_args(image_folder, tmp_path / dtype, *TINY_VIT, '--epochs', '1', '--batch-size', '8',
                                  '--amp', '--amp-dtype', dtype, '--clip-grad', '1.0')) == 0
+    assert seen == [getattr(torch, dtype)] * 3  # 24 images, batch 8: autocast in effect in each of the 3 steps
     loss = _log(tmp_path / dtype)[0]['train_loss']
     assert loss == loss and abs(loss) != float('inf')
+    scaler = load_checkpoint(tmp_path / dtype / 'checkpoint.pth')['scaler']
+    if dtype == 'float16':  # GradScaler.update ran in each of the 3 steps: a good step counts in the growth
+        # tracker, an overflow halves the scale from its initial 2^16 (measured: one overflow, then 2 good steps)
+        assert scaler is not None
+        assert scaler['_growth_tracker'] + round(math.log2(65536.0 / scaler['scale'])) == 3, scaler
+    else:
+        assert scaler is None  # bfloat16 needs none
 
 
 def test_bce_loss_trains_with_mixup(image_folder, tmp_path):
@@ -218,6 +307,10 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('no_teacher_weights', '--teacher-path'),
     ('not_distilled', 'has no distillation token'),
     ('nan', 'training loss is nan at epoch 2, step 2'),
+    ('eval_no_weights', '--eval needs weights to evaluate: --resume CHECKPOINT'),
+    ('eval_other_classes', 'val has 2 class folders, the model in'),
+    ('resume_truncated', 'is damaged or truncated'),
+    ('finetune_missing', '--finetune: checkpoint file'),
 ])
 def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case, fragment):
     previous = tmp_path / 'previous'  # an earlier run's files, sitting where the bad run points
@@ -257,6 +350,17 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
             extra += ['--model', 'vit_kan_tiny_distilled']
     elif case == 'nan':
         out, extra = tmp_path / 'nan', ['--model', 'nan_after_four_steps_test', '--epochs', '3']
+    elif case == 'eval_no_weights':
+        extra = ['--eval']
+    elif case == 'eval_other_classes':
+        data = make_image_folder(tmp_path / 'two_classes', num_classes=2)
+        extra += ['--eval']
+    elif case in ('resume_truncated', 'finetune_missing'):  # checked before the data (which is missing too)
+        cut = (previous / 'checkpoint.pth').read_bytes()[:4096]
+        (tmp_path / 'cut.pth').write_bytes(cut)
+        data = tmp_path / 'nowhere'
+        extra = ['--resume', str(tmp_path / 'cut.pth')] if case == 'resume_truncated' else \
+            ['--finetune', str(tmp_path / 'none.pth')]
     rc = main.main(common_args(data, out, *model, *flags, *extra))
     assert rc == 2
     line = _one_error_line(capsys)
@@ -284,6 +388,19 @@ def test_compiled_training_matches_eager(image_folder, tmp_path):
     state = load_checkpoint(tmp_path / 'compiled' / 'checkpoint.pth')['model']
     assert not any(k.startswith('_orig_mod') for k in state)  # the checkpoint holds the plain model's keys
     assert state.keys() == load_checkpoint(tmp_path / 'eager' / 'checkpoint.pth')['model'].keys()
+
+
+def test_auto_resume_starts_then_continues_then_has_nothing_to_do(image_folder, tmp_path, capsys):
+    flags = common_args(image_folder, tmp_path / 'run', *TINY_VIT, '--batch-size', '8', '--auto-resume')
+    assert main.main([*flags, '--epochs', '1']) == 0  # no checkpoint yet: starts
+    assert main.main([*flags, '--epochs', '2']) == 0  # continues from run/checkpoint.pth
+    assert 'resumed from' in capsys.readouterr().out and [r['epoch'] for r in _log(tmp_path / 'run')] == [1, 2]
+    before = _digest(tmp_path / 'run')
+    assert main.main([*flags, '--epochs', '2']) == 0  # a restart after the last epoch: exit 0, nothing touched
+    assert 'already finished 2 of 2 epochs; nothing to do' in capsys.readouterr().out
+    assert _digest(tmp_path / 'run') == before
+    assert main.main([*flags, '--epochs', '2', '--overwrite']) == 2
+    assert '--auto-resume continues a training run: it does not go with --overwrite' in _one_error_line(capsys)
 
 
 def test_fresh_run_refuses_to_overwrite_a_checkpoint(image_folder, tmp_path, capsys):

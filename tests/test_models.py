@@ -1,5 +1,6 @@
 """Sweep over every registered vision_kan model, plus the KAN-ViT specifics."""
 import os
+import types
 
 import pytest
 import timm
@@ -148,5 +149,10 @@ def test_hub_has_every_model():
     spec = importlib.util.spec_from_file_location('hubconf', os.path.join(REPO_ROOT, 'hubconf.py'))
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
-    for name in ALL_MODELS:
-        assert callable(getattr(hubconf, name))
+    entries = {n for n in dir(hubconf) if not n.startswith('_') and callable(getattr(hubconf, n))}
+    assert entries == set(ALL_MODELS)  # one entrypoint per registered model, nothing else
+    built = []
+    hubconf._timm = types.SimpleNamespace(create_model=lambda name, **kw: built.append((name, kw)) or name)
+    for name in ALL_MODELS:  # each entrypoint builds its own model with the caller's keywords
+        assert getattr(hubconf, name)(num_classes=7) == name
+    assert built == [(name, {'pretrained': False, 'num_classes': 7}) for name in ALL_MODELS]

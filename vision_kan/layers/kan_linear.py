@@ -189,6 +189,10 @@ class KANLinear(nn.Module):
         New knots: (1 - grid_eps) * data quantiles + grid_eps * uniform span of the data (+- margin), extended by
         k uniform steps each side. The spline part is refitted by least squares on x.
 
+        Changes `grid`, `spline_weight` and `spline_scaler` in place, without autograd: call it between optimizer
+        steps, never between a forward and the backward through it (that backward would fail, its saved weights
+        having been modified).
+
         Args:
             x: (..., d) inputs the layer sees, e.g. gathered by a forward hook; all leading dims are samples.
             margin: widening of the data span on each side.

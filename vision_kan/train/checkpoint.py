@@ -5,7 +5,9 @@ A save writes a temporary file in the target's directory, fsyncs it and renames 
 Loads use `torch.load(weights_only=True)`: checkpoints hold only tensors and plain Python values.
 """
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -45,15 +47,42 @@ def save_atomic(obj: Any, path: PathLike) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: PathLike, what: str = '--resume') -> Dict[str, Any]:
-    """Read a checkpoint on the CPU (weights only). Raises CheckpointError naming the flag and the file."""
+def _unreadable_reason(path: PathLike, error: Exception) -> str:
+    """Why torch.load failed, in the user's terms: empty, damaged/truncated, arbitrary objects, or not torch's."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return 'the file is empty (0 bytes)'
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head != b'PK\x03\x04' and head[:1] != b'\x80':  # neither torch's zip format nor a pickle
+        return f'not a PyTorch checkpoint ({type(error).__name__})'
+    if isinstance(error, pickle.UnpicklingError) and 'weights_only' in str(error).lower().replace(' ', '_'):
+        return 'it holds Python objects other than tensors and plain values (refused by weights_only loading)'
+    if head == b'PK\x03\x04' and not zipfile.is_zipfile(path):  # torch's zip format without its end: cut short
+        return f'the file is damaged or truncated ({size} bytes: the end of the archive is missing; an interrupted ' \
+               f'copy or download?)'
+    return f'the file is damaged or truncated ({size} bytes; {type(error).__name__})'  # does not read through
+
+
+def load_checkpoint(path: PathLike, what: str = '--resume', mmap: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint on the CPU (weights only). Raises CheckpointError naming the flag, the file and what is
+    wrong with it (missing, empty, damaged/truncated, not a checkpoint).
+
+    mmap: map the tensors instead of reading them (cheap: for checking a file and reading its config up front).
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f'{what}: checkpoint file {path} does not exist')
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f'{what}: checkpoint file {path} cannot be read (permissions)')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if not mmap or 'mmap' not in str(e):
+                raise
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)  # the legacy format cannot be mapped
     except Exception as e:  # a truncated zip, a pickle of arbitrary objects, not a torch file at all
-        raise CheckpointError(f'{what}: cannot read {path}: not a PyTorch checkpoint of tensors and plain values '
-                              f'({type(e).__name__})') from None
+        raise CheckpointError(f'{what}: cannot read {path}: {_unreadable_reason(path, e)}') from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{what}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict')
     return ckpt

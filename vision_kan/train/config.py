@@ -15,7 +15,28 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ['ArgumentParser', 'ParseKwargs', 'load_config', 'validate_config', 'save_config', 'preparse']
+__all__ = ['ArgumentParser', 'ParseKwargs', 'load_config', 'validate_config', 'save_config', 'preparse',
+           'explicit_dests', 'suggest_key', 'KEY_ALIASES']
+
+# names other trainers (timm's train.py, DeiT, Lightning, HF Trainer) use for a flag of main.py -> its dest name
+KEY_ALIASES = {
+    'learning_rate': 'lr', 'base_lr': 'lr', 'lr_base': 'lr', 'blr': 'lr', 'wd': 'weight_decay',
+    'bs': 'batch_size', 'batch': 'batch_size', 'per_device_train_batch_size': 'batch_size',
+    'num_epochs': 'epochs', 'max_epochs': 'epochs', 'num_train_epochs': 'epochs', 'epoch': 'epochs',
+    'optimizer': 'opt', 'optim': 'opt', 'scheduler': 'sched', 'lr_scheduler': 'sched', 'lr_schedule': 'sched',
+    'warmup': 'warmup_epochs', 'warmup_lr_init': 'warmup_lr', 'lr_min': 'min_lr', 'eta_min': 'min_lr',
+    'label_smoothing': 'smoothing', 'dropout': 'drop', 'drop_rate': 'drop', 'drop_path_rate': 'drop_path',
+    'img_size': 'input_size', 'image_size': 'input_size', 'resolution': 'input_size',
+    'data': 'data_path', 'data_dir': 'data_path', 'dataset_path': 'data_path', 'output': 'output_dir',
+    'out_dir': 'output_dir', 'output_path': 'output_dir', 'workers': 'num_workers', 'ema': 'model_ema',
+    'ema_decay': 'model_ema_decay', 'grad_clip': 'clip_grad', 'max_grad_norm': 'clip_grad',
+    'clip_grad_norm': 'clip_grad', 'gradient_clip_val': 'clip_grad', 'checkpoint': 'resume',
+    'resume_from': 'resume', 'pretrained': 'finetune', 'auto_augment': 'aa', 'autoaugment': 'aa',
+    'randaugment': 'aa', 're_prob': 'reprob', 'random_erasing': 'reprob', 'mixup_alpha': 'mixup',
+    'cutmix_alpha': 'cutmix', 'fp16': 'amp', 'mixed_precision': 'amp', 'betas': 'opt_betas', 'eps': 'opt_eps',
+    'teacher': 'teacher_model', 'distillation': 'distillation_type', 'arch': 'model', 'model_name': 'model',
+    'crop_pct': 'eval_crop_ratio', 'kwargs': 'model_kwargs',
+}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -25,11 +46,36 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def suggest_key(key: str, dests: Sequence[str]) -> Optional[str]:
+    """The dest a mistyped or foreign key most likely means: a known alias (learning_rate -> lr), else the closest
+    spelling; None when nothing is close."""
+    norm = str(key).strip().lstrip('-').replace('-', '_').lower()
+    if norm in dests:
+        return norm
+    alias = KEY_ALIASES.get(norm)
+    if alias in dests:
+        return alias
+    close = difflib.get_close_matches(norm, list(dests), n=1)
+    return close[0] if close else None
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
+    """The dest names set on the command line itself (not by a default or a recipe)."""
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for a, _ in saved:
+            a.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(list(argv))))
+    finally:
+        for a, default in saved:
+            a.default = default
+
+
 class ParseKwargs(argparse.Action):
     """--model-kwargs patch_size=4 hidden_dims=[64]: values through YAML; merged over the recipe's dict."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        merged = dict(getattr(namespace, self.dest) or {})
+        merged = dict(getattr(namespace, self.dest, None) or {})
         for item in values:
             key, sep, raw = item.partition('=')
             if not sep or not key:
@@ -100,8 +146,8 @@ def validate_config(cfg: Dict[str, Any], parser: argparse.ArgumentParser, source
     out = {}
     for key, value in cfg.items():
         if key not in actions:
-            close = difflib.get_close_matches(str(key).replace('-', '_'), actions, n=1)
-            hint = f'; did you mean {close[0]!r}?' if close else ''
+            close = suggest_key(key, list(actions))
+            hint = f"; did you mean {close!r} (--{close.replace('_', '-')})?" if close else ''
             raise ConfigError(f'{source}: unknown key {key!r} (keys are flag names with underscores){hint}')
         try:
             out[key] = _check_value(actions[key], value)

@@ -36,11 +36,11 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str = '', env: Optional[Mapping[str, str]] = None) -> DistInfo:
+def init_distributed(device: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> DistInfo:
     """Read torchrun's variables and start the process group (NCCL on CUDA, gloo on CPU).
 
     Args:
-        device: 'cuda', 'cpu', or '' for CUDA when available.
+        device: 'cuda', 'cpu', or None (or '') for CUDA when available.
         env: the environment to read (os.environ when None; a dict in tests).
     """
     env = os.environ if env is None else env
@@ -59,9 +59,21 @@ def init_distributed(device: str = '', env: Optional[Mapping[str, str]] = None) 
         dev = torch.device('cpu')
     if world_size > 1 and not dist.is_initialized():
         backend = 'nccl' if kind == 'cuda' else 'gloo'
-        dist.init_process_group(backend=backend, init_method='env://', world_size=world_size, rank=rank,
-                                device_id=dev if kind == 'cuda' else None)
+        dist.init_process_group(backend=backend, store=_attempt_store(env, rank, world_size), world_size=world_size,
+                                rank=rank, device_id=dev if kind == 'cuda' else None)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def _attempt_store(env: Mapping[str, str], rank: int, world_size: int) -> dist.Store:
+    """The env:// store (MASTER_ADDR:MASTER_PORT) under a prefix naming torchrun's restart attempt.
+
+    Under `torchrun --max-restarts` the elastic agent's store outlives a failed attempt, and the process group's
+    keys (gloo's listening addresses, NCCL's unique id) would be read from the attempt that died: rank 1 connects to
+    the dead rank 0 and fails with 'connection refused' whenever its new rank 0 is slower to publish.
+    """
+    url = f'tcp://{env["MASTER_ADDR"]}:{env["MASTER_PORT"]}?rank={rank}&world_size={world_size}'
+    store, _, _ = next(dist.rendezvous(url))
+    return dist.PrefixStore(f'vision_kan/attempt_{env.get("TORCHELASTIC_RESTART_COUNT", "0")}/', store)
 
 
 def cleanup_distributed() -> None:

@@ -12,7 +12,8 @@ knots, would not give a meaningful function. Optimizer moments of the refitted c
 """
 import math
 from contextlib import nullcontext
-from typing import ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -21,7 +22,7 @@ import torch.nn as nn
 from .distributed import all_gather_cat, broadcast_state
 
 __all__ = ['outermost_modules_with', 'kan_regularization', 'grid_update_due', 'grid_layers', 'collect_layer_inputs',
-           'update_kan_grids']
+           'update_kan_grids', 'GridUpdateSchedule', 'scheduled_grid_update']
 
 
 def outermost_modules_with(model: nn.Module, method: str) -> List[Tuple[str, nn.Module]]:
@@ -172,3 +173,53 @@ def update_kan_grids(
         broadcast_state(ema_model)
         _refresh(ema_layers.values())
     return len(layers)
+
+
+@dataclass(frozen=True)
+class GridUpdateSchedule:
+    """When and how main.py re-places the KAN grids (the --grid-update-* flags).
+
+    epochs: after these epochs (1-based); every: and every N epochs (0: off); until: no periodic update after this
+    epoch; images: training images seen by an update; tokens: input rows kept per layer; margin, eps: passed to
+    update_grid (eps None: each layer's own grid_eps).
+    """
+    epochs: Tuple[int, ...] = ()
+    every: int = 0
+    until: Optional[int] = None
+    images: int = 256
+    tokens: int = 4096
+    margin: float = 0.01
+    eps: Optional[float] = None
+
+    @classmethod
+    def from_flags(cls, flags: Any) -> 'GridUpdateSchedule':
+        """From main.py's namespace: grid_update_epochs, grid_update_every, ... -> epochs, every, ..."""
+        return cls(epochs=tuple(flags.grid_update_epochs), every=flags.grid_update_every,
+                   until=flags.grid_update_until, images=flags.grid_update_images, tokens=flags.grid_update_tokens,
+                   margin=flags.grid_update_margin, eps=flags.grid_update_eps)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.epochs) or self.every > 0
+
+    def due(self, epochs_done: int) -> bool:
+        return self.active and grid_update_due(epochs_done, self.epochs, self.every, self.until)
+
+
+def scheduled_grid_update(
+        model: nn.Module,
+        epoch: int,
+        schedule: GridUpdateSchedule,
+        sample_loader: Callable[[int], Iterable],
+        device: torch.device,
+        seed: int = 0,
+        ema_model: Optional[nn.Module] = None,
+        autocast: Optional[ContextManager] = None,
+) -> int:
+    """After 0-based `epoch`: update_kan_grids when the schedule says so; returns how many layers were updated (0 when
+    no update was due). sample_loader(images) builds this rank's loader of that many sample images (only when due).
+    """
+    if not schedule.due(epoch + 1):
+        return 0
+    return update_kan_grids(model, sample_loader(schedule.images), device, schedule.tokens, seed + epoch,
+                            schedule.margin, ema_model, autocast, schedule.eps)

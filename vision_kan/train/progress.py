@@ -1,5 +1,6 @@
 """What the user watches during an epoch: a tqdm bar on a terminal (loss, lr, img/s, ETA), or, when output goes to a
-file, one printed line (with the ETA) every `print_freq` steps and at the end of the epoch."""
+file or a pipe, one printed line (with the ETA) every `print_freq` steps and always one at the end of the loop (also
+when the loop has fewer steps than print_freq, or ends before its announced total)."""
 import datetime
 import sys
 import time
@@ -45,6 +46,8 @@ class Progress:
             stream = sys.stderr if sys.stderr.isatty() else sys.stdout
         self.stream = stream
         self.step = 0
+        self.printed_step = 0  # the step of the last printed line
+        self.values: Dict[str, float] = {}
         self.start = time.perf_counter()
         self.bar = None
         if enabled and self.stream.isatty():
@@ -53,18 +56,26 @@ class Progress:
     def update(self, values: Dict[str, float]) -> None:
         """One step done; `values` are shown next to the bar."""
         self.step += 1
+        self.values = values
         if not self.enabled:
             return
         if self.bar is not None:
             self.bar.set_postfix_str(format_values(values), refresh=False)
             self.bar.update(1)
         elif self.step % self.print_freq == 0 or self.step == self.total:
-            elapsed = time.perf_counter() - self.start
-            eta = elapsed / self.step * (self.total - self.step)
-            width = len(str(self.total))
-            print(f'{self.desc} [{self.step:>{width}}/{self.total}] {format_values(values)} '
-                  f'eta {datetime.timedelta(seconds=int(eta))}', file=self.stream, flush=True)
+            self._print_line()
+
+    def _print_line(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.step * max(0, self.total - self.step)
+        width = len(str(self.total))
+        print(f'{self.desc} [{self.step:>{width}}/{self.total}] {format_values(self.values)} '
+              f'eta {datetime.timedelta(seconds=int(eta))}', file=self.stream, flush=True)
+        self.printed_step = self.step
 
     def close(self) -> None:
+        """End of the loop: closes the bar, or prints the last line if the last step has not been printed."""
         if self.bar is not None:
             self.bar.close()
+        elif self.enabled and self.step > self.printed_step:
+            self._print_line()
