@@ -32,9 +32,7 @@ import vision_kan  # noqa: F401  (registers the models in timm)
 from engine import autocast, evaluate, train_one_epoch
 from vision_kan.train import checkpoint as ckpt_io
 from vision_kan.train.config import ArgumentParser, ParseKwargs, load_config, preparse, save_config
-from vision_kan.train.data import (
-    TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform,
-)
+from vision_kan.train.data import DataConfig, TransformConfig, build_data, build_grid_sample_loader
 from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
 )
@@ -69,6 +67,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--quantize', default='none', choices=['none', 'int8'],
                    help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.tools.quantize), sizes in MB')
     g.add_argument('--num-workers', type=int, default=10)
+    g.add_argument('--data-backend', default='pil', choices=['pil', 'gpu'],
+                   help="pil: decode + augment in CPU workers; gpu: workers read bytes, nvjpeg decodes and the "
+                        "augmentations run batched on the GPU (with --device cpu: batched on the CPU)")
+    g.add_argument('--data-on-gpu', action=bool_flag, default=False,
+                   help='decode the data set once into device memory (small sets of one image size, e.g. CIFAR) '
+                        'and augment there')
+    g.add_argument('--synthetic-data', action=bool_flag, default=False,
+                   help='random images and labels made on the device (no read/decode/augment): the speed ceiling')
+    g.add_argument('--synthetic-classes', type=int, default=1000, help='--synthetic-data without --data-path')
+    g.add_argument('--synthetic-images', type=int, default=None,
+                   help='--synthetic-data without --data-path: train images (val: 1/25); default ImageNet-1k\'s')
     g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
     g.add_argument('--pin-mem', action=bool_flag, default=True)
     g.add_argument('--print-state-hash', action=argparse.BooleanOptionalAction, default=False,
@@ -171,7 +180,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.set_defaults(**load_config(config, parser))
     args = parser.parse_args(list(argv))
     args.config = config
-    if not args.data_path:
+    if not args.data_path and not args.synthetic_data:
         raise ConfigError('--data-path is required (a folder with train/ and val/); `python main.py` runs the demo')
     check_model_name(args.model)
     if args.distillation_type != 'none':
@@ -256,12 +265,8 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     barrier()
     _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
 
-    tcfg = TransformConfig.from_flags(args)
-    train_set, val_set, num_classes = build_datasets(
-        args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
-    train_loader, val_loader = build_loaders(
-        train_set, val_set, args.batch_size, args.num_workers, args.pin_mem and device.type == 'cuda', world,
-        dist_info.rank, args.repeated_aug, args.seed)
+    train_set, val_set, num_classes, train_loader, val_loader = build_data(
+        DataConfig.from_flags(args), TransformConfig.from_flags(args), device, world, dist_info.rank)
 
     model = create_model(args.model, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
                          img_size=args.input_size, log=log, **args.model_kwargs)
