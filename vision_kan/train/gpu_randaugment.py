@@ -1,0 +1,293 @@
+"""timm's RandAugment ('rand-m9-mstd0.5-inc1' and the other 'rand-...' strings) on a batch of uint8 tensors, every
+sample its own ops and magnitudes, for the GPU data backend (the same code runs on CPU tensors).
+
+The policy is parsed by timm itself (`rand_augment_transform`): the op list, layers, probability, magnitude and its
+std/max. Per sample and layer: an op drawn uniformly (or by timm's weights, without replacement), applied with the
+op's probability, magnitude ~ N(m, mstd) clipped to [0, mmax or 10], and a random sign for the signed ops; the
+magnitude becomes the op's argument by timm's level functions (re-written on tensors, tested against timm's).
+
+A layer runs as three batched groups, as each sample has one op per layer:
+- geometric (Rotate, ShearX/Y, TranslateX/Y[Rel]): one per-sample affine map and one bicubic `grid_sample`; a point
+  that falls outside the image takes the fill colour (timm's img_mean), as PIL's `Image.transform` does;
+- look-up tables (AutoContrast, Equalize, Invert, Posterize, Solarize, SolarizeAdd): one (3, 256) table per sample
+  built from its histogram or argument, one `gather`;
+- enhance (Color, Contrast, Brightness, Sharpness): PIL's ImageEnhance blend with a per-sample factor.
+Images stay uint8 between ops, as the PIL images of the CPU path do.
+"""
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from timm.data.auto_augment import rand_augment_transform
+
+from .errors import ConfigError
+
+__all__ = ['RandAugmentPolicy', 'RandAugmentParams', 'parse_rand_augment', 'sample_rand_augment',
+           'apply_rand_augment', 'apply_ops', 'op_argument', 'enhance', 'to_device']
+
+_GEOMETRIC = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'TranslateXRel', 'TranslateYRel')
+_LUT = ('AutoContrast', 'Equalize', 'Invert', 'Posterize', 'PosterizeIncreasing', 'PosterizeOriginal', 'Solarize',
+        'SolarizeIncreasing', 'SolarizeAdd')
+_ENHANCE = ('Color', 'ColorIncreasing', 'Contrast', 'ContrastIncreasing', 'Brightness', 'BrightnessIncreasing',
+            'Sharpness', 'SharpnessIncreasing')
+SUPPORTED_OPS = _GEOMETRIC + _LUT + _ENHANCE
+
+
+@dataclass
+class RandAugmentPolicy:
+    """What timm's RandAugment object holds, as plain fields."""
+    op_names: Tuple[str, ...]
+    num_layers: int
+    prob: float
+    magnitude: float
+    magnitude_std: float
+    magnitude_max: float
+    choice_weights: Optional[torch.Tensor]  # (num_ops,) or None: uniform with replacement
+    translate_const: float
+    translate_pct: float
+    fill: Tuple[int, int, int]
+
+
+@dataclass
+class RandAugmentParams:
+    """Per-sample choices, each (B, num_layers) on the CPU: op index into policy.op_names, whether it is applied,
+    the clipped magnitude and the sign (+1/-1) that signed ops use."""
+    op: torch.Tensor
+    applied: torch.Tensor
+    magnitude: torch.Tensor
+    sign: torch.Tensor
+
+
+def parse_rand_augment(aa: str, input_size: int, mean: Sequence[float]) -> RandAugmentPolicy:
+    """The policy timm's create_transform builds for `aa` (translate_const and fill as timm derives them)."""
+    if not aa.startswith('rand'):
+        raise ConfigError(f"--aa {aa!r} is not supported by the GPU backend (only timm's 'rand-...' RandAugment)")
+    fill = tuple(min(255, round(255 * m)) for m in mean)
+    try:
+        ra = rand_augment_transform(aa, dict(translate_const=int(input_size * 0.45), img_mean=fill))
+    except (AssertionError, ValueError, KeyError) as e:
+        raise ConfigError(f'--aa {aa!r}: not a RandAugment string timm accepts ({e})') from None
+    names = tuple(op.name for op in ra.ops)
+    unsupported = sorted(set(names) - set(SUPPORTED_OPS))
+    if unsupported:
+        raise ConfigError(f'--aa {aa!r}: op(s) {", ".join(unsupported)} are not supported by the GPU backend')
+    op0 = ra.ops[0]
+    weights = None if ra.choice_weights is None else torch.as_tensor(ra.choice_weights, dtype=torch.float64)
+    return RandAugmentPolicy(
+        op_names=names, num_layers=ra.num_layers, prob=op0.prob, magnitude=float(op0.magnitude),
+        magnitude_std=float(op0.magnitude_std), magnitude_max=float(op0.magnitude_max or 10.0),
+        choice_weights=weights, translate_const=float(op0.hparams['translate_const']),
+        translate_pct=float(op0.hparams.get('translate_pct', 0.45)), fill=fill)
+
+
+def sample_rand_augment(policy: RandAugmentPolicy, batch: int, generator: torch.Generator) -> RandAugmentParams:
+    """Draw every sample's ops, as timm's RandAugment.__call__ and AugmentOp.__call__ do per image."""
+    shape = (batch, policy.num_layers)
+    n_ops = len(policy.op_names)
+    if policy.choice_weights is None:
+        op = torch.randint(0, n_ops, shape, generator=generator)
+    else:
+        op = torch.multinomial(policy.choice_weights.expand(batch, -1), policy.num_layers, replacement=False,
+                               generator=generator)
+    applied = torch.rand(shape, generator=generator, dtype=torch.float64) < policy.prob
+    if math.isinf(policy.magnitude_std):
+        magnitude = torch.rand(shape, generator=generator, dtype=torch.float64) * policy.magnitude
+    else:
+        magnitude = policy.magnitude + policy.magnitude_std * torch.randn(shape, generator=generator,
+                                                                          dtype=torch.float64)
+    magnitude = magnitude.clamp(0.0, policy.magnitude_max)
+    sign = torch.where(torch.rand(shape, generator=generator) > 0.5, -1.0, 1.0).double()
+    return RandAugmentParams(op=op, applied=applied, magnitude=magnitude, sign=sign)
+
+
+def op_argument(name: str, magnitude: torch.Tensor, sign: torch.Tensor, policy: RandAugmentPolicy) -> torch.Tensor:
+    """timm's LEVEL_TO_ARG[name] on float64 tensors: degrees, bits, threshold, factor, shear or pixels (translate
+    'Rel' ops give the fraction of the image size)."""
+    level = magnitude / 10.0
+    if name == 'Rotate':
+        return level * 30.0 * sign
+    if name.startswith('Posterize'):
+        bits = torch.floor(level * 4)
+        return {'Posterize': bits, 'PosterizeIncreasing': 4 - bits, 'PosterizeOriginal': bits + 4}[name]
+    if name in ('Solarize', 'SolarizeIncreasing'):
+        thresh = torch.floor(level * 256).clamp(max=256)
+        return thresh if name == 'Solarize' else 256 - thresh
+    if name == 'SolarizeAdd':
+        return torch.floor(level * 110).clamp(max=128)
+    if name in _ENHANCE:
+        return (1.0 + sign * level * 0.9).clamp(min=0.1) if name.endswith('Increasing') else level * 1.8 + 0.1
+    if name in ('ShearX', 'ShearY'):
+        return level * 0.3 * sign
+    if name in ('TranslateXRel', 'TranslateYRel'):
+        return level * policy.translate_pct * sign
+    if name in ('TranslateX', 'TranslateY'):
+        return level * policy.translate_const * sign
+    return torch.zeros_like(magnitude)  # AutoContrast, Equalize, Invert
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on `device` without waiting for the device (pinned, non-blocking copy on CUDA)."""
+    if device.type == 'cuda':
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+# ---------------------------------------------------------------------------------------------------- geometric
+def _geometric(x: torch.Tensor, names: Sequence[str], args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+    """x: uint8 (n, 3, H, W); per sample an op name and its argument. PIL's inverse affine map, in pixel units with
+    pixel centres at +0.5: (xs, ys) = M (x, y, 1). Rotate turns counter-clockwise about the image centre."""
+    n, _, h, w = x.shape
+    m = torch.zeros(n, 2, 3, dtype=torch.float64)
+    m[:, 0, 0] = m[:, 1, 1] = 1.0
+    for k, (name, a) in enumerate(zip(names, args.tolist())):
+        if name == 'Rotate':
+            t = -math.radians(a)
+            c, s, cx, cy = math.cos(t), math.sin(t), w / 2.0, h / 2.0
+            m[k] = torch.tensor([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy]], dtype=torch.float64)
+        elif name == 'ShearX':
+            m[k, 0, 1] = a
+        elif name == 'ShearY':
+            m[k, 1, 0] = a
+        elif name.startswith('TranslateX'):
+            m[k, 0, 2] = a * w if name.endswith('Rel') else a
+        else:  # TranslateY, TranslateYRel
+            m[k, 1, 2] = a * h if name.endswith('Rel') else a
+    dev = x.device
+    ys, xs = torch.meshgrid(torch.arange(h, device=dev) + 0.5, torch.arange(w, device=dev) + 0.5, indexing='ij')
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)             # (1, HW, 3)
+    src = pts @ to_device(m.float(), dev).transpose(1, 2)                              # (n, HW, 2) pixels
+    inside = ((src[..., 0] >= 0) & (src[..., 0] < w) & (src[..., 1] >= 0) & (src[..., 1] < h)).view(n, 1, h, w)
+    grid = (src / torch.tensor([w / 2.0, h / 2.0], device=dev) - 1).view(n, h, w, 2)  # align_corners=False units
+    out = F.grid_sample(x.float(), grid, mode='bicubic', padding_mode='border', align_corners=False)
+    fill_t = torch.tensor(fill, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    return torch.where(inside, out, fill_t).round_().clamp_(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+def _histogram(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (n, 3, H, W) -> int64 (n, 3, 256) per-channel histograms, one bincount."""
+    n = x.shape[0]
+    offset = torch.arange(n * 3, device=x.device).view(n, 3, 1) * 256
+    return torch.bincount((x.view(n, 3, -1).long() + offset).view(-1), minlength=n * 3 * 256).view(n, 3, 256)
+
+
+def _lut(x: torch.Tensor, names: Sequence[str], args: torch.Tensor) -> torch.Tensor:
+    """x: uint8 (n, 3, H, W) -> x mapped through a per-sample (3, 256) table (PIL's ImageOps / timm's ops)."""
+    n, dev = x.shape[0], x.device
+    i = torch.arange(256, device=dev, dtype=torch.float64).view(1, 1, 256).expand(n, 3, 256)
+    a = to_device(args, dev).view(n, 1, 1)
+    kind = {name: k for k, name in enumerate(_LUT)}
+    code = to_device(torch.tensor([kind[nm] for nm in names]), dev).view(n, 1, 1)
+    bits = a.clamp(0, 8)
+    lut = i.clone()                                                                     # AutoContrast/Equalize below
+    lut = torch.where(code == kind['Invert'], 255 - i, lut)
+    keep = 256 - torch.pow(2.0, 8 - bits)                                               # bits=0 -> mask 0 (black)
+    posterized = torch.bitwise_and(i.long(), keep.long()).double()
+    lut = torch.where((code >= kind['Posterize']) & (code <= kind['PosterizeOriginal']), posterized, lut)
+    lut = torch.where((code == kind['Solarize']) | (code == kind['SolarizeIncreasing']),
+                      torch.where(i < a, i, 255 - i), lut)
+    lut = torch.where(code == kind['SolarizeAdd'], torch.where(i < 128, (i + a).clamp(max=255), i), lut)
+    needs_hist = [k for k, nm in enumerate(names) if nm in ('AutoContrast', 'Equalize')]
+    if needs_hist:
+        idx = to_device(torch.tensor(needs_hist), dev)
+        hist = _histogram(x.index_select(0, idx))
+        is_eq = (code.index_select(0, idx) == kind['Equalize'])
+        lut[idx] = torch.where(is_eq, _equalize_lut(hist), _autocontrast_lut(hist))
+    lut = lut.to(torch.uint8)
+    return lut.gather(2, x.view(n, 3, -1).long()).view_as(x)
+
+
+def _autocontrast_lut(hist: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.autocontrast (cutoff 0) per channel: [lo, hi] -> [0, 255], ix = int(ix * scale + offset)."""
+    i = torch.arange(256, device=hist.device, dtype=torch.float64)
+    present = hist > 0
+    lo = torch.where(present, i, torch.full_like(i, 256.0)).amin(-1, keepdim=True)
+    hi = torch.where(present, i, torch.full_like(i, -1.0)).amax(-1, keepdim=True)
+    scale = 255.0 / (hi - lo).clamp(min=1)
+    stretched = torch.trunc(i * scale + (-lo * scale)).clamp(0, 255)
+    return torch.where(hi > lo, stretched, i.expand_as(stretched))
+
+
+def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.equalize per channel: step = (pixels - count of the top value) // 255,
+    lut[i] = (step // 2 + pixels below i) // step; identity where step is 0."""
+    top = 255 - torch.flip(hist > 0, [-1]).long().argmax(-1, keepdim=True)              # highest value present
+    step = (hist.sum(-1, keepdim=True) - hist.gather(-1, top)) // 255
+    below = torch.cumsum(hist, -1) - hist
+    lut = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
+    return torch.where(step > 0, lut, torch.arange(256, device=hist.device)).double()
+
+
+# ---------------------------------------------------------------------------------------------------- enhance
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """PIL's RGB -> L: (19595 R + 38470 G + 7471 B + 2^15) >> 16, as int32 (n, 1, H, W)."""
+    r, g, b = x.int().unbind(1)
+    return ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16).unsqueeze(1)
+
+
+def _smooth(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageFilter.SMOOTH (3x3, centre 5, others 1, / 13), border pixels kept as they are."""
+    k = torch.ones(3, 1, 3, 3, device=x.device)
+    k[:, :, 1, 1] = 5.0
+    inner = F.conv2d(x.float(), k / 13.0, groups=3).round_()
+    out = x.float().clone()
+    out[:, :, 1:-1, 1:-1] = inner
+    return out
+
+
+def enhance(x: torch.Tensor, kinds: Sequence[str], factors: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance per sample: kinds in {'Color', 'Contrast', 'Brightness', 'Sharpness'} (an 'Increasing'
+    suffix is ignored), factors (n,) on the CPU. out = trunc(clamp(degenerate + f * (x - degenerate)))."""
+    n, dev = x.shape[0], x.device
+    degenerate = torch.zeros(x.shape, device=dev)                                        # Brightness: black
+    base = [k.replace('Increasing', '') for k in kinds]
+    for kind in ('Color', 'Contrast', 'Sharpness'):
+        sel = [k for k, b in enumerate(base) if b == kind]
+        if not sel:
+            continue
+        idx = to_device(torch.tensor(sel), dev)
+        sub = x.index_select(0, idx)
+        if kind == 'Color':
+            deg = _gray(sub).float().expand(-1, 3, -1, -1)
+        elif kind == 'Contrast':
+            deg = torch.floor(_gray(sub).float().mean((1, 2, 3), keepdim=True) + 0.5).expand_as(sub).float()
+        else:
+            deg = _smooth(sub)
+        degenerate.index_copy_(0, idx, deg.contiguous())
+    f = to_device(factors.float(), dev).view(n, 1, 1, 1)
+    return (degenerate + f * (x.float() - degenerate)).clamp_(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+def apply_ops(x: torch.Tensor, names: Sequence[str], args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+    """One op per sample: x uint8 (B, 3, H, W), names (B,) op names ('' = none), args (B,) float64 arguments from
+    op_argument. Each family runs once, batched over its samples."""
+    out = x.clone()
+    families: Dict[Tuple[str, ...], object] = {
+        _GEOMETRIC: lambda s, nm, a: _geometric(s, nm, a, fill),
+        _LUT: _lut,
+        _ENHANCE: enhance,
+    }
+    for members, fn in families.items():
+        sel = [k for k, nm in enumerate(names) if nm in members]
+        if not sel:
+            continue
+        idx_cpu = torch.tensor(sel)
+        idx = to_device(idx_cpu, x.device)
+        out.index_copy_(0, idx, fn(x.index_select(0, idx), [names[k] for k in sel], args[idx_cpu]))
+    return out
+
+
+def apply_rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, params: RandAugmentParams) -> torch.Tensor:
+    """x: uint8 (B, 3, S, S) -> uint8 (B, 3, S, S), each sample through its own layers of ops."""
+    for layer in range(policy.num_layers):
+        op, applied = params.op[:, layer].tolist(), params.applied[:, layer].tolist()
+        names = [policy.op_names[o] if a else '' for o, a in zip(op, applied)]
+        args = torch.zeros(len(names), dtype=torch.float64)
+        for name in set(names) - {''}:
+            sel = torch.tensor([nm == name for nm in names])
+            args[sel] = op_argument(name, params.magnitude[sel, layer], params.sign[sel, layer], policy)
+        x = apply_ops(x, names, args, policy.fill)
+    return x
