@@ -12,6 +12,7 @@ ends in a device sync, the engine's loss.item()), evaluation is cut to one batch
 gpu backend's stages alone (file reads in workers, nvjpeg decode, augmentations) at each size.
 """
 import argparse
+import gc
 import multiprocessing as mp
 import sys
 import tempfile
@@ -124,6 +125,7 @@ def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
         main.run(args, init_distributed(args.device))
     finally:
         main.build_data = real_build
+        gc.collect()  # the run's loaders and their worker processes go before the next run
     t = timed['train']
     return steps * args.batch_size / (t.t1 - t.t0)
 

@@ -76,8 +76,7 @@ def check_decode(root: Path, device: torch.device) -> List[str]:
                     f'{int(diff.max())} |')
     good = (d / 'baseline.jpg').read_bytes()
     bad = {'truncated.jpg': good[:len(good) // 2],
-           'garbage_scan.jpg': good[:len(good) // 3] + bytes(rng.integers(0, 256, len(good) // 3, dtype=np.uint8))
-           + b'\xff\xd9'}
+           'garbage_scan.jpg': good[:good.index(b'\xff\xda') + 14] + b'\xff\xc0\x00\x11' * 64 + b'\xff\xd9'}
     for name, data in bad.items():
         (d / name).write_bytes(data)
         try:
