@@ -1,7 +1,6 @@
 """The GPU data backends on the CPU: routing of files to nvjpeg or the CPU decoders, bad files, backend selection,
 the same labels/order and DDP shards as the pil backend, the resident and synthetic sets, and main.py end to end
 with --data-backend gpu --device cpu (decode on the CPU, augment in batches there)."""
-import io
 from pathlib import Path
 from typing import Dict
 

@@ -6,7 +6,7 @@ Problems in the data are raised as `DataError` / `CorruptImageError` with the of
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
