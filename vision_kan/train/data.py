@@ -1,5 +1,6 @@
 """Data for the engine: ImageNet-layout folders (root/train/<class>/*.png, root/val/<class>/*.png), timm transforms,
-and loaders with DeiT's samplers.
+and loaders with DeiT's samplers. `build_data` picks the backend: this file's pil loaders, or the GPU ones
+(gpu_data.py: nvjpeg decode or a set held on the device; synthetic_data.py), all on the same samplers.
 
 Problems in the data are raised as `DataError` / `CorruptImageError` with the offending path in the message.
 """
