@@ -22,8 +22,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .data import TransformConfig
 from .errors import ConfigError
 from .gpu_randaugment import (RandAugmentParams, RandAugmentPolicy, apply_rand_augment, enhance, parse_rand_augment,
-                              sample_rand_augment, to_device)
-from .gpu_resample import ImageBatch, ResampleAxis, resample_boxes
+                              sample_rand_augment)
+from .gpu_resample import ImageBatch, ResampleAxis, resample_boxes, to_device
 
 __all__ = ['GpuTransform', 'TransformParams', 'build_gpu_transform']
 
@@ -187,8 +187,7 @@ class GpuTransform:
             for pos in range(3):
                 order = params.jitter_order[:, pos]
                 x = enhance(x, [kinds[k] for k in order.tolist()], params.jitter_factor.gather(1, order[:, None])[:, 0])
-        mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_DEFAULT_STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = to_device(torch.tensor([IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD]), x.device).view(2, 1, 3, 1, 1)
         out = (x.float() / 255.0 - mean) / std
         if params.erase_box is not None:
             out = self._erase(out, params.erase_box, params.noise_seed)

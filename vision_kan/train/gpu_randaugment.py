@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from timm.data.auto_augment import rand_augment_transform
 
 from .errors import ConfigError
+from .gpu_resample import to_device
 
 __all__ = ['RandAugmentPolicy', 'RandAugmentParams', 'parse_rand_augment', 'sample_rand_augment',
-           'apply_rand_augment', 'apply_ops', 'op_argument', 'enhance', 'to_device']
+           'apply_rand_augment', 'apply_ops', 'op_argument', 'enhance']
 
 _GEOMETRIC = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'TranslateXRel', 'TranslateYRel')
 _LUT = ('AutoContrast', 'Equalize', 'Invert', 'Posterize', 'PosterizeIncreasing', 'PosterizeOriginal', 'Solarize',
@@ -127,50 +128,51 @@ def op_argument(name: str, magnitude: torch.Tensor, sign: torch.Tensor, policy: 
     return torch.zeros_like(magnitude)  # AutoContrast, Equalize, Invert
 
 
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small CPU tensor on `device` without waiting for the device (pinned, non-blocking copy on CUDA)."""
-    if device.type == 'cuda':
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 # ---------------------------------------------------------------------------------------------------- geometric
-def _geometric(x: torch.Tensor, names: Sequence[str], args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
-    """x: uint8 (n, 3, H, W); per sample an op name and its argument. PIL's inverse affine map, in pixel units with
-    pixel centres at +0.5: (xs, ys) = M (x, y, 1). Rotate turns counter-clockwise about the image centre."""
-    n, _, h, w = x.shape
+def _affine_matrices(names: Sequence[str], args: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(n, 2, 3) float64: PIL's inverse affine maps, (xs, ys) = M (x, y, 1) in pixels with pixel centres at +0.5.
+    Rotate turns counter-clockwise about the image centre; shears are about the corner (0, 0), as in timm."""
+    n = len(names)
+    kind = torch.tensor([_GEOMETRIC.index(nm) for nm in names])
+    a = args.double()
     m = torch.zeros(n, 2, 3, dtype=torch.float64)
     m[:, 0, 0] = m[:, 1, 1] = 1.0
-    for k, (name, a) in enumerate(zip(names, args.tolist())):
-        if name == 'Rotate':
-            t = -math.radians(a)
-            c, s, cx, cy = math.cos(t), math.sin(t), w / 2.0, h / 2.0
-            m[k] = torch.tensor([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy]], dtype=torch.float64)
-        elif name == 'ShearX':
-            m[k, 0, 1] = a
-        elif name == 'ShearY':
-            m[k, 1, 0] = a
-        elif name.startswith('TranslateX'):
-            m[k, 0, 2] = a * w if name.endswith('Rel') else a
-        else:  # TranslateY, TranslateYRel
-            m[k, 1, 2] = a * h if name.endswith('Rel') else a
+    t = torch.deg2rad(-a)
+    c, s, cx, cy = torch.cos(t), torch.sin(t), w / 2.0, h / 2.0
+    rot = torch.stack([torch.stack([c, s, cx - c * cx - s * cy], -1),
+                       torch.stack([-s, c, cy + s * cx - c * cy], -1)], 1)
+    m = torch.where((kind == 0).view(n, 1, 1), rot, m)
+    m[:, 0, 1] = torch.where(kind == 1, a, m[:, 0, 1])                                 # ShearX: xs = x + a y
+    m[:, 1, 0] = torch.where(kind == 2, a, m[:, 1, 0])                                 # ShearY: ys = a x + y
+    m[:, 0, 2] = torch.where(kind == 3, a, torch.where(kind == 5, a * w, m[:, 0, 2]))  # TranslateX[Rel]
+    m[:, 1, 2] = torch.where(kind == 4, a, torch.where(kind == 6, a * h, m[:, 1, 2]))  # TranslateY[Rel]
+    return m
+
+
+def _geometric(x: torch.Tensor, names: Sequence[str], args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+    """x: uint8 (n, 3, H, W), per sample an op name and its argument -> one bicubic grid_sample with clamped taps;
+    an output pixel whose source point lies outside the image takes the fill colour (PIL's transform)."""
+    n, _, h, w = x.shape
+    to_grid = torch.tensor([[2.0 / w, 0, -1], [0, 2.0 / h, -1], [0, 0, 1]], dtype=torch.float64)
+    m = to_grid @ torch.cat([_affine_matrices(names, args, h, w), torch.tensor([[[0, 0, 1.0]]]).expand(n, 1, 3)], 1)
     dev = x.device
     ys, xs = torch.meshgrid(torch.arange(h, device=dev) + 0.5, torch.arange(w, device=dev) + 0.5, indexing='ij')
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)             # (1, HW, 3)
-    src = pts @ to_device(m.float(), dev).transpose(1, 2)                              # (n, HW, 2) pixels
-    inside = ((src[..., 0] >= 0) & (src[..., 0] < w) & (src[..., 1] >= 0) & (src[..., 1] < h)).view(n, 1, h, w)
-    grid = (src / torch.tensor([w / 2.0, h / 2.0], device=dev) - 1).view(n, h, w, 2)  # align_corners=False units
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)             # (1, HW, 3) pixels
+    grid = (pts @ to_device(m[:, :2].float(), dev).transpose(1, 2)).view(n, h, w, 2)   # align_corners=False units
+    inside = (grid.abs() <= 1).all(-1) & (grid < 1).all(-1)                             # source in [0, W) x [0, H)
     out = F.grid_sample(x.float(), grid, mode='bicubic', padding_mode='border', align_corners=False)
-    fill_t = torch.tensor(fill, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    return torch.where(inside, out, fill_t).round_().clamp_(0, 255).to(torch.uint8)
+    fill_t = to_device(torch.tensor(fill, dtype=torch.float32), dev).view(1, 3, 1, 1)
+    return torch.where(inside[:, None], out, fill_t).round_().clamp_(0, 255).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------- tables
 def _histogram(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (n, 3, H, W) -> int64 (n, 3, 256) per-channel histograms, one bincount."""
+    """uint8 (n, 3, H, W) -> int64 (n, 3, 256) per-channel histograms, one scatter_add (bincount would sync the
+    device to size its output)."""
     n = x.shape[0]
-    offset = torch.arange(n * 3, device=x.device).view(n, 3, 1) * 256
-    return torch.bincount((x.view(n, 3, -1).long() + offset).view(-1), minlength=n * 3 * 256).view(n, 3, 256)
+    bins = (x.view(n, 3, -1).long() + torch.arange(n * 3, device=x.device).view(n, 3, 1) * 256).view(-1)
+    hist = torch.zeros(n * 3 * 256, dtype=torch.long, device=x.device)
+    return hist.scatter_add_(0, bins, torch.ones_like(bins)).view(n, 3, 256)
 
 
 def _lut(x: torch.Tensor, names: Sequence[str], args: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import List, Sequence, Union
 
 import torch
 
-__all__ = ['ResampleAxis', 'resample_boxes', 'bicubic_weights', 'ImageBatch']
+__all__ = ['ResampleAxis', 'resample_boxes', 'bicubic_weights', 'ImageBatch', 'to_device']
 
 ImageBatch = Union[torch.Tensor, Sequence[torch.Tensor]]  # uint8 (B, 3, H, W), or B uint8 (3, H_i, W_i)
 
@@ -44,6 +44,14 @@ class ResampleAxis:
     flip: torch.Tensor
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on `device` without waiting for the device: a pinned, non-blocking copy on CUDA (a plain
+    `.to('cuda')` of pageable memory synchronises the stream, which would stall the training loop)."""
+    if device.type == 'cuda':
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
     """Keys' cubic convolution kernel (PIL's bicubic uses a = -0.5): 1 at 0, 0 at every other integer."""
     x = x.abs()
@@ -60,22 +68,23 @@ def bicubic_weights(axis: ResampleAxis, out_len: int, canvas_start: torch.Tensor
     0 when the box was copied out to the canvas' corner). The taps of row i are PIL's window
     [max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), box_len)), support = 2 max(scale, 1):
     at most `taps` of them, evaluated (B, S, taps) and scattered into the dense rows."""
-    f64 = dict(dtype=torch.float64, device=device)
     scale_cpu = axis.length.double() / axis.resized.double()
     taps = int(math.ceil(4 * float(scale_cpu.clamp(min=1.0).max()))) + 2                # window width bound
-    length = axis.length.to(**f64)[:, None, None]                                       # (B, 1, 1)
-    scale = scale_cpu.to(**f64)[:, None, None]
+    per_sample = torch.stack([axis.length.double(), scale_cpu, axis.offset.double(), axis.flip.double(),
+                              canvas_start.double()], 1)
+    length, scale, offset, flip, start = to_device(per_sample, device).T[:, :, None, None]  # each (B, 1, 1)
+    f64 = dict(dtype=torch.float64, device=device)
     support = 2.0 * scale.clamp(min=1.0)
     i = torch.arange(out_len, **f64)[None, :, None]                                     # (1, S, 1)
-    i = torch.where(axis.flip.to(device)[:, None, None], out_len - 1 - i, i)             # (B, S, 1)
-    centre = (i + axis.offset.to(**f64)[:, None, None] + 0.5) * scale
+    i = torch.where(flip > 0, out_len - 1 - i, i)                                       # (B, S, 1)
+    centre = (i + offset + 0.5) * scale
     lo = torch.trunc(centre - support + 0.5).clamp(min=0)
     hi = torch.minimum(torch.trunc(centre + support + 0.5), length)
     x = lo + torch.arange(taps, **f64)                                                  # (B, S, taps) box coords
     w = _cubic((x + 0.5 - centre) / scale.clamp(min=1.0)) * (x < hi)
     total = w.sum(-1, keepdim=True)
     w = w / torch.where(total == 0, torch.ones_like(total), total)                      # empty rows stay 0 (padding)
-    col = (x + canvas_start.to(**f64)[:, None, None]).long().clamp(0, canvas_len - 1)
+    col = (x + start).long().clamp(0, canvas_len - 1)
     dense = torch.zeros(len(axis.length), out_len, canvas_len, dtype=torch.float32, device=device)
     return dense.scatter_add_(2, col, w.float())
 
@@ -130,5 +139,5 @@ def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_s
         for j, i in enumerate(idx.tolist()):
             canvas[j, :, :hs[j], :ws[j]] = images[i][:, ys[j]:ys[j] + hs[j], xs[j]:xs[j] + ws[j]]
         zeros = torch.zeros(len(idx), dtype=torch.long)
-        out[idx.to(device)] = _resample_canvas(canvas, _take(ay, idx), _take(ax, idx), zeros, zeros, out_size)
+        out[to_device(idx, device)] = _resample_canvas(canvas, _take(ay, idx), _take(ax, idx), zeros, zeros, out_size)
     return out
