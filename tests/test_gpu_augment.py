@@ -305,6 +305,9 @@ def test_list_and_tensor_inputs_agree_and_shapes(device):
         tf(batch.float())
     with pytest.raises(ValueError):
         tf([batch[0, :1]])
+    if device == 'cuda':
+        with pytest.raises(ValueError, match='CPU torch.Generator'):
+            tf(batch, torch.Generator(device='cuda'))
     with pytest.raises(ConfigError, match='three-augment'):
         build_gpu_transform(True, TransformConfig(three_augment=True))
     with pytest.raises(ConfigError, match='augmix'):

@@ -214,7 +214,10 @@ class GpuTransform:
         return out
 
     def __call__(self, images: ImageBatch, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """images: list of uint8 (3, H_i, W_i) or uint8 (B, 3, H, W) on one device -> float32 (B, 3, S, S)."""
+        """images: list of uint8 (3, H_i, W_i) or uint8 (B, 3, H, W) on one device -> float32 (B, 3, S, S).
+        generator: a CPU torch.Generator (the choices are drawn on the CPU), or None for torch's default one."""
+        if generator is not None and generator.device.type != 'cpu':
+            raise ValueError(f'generator must be a CPU torch.Generator, got one on {generator.device}')
         if isinstance(images, torch.Tensor):
             if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
                 raise ValueError(f'expected uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}')
