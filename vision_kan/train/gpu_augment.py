@@ -21,8 +21,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .data import TransformConfig
 from .errors import ConfigError
-from .gpu_randaugment import (RandAugmentParams, RandAugmentPolicy, apply_rand_augment, enhance, parse_rand_augment,
-                              sample_rand_augment)
+from .gpu_randaugment import (ENHANCE_KINDS, RandAugmentParams, RandAugmentPolicy, apply_rand_augment, enhance,
+                              parse_rand_augment, sample_rand_augment)
 from .gpu_resample import ImageBatch, ResampleAxis, resample_boxes, to_device
 
 __all__ = ['GpuTransform', 'TransformParams', 'build_gpu_transform']
@@ -183,10 +183,12 @@ class GpuTransform:
         if params.ra is not None:
             x = apply_rand_augment(x, self.policy, params.ra)
         if params.jitter_order is not None:
-            kinds = ('Brightness', 'Contrast', 'Color')  # torchvision ColorJitter on PIL: ImageEnhance's ops
+            # torchvision ColorJitter on PIL: brightness, contrast, saturation are ImageEnhance's Brightness, Contrast,
+            # Color; each sample applies them in its own order
+            kinds = torch.tensor([ENHANCE_KINDS.index(k) for k in ('Brightness', 'Contrast', 'Color')])
             for pos in range(3):
                 order = params.jitter_order[:, pos]
-                x = enhance(x, [kinds[k] for k in order.tolist()], params.jitter_factor.gather(1, order[:, None])[:, 0])
+                x = enhance(x, kinds[order], params.jitter_factor.gather(1, order[:, None])[:, 0])
         mean, std = to_device(torch.tensor([IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD]), x.device).view(2, 1, 3, 1, 1)
         out = (x.float() / 255.0 - mean) / std
         if params.erase_box is not None:
