@@ -171,13 +171,12 @@ def _geometric(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor, fill: Se
     taps; an output pixel whose source point lies outside the image takes the fill colour (PIL's transform)."""
     n, _, h, w = x.shape
     dev = x.device
-    to_grid = torch.tensor([[2.0 / w, 0, -1], [0, 2.0 / h, -1]], dtype=torch.float64)  # pixels -> [-1, 1]
-    m = to_grid @ torch.cat([_affine_matrices(kind, args, h, w), torch.tensor([[[0, 0, 1.0]]]).expand(n, 1, 3)], 1)
-    packed = to_device(torch.cat([m.reshape(-1), torch.tensor(fill, dtype=torch.float64)]).float(), dev)
-    m_d, fill_d = packed.split([n * 6, 3])
-    ys, xs = torch.meshgrid(torch.arange(h, device=dev) + 0.5, torch.arange(w, device=dev) + 0.5, indexing='ij')
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)             # (1, HW, 3) pixels
-    grid = torch.matmul(pts, m_d.view(n, 2, 3).transpose(1, 2)).view(n, h, w, 2)       # align_corners=False units
+    to_unit = torch.tensor([[2.0 / w, 0, -1], [0, 2.0 / h, -1], [0, 0, 1]], dtype=torch.float64)  # pixels -> [-1, 1]
+    m = torch.cat([_affine_matrices(kind, args, h, w), torch.tensor([[[0, 0, 1.0]]]).expand(n, 1, 3)], 1)
+    theta = (to_unit @ m @ torch.linalg.inv(to_unit))[:, :2]                            # (n, 2, 3), unit coords
+    packed = to_device(torch.cat([theta.reshape(-1), torch.tensor(fill, dtype=torch.float64)]).float(), dev)
+    theta_d, fill_d = packed.split([n * 6, 3])
+    grid = F.affine_grid(theta_d.view(n, 2, 3), [n, 3, h, w], align_corners=False)     # (n, H, W, 2)
     inside = ((grid >= -1) & (grid < 1)).all(-1, keepdim=True).permute(0, 3, 1, 2)      # source in [0, W) x [0, H)
     out = F.grid_sample(x.float(), grid, mode='bicubic', padding_mode='border', align_corners=False)
     return torch.where(inside, out, fill_d.view(1, 3, 1, 1)).round_().clamp_(0, 255).to(torch.uint8)
@@ -193,12 +192,12 @@ def _histogram(x: torch.Tensor) -> torch.Tensor:
     return hist.scatter_add_(0, bins, torch.ones_like(bins)).view(n, 3, 256)
 
 
-def _autocontrast_lut(hist: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageOps.autocontrast (cutoff 0) per channel: [lo, hi] -> [0, 255], ix = int(ix * scale + offset)."""
-    i = torch.arange(256, device=hist.device, dtype=torch.float64)
-    present = hist > 0
-    lo = torch.where(present, i, 256.0).amin(-1, keepdim=True)
-    hi = torch.where(present, i, -1.0).amax(-1, keepdim=True)
+def _autocontrast_lut(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.autocontrast (cutoff 0) per channel of uint8 (n, 3, H, W): [lo, hi] -> [0, 255] by
+    ix = int(ix * scale + offset), identity where the channel is flat. Returns float64 (n, 3, 256)."""
+    i = torch.arange(256, device=x.device, dtype=torch.float64)
+    lo = x.amin((2, 3)).double()[..., None]                                             # (n, 3, 1)
+    hi = x.amax((2, 3)).double()[..., None]
     scale = 255.0 / (hi - lo).clamp(min=1)
     stretched = torch.trunc(i * scale + (-lo * scale)).clamp(0, 255)
     return torch.where(hi > lo, stretched, i)
@@ -216,8 +215,8 @@ def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
 
 def _lut(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
     """x: uint8 (n, 3, H, W), per sample a _LUT index and argument -> x through a per-sample (3, 256) table (PIL's
-    ImageOps / timm's ops). Tables from arguments are built on the CPU; AutoContrast's and Equalize's come from the
-    images' histograms on the device."""
+    ImageOps / timm's ops). Tables from arguments are built on the CPU; AutoContrast's (from channel min/max) and
+    Equalize's (from histograms) on the device."""
     n, dev = x.shape[0], x.device
     i = torch.arange(256, dtype=torch.float64)[None]                                    # (1, 256)
     a, k = args.view(n, 1), kind.view(n, 1)
@@ -227,13 +226,11 @@ def _lut(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor) -> torch.Tenso
     lut = torch.where((k == 6) | (k == 7), torch.where(i < a, i, 255 - i), lut)                   # Solarize*
     lut = torch.where(k == 8, torch.where(i < 128, (i + a).clamp(max=255), i), lut)               # SolarizeAdd
     lut_d = to_device(lut.to(torch.uint8)[:, None].expand(n, 3, 256).contiguous(), dev)
-    from_hist = torch.nonzero(kind <= 1)[:, 0]                                          # AutoContrast, Equalize
-    if len(from_hist):
-        packed = to_device(torch.cat([from_hist, kind[from_hist]]), dev)
-        idx, is_eq = packed.split(len(from_hist))
-        hist = _histogram(x.index_select(0, idx))
-        table = torch.where(is_eq.view(-1, 1, 1) == 1, _equalize_lut(hist), _autocontrast_lut(hist))
-        lut_d.index_copy_(0, idx, table.to(torch.uint8))
+    for code, table_fn in ((0, _autocontrast_lut), (1, lambda sub: _equalize_lut(_histogram(sub)))):
+        sel = torch.nonzero(kind == code)[:, 0]                                         # AutoContrast, Equalize
+        if len(sel):
+            idx = to_device(sel, dev)
+            lut_d.index_copy_(0, idx, table_fn(x.index_select(0, idx)).to(torch.uint8))
     return lut_d.gather(2, x.view(n, 3, -1).long()).view_as(x)
 
 
