@@ -73,6 +73,8 @@ def main() -> None:
         ('train DeiT, (B, 3, 375, 500) tensor', deit, True, stacked),
         ('train colour jitter 0.3 instead of RandAugment', TransformConfig(input_size=args.size, aa='none'), True,
          decoded),
+        ('train ThreeAugment (DeiT III: RRC, flip, grey/solarize/blur, jitter)',
+         TransformConfig(input_size=args.size, three_augment=True), True, decoded),
         ('eval (resize 256 + centre crop)', deit, False, decoded),
         ('train CIFAR 32 px (pad crop, flip, RandAugment, erasing), tensor',
          TransformConfig(input_size=32, train_crop='pad'), True, cifar),

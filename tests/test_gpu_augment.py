@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 import timm.data.auto_augment as timm_aa
+import torchvision.transforms.functional as TF
+from torchvision import transforms
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
@@ -21,10 +23,21 @@ from vision_kan.train.errors import ConfigError
 from vision_kan.train.gpu_augment import build_gpu_transform
 from vision_kan.train.gpu_randaugment import apply_ops, op_argument, parse_rand_augment
 from vision_kan.train.gpu_resample import ResampleAxis, resample_boxes
+from vision_kan.train.gpu_three_augment import blur_kernel_size, gaussian_blur
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 LEVEL = 1 / 255 / min(IMAGENET_DEFAULT_STD)  # one uint8 level in normalised units (0.0175)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these tests run many small ops (PIL-path transforms, per-image tensors), which extra
+    threads slow down several-fold on a shared 2-core CI runner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def smooth_image(h: int, w: int, seed: int) -> torch.Tensor:
@@ -261,6 +274,8 @@ CONFIGS = {
     'deit': TransformConfig(input_size=32),                                              # rrc, RandAugment, erasing
     'cifar': TransformConfig(input_size=32, train_crop='pad'),
     'jitter': TransformConfig(input_size=32, aa='none', color_jitter=0.4, reprob=0.0),
+    'three': TransformConfig(input_size=32, three_augment=True),                         # DeiT III's ThreeAugment
+    'three_pad': TransformConfig(input_size=32, three_augment=True, train_crop='pad'),
 }
 
 
@@ -311,8 +326,9 @@ def test_list_and_tensor_inputs_agree_and_shapes(device):
     if device == 'cuda':
         with pytest.raises(ValueError, match='CPU torch.Generator'):
             tf(batch, torch.Generator(device='cuda'))
-    with pytest.raises(ConfigError, match='three-augment'):
-        build_gpu_transform(True, TransformConfig(three_augment=True))
+    three = build_gpu_transform(True, TransformConfig(input_size=32, three_augment=True, vflip=0.5))
+    p3 = three.sample_params([(40, 56)] * 16, torch.Generator().manual_seed(1))
+    assert p3.ra is None and p3.erase_box is None and not p3.y.flip.any() and p3.three is not None
     with pytest.raises(ConfigError, match='augmix'):
         build_gpu_transform(True, TransformConfig(aa='augmix-m5-w4-d2'))
     # timm turns colour jitter off when RandAugment is on; so does the GPU transform
@@ -334,3 +350,55 @@ def test_color_jitter_choices_match_torchvision():
     assert f.min() >= 0.6 and f.max() <= 1.4
     assert (f.mean(0) - 1).abs().max() < 4.5 * 0.8 / math.sqrt(12 * n)
     assert (f.std(0) - 0.8 / math.sqrt(12)).abs().max() < 0.01
+
+
+# ------------------------------------------------------------------------------------------------ ThreeAugment
+@pytest.mark.parametrize('device', DEVICES)
+def test_three_augment_ops_match_torchvision(device):
+    """Grayscale(3) and RandomSolarize(128) are exact; GaussianBlur (kernel 23 at 224, 3 at 32) within 1 level of
+    torchvision's on the PIL image, at three sigmas in one batched call; the reflect-padded crop (CIFAR's 'pad')
+    equals F.pad(reflect) + crop exactly, flipped or not."""
+    img = smooth_image(48, 40, 11)
+    pil = to_pil(img)
+    as_tensor = lambda im: torch.from_numpy(np.array(im)).permute(2, 0, 1)
+    from vision_kan.train.gpu_three_augment import ThreeAugmentParams, apply_three_augment
+    batch = img[None].expand(3, -1, -1, -1).contiguous().to(device)
+    out = apply_three_augment(batch, ThreeAugmentParams(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1.3])), 224)
+    assert torch.equal(out[0].cpu(), as_tensor(transforms.Grayscale(3)(pil)))
+    assert torch.equal(out[1].cpu(), as_tensor(transforms.RandomSolarize(128, p=1.0)(pil)))
+    sigmas = torch.tensor([0.1, 0.9, 2.0], dtype=torch.float64)
+    for size in (224, 32):
+        k = blur_kernel_size(size)
+        blurred = gaussian_blur(img[None].expand(3, -1, -1, -1).to(device), sigmas, k).cpu()
+        for j, sigma in enumerate(sigmas.tolist()):
+            ref = as_tensor(TF.gaussian_blur(pil, [k, k], [sigma, sigma]))
+            assert (blurred[j].int() - ref.int()).abs().max() <= 1, (size, sigma)
+    cfg = TransformConfig(input_size=32, three_augment=True, train_crop='pad', crop_pad=4)
+    tf = build_gpu_transform(True, cfg)
+    images = torch.stack([smooth_image(32, 32, k) for k in range(6)]).to(device)
+    params = tf.sample_params([(32, 32)] * 6, torch.Generator().manual_seed(2))
+    params.y.offset = torch.tensor([-4, 4, 0, -1, 3, -4])
+    params.x.offset = torch.tensor([4, -4, 2, 0, -3, -4])
+    params.x.flip = torch.tensor([False, True, False, True, False, True])
+    crops = resample_boxes(images, params.y, params.x, 32, dtype=torch.float32).cpu()
+    padded = F.pad(images.cpu().float(), [4, 4, 4, 4], mode='reflect')
+    for b in range(6):
+        top, left = int(params.y.offset[b]) + 4, int(params.x.offset[b]) + 4
+        ref = padded[b, :, top:top + 32, left:left + 32]
+        assert torch.equal(crops[b], ref.flip(-1) if params.x.flip[b] else ref), b
+
+
+def test_three_augment_choices_match_torchvision():
+    """Over 3000 samples: each of the three ops within 4.5 sigma of 1/3 (torchvision's RandomChoice), blur sigma
+    ~ U(0.1, 2) (range, mean within 4.5 standard errors), offsets of the reflect crop uniform on -4..4."""
+    n = 3000
+    tf = build_gpu_transform(True, TransformConfig(input_size=32, three_augment=True, train_crop='pad'))
+    params = tf.sample_params([(32, 32)] * n, torch.Generator().manual_seed(8))
+    counts = torch.bincount(params.three.choice, minlength=3)
+    assert len(counts) == 3 and (counts - n / 3).abs().max() < binomial_tol(n, 1 / 3)
+    sigma = params.three.sigma
+    assert sigma.min() >= 0.1 and sigma.max() <= 2.0
+    assert abs(sigma.mean() - 1.05) < 4.5 * 1.9 / math.sqrt(12 * n)
+    for axis in (params.y, params.x):
+        assert (torch.bincount(axis.offset + 4, minlength=9) - n / 9).abs().max() < binomial_tol(n, 1 / 9)
+        assert axis.reflect.all()

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .gpu_resample import to_device
 
 __all__ = ['RandAugmentPolicy', 'RandAugmentParams', 'parse_rand_augment', 'sample_rand_augment', 'apply_rand_augment',
-           'apply_ops', 'op_argument', 'op_arguments', 'enhance', 'ENHANCE_KINDS', 'SUPPORTED_OPS']
+           'apply_ops', 'op_argument', 'op_arguments', 'enhance', 'gray_pil', 'ENHANCE_KINDS', 'SUPPORTED_OPS']
 
 _GEOMETRIC = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'TranslateXRel', 'TranslateYRel')
 _LUT = ('AutoContrast', 'Equalize', 'Invert', 'Posterize', 'PosterizeIncreasing', 'PosterizeOriginal', 'Solarize',
@@ -238,7 +238,7 @@ def _lut(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor) -> torch.Tenso
 ENHANCE_KINDS = ('Color', 'Contrast', 'Brightness', 'Sharpness')
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
+def gray_pil(x: torch.Tensor) -> torch.Tensor:
     """PIL's RGB -> L: (19595 R + 38470 G + 7471 B + 2^15) >> 16, as int32 (n, 1, H, W)."""
     r, g, b = x.int().unbind(1)
     return ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16).unsqueeze(1)
@@ -267,9 +267,9 @@ def enhance(x: torch.Tensor, kind: torch.Tensor, factors: torch.Tensor) -> torch
         idx = to_device(sel, dev)
         sub = x.index_select(0, idx)
         if name == 'Color':
-            deg = _gray(sub).float().expand(-1, 3, -1, -1)
+            deg = gray_pil(sub).float().expand(-1, 3, -1, -1)
         elif name == 'Contrast':
-            deg = torch.floor(_gray(sub).float().mean((1, 2, 3), keepdim=True) + 0.5).expand_as(sub)
+            deg = torch.floor(gray_pil(sub).float().mean((1, 2, 3), keepdim=True) + 0.5).expand_as(sub)
         else:
             deg = _smooth(sub)
         degenerate.index_copy_(0, idx, deg.contiguous())

@@ -39,13 +39,15 @@ class ResampleAxis:
 
     start, length: the source box along this axis (pixels of the input image); taps never leave it.
     resized: the length the box is resized to (the output is a window of it). offset: the window's first pixel.
-    flip: reverse the output along this axis.
+    flip: reverse the output along this axis. reflect: a window pixel outside the resized box mirrors into it
+    (torchvision's padding_mode='reflect'); without it (or None) it is 0 (zero padding).
     """
     start: torch.Tensor
     length: torch.Tensor
     resized: torch.Tensor
     offset: torch.Tensor
     flip: torch.Tensor
+    reflect: Optional[torch.Tensor] = None
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -64,21 +66,26 @@ def _cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
     return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
+_TABLE_COLUMNS = 6
+
+
 def _axis_table(axis: ResampleAxis) -> torch.Tensor:
-    """(B, 4) float64 on the CPU: box length, scale (box / resized), window offset, flip."""
+    """(B, 6) float64 on the CPU: box length, scale (box / resized), window offset, flip, reflect, resized."""
+    reflect = torch.zeros_like(axis.flip) if axis.reflect is None else axis.reflect
     return torch.stack([axis.length.double(), axis.length.double() / axis.resized.double(), axis.offset.double(),
-                        axis.flip.double()], 1)
+                        axis.flip.double(), reflect.double(), axis.resized.double()], 1)
 
 
 def bicubic_weights(table: torch.Tensor, out_len: int, canvas_len: int, taps: int) -> torch.Tensor:
-    """(B, out_len, canvas_len) weights from a (B, 4) `_axis_table` on the device (the box starts at canvas pixel 0):
+    """(B, out_len, canvas_len) weights from a (B, 6) `_axis_table` on the device (the box starts at canvas pixel 0):
     row i mixes the box pixels that output pixel i reads. Taps of row i: PIL's window
     [max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), box_len)), support = 2 max(scale, 1),
     at most `taps` wide, evaluated (B, S, taps) and scattered into the dense rows."""
-    length, scale, offset, flip = table.T[:, :, None, None]                             # each (B, 1, 1)
+    length, scale, offset, flip, reflect, resized = table.T[:, :, None, None]           # each (B, 1, 1)
     i = torch.arange(out_len, dtype=torch.float64, device=table.device)[None, :, None]  # (1, S, 1)
-    i = torch.where(flip > 0, out_len - 1 - i, i)                                       # (B, S, 1)
-    centre = (i + offset + 0.5) * scale
+    q = torch.where(flip > 0, out_len - 1 - i, i) + offset                              # (B, S, 1) resized pixel
+    mirrored = torch.where(q < 0, -q, torch.where(q >= resized, 2 * (resized - 1) - q, q))
+    centre = (torch.where(reflect > 0, mirrored, q) + 0.5) * scale
     support = 2.0 * scale.clamp(min=1.0)
     lo = torch.trunc(centre - support + 0.5).clamp(min=0)
     hi = torch.minimum(torch.trunc(centre + support + 0.5), length)
@@ -140,14 +147,14 @@ def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_s
         c = torch.arange(3)[None, :, None]
         rows = (image_start[idx, None, None] + c * (height * width)[idx, None, None]
                 + ((ay.start[idx, None] + y) * width[idx, None])[:, None, :] + ax.start[idx, None, None])
-        tables = torch.cat([_axis_table(ay)[idx], _axis_table(ax)[idx]])                 # (2n, 4)
+        tables = torch.cat([_axis_table(ay)[idx], _axis_table(ax)[idx]])                 # (2n, 6)
         packed = to_device(torch.cat([rows.reshape(-1).double(), idx.double(), tables.reshape(-1)]), device)
         rows_d, idx_d, tables_d = packed.split([rows.numel(), n, tables.numel()])
         cols = torch.arange(wc, device=device)
         gather = (rows_d.long()[:, None] + cols).clamp_(max=flat.numel() - 1)             # (n 3 hc, wc)
         canvas = flat.take(gather).view(n, 3, hc, wc).to(dtype)
         taps = int(math.ceil(4 * float(tables[:, 1].clamp(min=1.0).max()))) + 2           # window width bound
-        weights = bicubic_weights(tables_d.view(2 * n, 4), out_size, max(hc, wc), taps).to(dtype)
+        weights = bicubic_weights(tables_d.view(2 * n, _TABLE_COLUMNS), out_size, max(hc, wc), taps).to(dtype)
         wy, wx = weights[:n, :, :hc], weights[n:, :, :wc]                                # (n, S, hc), (n, S, wc)
         if hc * (wc + out_size) <= wc * (hc + out_size):                                  # cheaper pass first
             res = torch.matmul(torch.matmul(wy[:, None], canvas), wx.transpose(1, 2)[:, None])
