@@ -236,13 +236,14 @@ class GpuTransform:
             sel = torch.nonzero(boxes[:, j, 2] > 0)[:, 0]
             if len(sel) == 0:
                 continue
-            top, left, bh, bw = (to_device(boxes[sel, j, k], dev).view(-1, 1, 1, 1) for k in range(4))
+            packed = to_device(torch.cat([boxes[sel, j].T.reshape(-1), sel]), dev)       # one upload
+            top, left, bh, bw, idx = packed.split(len(sel))
+            top, left, bh, bw = (v.view(-1, 1, 1, 1) for v in (top, left, bh, bw))
             inside = ((rows >= top) & (rows < top + bh)) & ((rows.transpose(2, 3) >= left) &
                                                             (rows.transpose(2, 3) < left + bw))
             noise_shape = {'pixel': (len(sel), 3, s, s), 'rand': (len(sel), 3, 1, 1)}.get(self.cfg.remode)
             fill = (torch.randn(noise_shape, generator=gen, device=dev) if noise_shape
                     else torch.zeros(1, device=dev))
-            idx = to_device(sel, dev)
             out.index_copy_(0, idx, torch.where(inside, fill, out.index_select(0, idx)))
         return out
 

@@ -12,7 +12,9 @@ A layer runs as three batched groups, as each sample has one op per layer:
 - look-up tables (AutoContrast, Equalize, Invert, Posterize, Solarize, SolarizeAdd): one (3, 256) table per sample
   built from its histogram or argument, one `gather`;
 - enhance (Color, Contrast, Brightness, Sharpness): PIL's ImageEnhance blend with a per-sample factor.
-Images stay uint8 between ops, as the PIL images of the CPU path do.
+Images stay uint8 between ops, as the PIL images of the CPU path do. Against timm's PIL ops (tested): the arguments
+are identical, tables and enhance ops within 1 level (most exact), the geometric ops within 1 level on average and 6
+at most (grid_sample's bicubic kernel is a = -0.75, PIL's a = -0.5).
 """
 import math
 from dataclasses import dataclass

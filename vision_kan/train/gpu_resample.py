@@ -16,6 +16,12 @@ of 0/1 rows (exact), and a row with no tap inside the box is all zeros (zero pad
 and takes taps x in PIL's window around it with weight cubic((x + 0.5 - centre) / max(scale, 1)), as PIL's
 `precompute_coeffs` does.
 
+Why matmuls: this equals torch's F.interpolate(mode='bicubic', antialias=True) of each crop (torchvision's tensor
+resize) to < 1e-3 of a level in float32, with one batched op for crops of every size (F.interpolate needs a call per
+crop size). grid_sample (bicubic a = -0.75, no kernel widening) aliases when downscaling, and roi_align is bilinear.
+Against PIL (the CPU path, which rounds to uint8 between its two passes) the eval transform is within 3 levels, mean
+< 0.2 levels (tested).
+
 The boxes are gathered from one flat uint8 buffer (the images concatenated) into a canvas per chunk of samples of
 similar box size: canvas[b, c, y, :] = flat[row_start[b, c, y] + arange(w_max)]. Canvas pixels beyond a box are
 whatever follows in memory; their weights are 0.
