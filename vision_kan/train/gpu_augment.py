@@ -4,6 +4,8 @@ uint8 tensors, for the GPU data backend: decoded JPEGs (a list of (3, H_i, W_i))
 
 Train: RandomResizedCrop (timm's sampling rule, bicubic antialiased resize) or CIFAR's zero-padded RandomCrop ->
 horizontal/vertical flip -> RandAugment (gpu_randaugment) or colour jitter -> normalise -> random erasing.
+Train with three_augment (DeiT III, build_three_augment): RandomResizedCrop, or resize + reflect-padded RandomCrop
+-> horizontal flip -> one of grayscale / solarize / blur (gpu_three_augment) -> colour jitter -> normalise.
 Eval: resize the shorter side to floor(S / eval_crop_ratio) (bicubic, antialiased) -> centre crop S -> normalise.
 
 Every random choice is per sample and drawn on the CPU (from `generator`), so grouping samples by op needs no
@@ -21,9 +23,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .data import TransformConfig
 from .errors import ConfigError
-from .gpu_randaugment import (RandAugmentParams, RandAugmentPolicy, apply_rand_augment, enhance, parse_rand_augment,
-                              sample_rand_augment, to_device)
-from .gpu_resample import ImageBatch, ResampleAxis, resample_boxes
+from .gpu_randaugment import (ENHANCE_KINDS, RandAugmentParams, RandAugmentPolicy, apply_rand_augment, enhance,
+                              parse_rand_augment, sample_rand_augment)
+from .gpu_resample import ImageBatch, ResampleAxis, resample_boxes, to_device
+from .gpu_three_augment import ThreeAugmentParams, apply_three_augment, sample_three_augment
 
 __all__ = ['GpuTransform', 'TransformParams', 'build_gpu_transform']
 
@@ -36,10 +39,12 @@ class TransformParams:
 
     y, x: per-axis crop + resize + flip. ra: RandAugment choices (None when off). jitter_order (B, 3): the order of
     brightness (0), contrast (1), saturation (2); jitter_factor (B, 3). erase_box (B, count, 4): top, left, h, w, with
-    h = 0 for a box not drawn. noise_seed: seed of the device generator that draws the erasing noise."""
+    h = 0 for a box not drawn. noise_seed: seed of the device generator that draws the erasing noise. three:
+    ThreeAugment's choices (None unless three_augment)."""
     y: ResampleAxis
     x: ResampleAxis
     ra: Optional[RandAugmentParams] = None
+    three: Optional[ThreeAugmentParams] = None
     jitter_order: Optional[torch.Tensor] = None
     jitter_factor: Optional[torch.Tensor] = None
     erase_box: Optional[torch.Tensor] = None
@@ -60,12 +65,14 @@ class GpuTransform:
     def __init__(self, is_train: bool, cfg: TransformConfig):
         self.is_train, self.cfg, self.size = is_train, cfg, int(cfg.input_size)
         self.policy: Optional[RandAugmentPolicy] = None
+        self.jitter = 0.0
         if not is_train:
             return
-        if cfg.three_augment:
-            raise ConfigError('--three-augment is not supported by the GPU backend')
         if cfg.train_crop not in ('rrc', 'pad'):
             raise ConfigError(f"train_crop must be 'rrc' or 'pad', got {cfg.train_crop!r}")
+        if cfg.three_augment:  # DeiT III: no RandAugment, no erasing, no vertical flip; bicubic whatever is set
+            self.jitter = cfg.color_jitter if cfg.color_jitter and cfg.color_jitter > 0 else 0.0
+            return
         if cfg.reprob > 0 and cfg.remode not in _ERASE_MODES:
             raise ConfigError(f'--remode {cfg.remode!r}: the GPU backend knows {", ".join(_ERASE_MODES)}')
         if cfg.train_interpolation != 'bicubic':
@@ -85,37 +92,46 @@ class GpuTransform:
         if not self.is_train:
             y, x = self._eval_axes(h, w)
             return TransformParams(y=y, x=x)
-        n, cfg = len(sizes), self.cfg
+        n, cfg, three = len(sizes), self.cfg, self.cfg.three_augment
         if cfg.train_crop == 'rrc':
             top, left, ch, cw = self._rrc_boxes(h, w, g)
             no_flip = torch.zeros(n, dtype=torch.bool)
             y = ResampleAxis(top, ch, torch.full_like(ch, self.size), torch.zeros_like(ch), no_flip)
             x = ResampleAxis(left, cw, torch.full_like(cw, self.size), torch.zeros_like(cw), no_flip.clone())
+        elif three:
+            y, x = self._reflect_crop_axes(h, w, g)
         else:
             y, x = self._pad_crop_axis(h, g), self._pad_crop_axis(w, g)
         x.flip = torch.rand(n, generator=g) < cfg.hflip if cfg.hflip > 0 else x.flip
-        y.flip = torch.rand(n, generator=g) < cfg.vflip if cfg.vflip > 0 else y.flip
+        y.flip = torch.rand(n, generator=g) < cfg.vflip if cfg.vflip > 0 and not three else y.flip
         p = TransformParams(y=y, x=x)
+        if three:
+            p.three = sample_three_augment(n, g)
         if self.policy is not None:
             p.ra = sample_rand_augment(self.policy, n, g)
         if self.jitter > 0:
             p.jitter_order = torch.argsort(torch.rand(n, 3, generator=g), dim=1)
             lo = max(0.0, 1.0 - self.jitter)
             p.jitter_factor = lo + (1.0 + self.jitter - lo) * torch.rand(n, 3, generator=g, dtype=torch.float64)
-        if cfg.reprob > 0:
+        if cfg.reprob > 0 and not three:
             p.erase_box = self._erase_boxes(n, g)
         p.noise_seed = int(torch.randint(0, 2 ** 62, (1,), generator=g))
         return p
 
+    def _short_side_resize(self, h: torch.Tensor, w: torch.Tensor, short_size: int):
+        """torchvision Resize(short_size) of (H, W): the shorter side -> short_size, the longer -> int(size * long /
+        short). Returns the resized (H, W)."""
+        short, long = torch.minimum(h, w), torch.maximum(h, w)
+        new_long = torch.floor(short_size * long.double() / short.double()).long()
+        return (torch.where(h <= w, torch.full_like(h, short_size), new_long),
+                torch.where(h <= w, new_long, torch.full_like(w, short_size)))
+
     def _eval_axes(self, h: torch.Tensor, w: torch.Tensor) -> Tuple[ResampleAxis, ResampleAxis]:
         """torchvision Resize(floor(S / crop_pct)) of the shorter side (longer: int(size * long / short)), then
         CenterCrop(S): top = round((len - S) / 2), or zero padding when the resized side is shorter than S."""
-        scale_size = math.floor(self.size / self.cfg.eval_crop_ratio)
-        short, long = torch.minimum(h, w), torch.maximum(h, w)
-        new_long = torch.floor(scale_size * long.double() / short.double()).long()
         axes = []
-        for length, resized in ((h, torch.where(h <= w, torch.full_like(h, scale_size), new_long)),
-                                (w, torch.where(h <= w, new_long, torch.full_like(w, scale_size)))):
+        scale_size = math.floor(self.size / self.cfg.eval_crop_ratio)
+        for length, resized in zip((h, w), self._short_side_resize(h, w, scale_size)):
             gap = resized - self.size
             offset = torch.where(gap >= 0, torch.round(gap.double() / 2.0).long(), -((-gap) // 2))
             axes.append(ResampleAxis(torch.zeros_like(length), length, resized, offset,
@@ -156,6 +172,19 @@ class GpuTransform:
         return ResampleAxis(torch.zeros_like(length), length, length.clone(), offset,
                             torch.zeros(len(length), dtype=torch.bool))
 
+    def _reflect_crop_axes(self, h: torch.Tensor, w: torch.Tensor, g: Optional[torch.Generator]):
+        """ThreeAugment's 'pad' crop: Resize(S) of the shorter side (bicubic), then RandomCrop(S, padding=crop_pad,
+        padding_mode='reflect'): offset ~ U{0 .. resized + 2 pad - S} - pad, mirrored at the resized image's edges."""
+        pad = int(self.cfg.crop_pad)
+        axes = []
+        for length, resized in zip((h, w), self._short_side_resize(h, w, self.size)):
+            if pad >= int(resized.min()):
+                raise ValueError(f'reflect padding {pad} needs images larger than {pad} px after the resize')
+            offset = _randint(resized + 2 * pad - self.size, g) - pad
+            no, yes = torch.zeros(len(length), dtype=torch.bool), torch.ones(len(length), dtype=torch.bool)
+            axes.append(ResampleAxis(torch.zeros_like(length), length, resized, offset, flip=no, reflect=yes))
+        return axes[0], axes[1]
+
     def _erase_boxes(self, n: int, g: Optional[torch.Generator]) -> torch.Tensor:
         """timm's RandomErasing._erase per sample: with prob reprob, count ~ U{1..recount} boxes of area
         U(0.02, 1/3) * S^2 / count and log-aspect U(log 0.3, log 1/0.3), 10 tries each (h < S and w < S)."""
@@ -182,13 +211,16 @@ class GpuTransform:
         x = resample_boxes(images, params.y, params.x, self.size).round_().clamp_(0, 255).to(torch.uint8)
         if params.ra is not None:
             x = apply_rand_augment(x, self.policy, params.ra)
+        if params.three is not None:
+            x = apply_three_augment(x, params.three, self.size)
         if params.jitter_order is not None:
-            kinds = ('Brightness', 'Contrast', 'Color')  # torchvision ColorJitter on PIL: ImageEnhance's ops
+            # torchvision ColorJitter on PIL: brightness, contrast, saturation are ImageEnhance's Brightness, Contrast,
+            # Color; each sample applies them in its own order
+            kinds = torch.tensor([ENHANCE_KINDS.index(k) for k in ('Brightness', 'Contrast', 'Color')])
             for pos in range(3):
                 order = params.jitter_order[:, pos]
-                x = enhance(x, [kinds[k] for k in order.tolist()], params.jitter_factor.gather(1, order[:, None])[:, 0])
-        mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_DEFAULT_STD, device=x.device).view(1, 3, 1, 1)
+                x = enhance(x, kinds[order], params.jitter_factor.gather(1, order[:, None])[:, 0])
+        mean, std = to_device(torch.tensor([IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD]), x.device).view(2, 1, 3, 1, 1)
         out = (x.float() / 255.0 - mean) / std
         if params.erase_box is not None:
             out = self._erase(out, params.erase_box, params.noise_seed)
@@ -204,18 +236,22 @@ class GpuTransform:
             sel = torch.nonzero(boxes[:, j, 2] > 0)[:, 0]
             if len(sel) == 0:
                 continue
-            top, left, bh, bw = (to_device(boxes[sel, j, k], dev).view(-1, 1, 1, 1) for k in range(4))
+            packed = to_device(torch.cat([boxes[sel, j].T.reshape(-1), sel]), dev)       # one upload
+            top, left, bh, bw, idx = packed.split(len(sel))
+            top, left, bh, bw = (v.view(-1, 1, 1, 1) for v in (top, left, bh, bw))
             inside = ((rows >= top) & (rows < top + bh)) & ((rows.transpose(2, 3) >= left) &
                                                             (rows.transpose(2, 3) < left + bw))
             noise_shape = {'pixel': (len(sel), 3, s, s), 'rand': (len(sel), 3, 1, 1)}.get(self.cfg.remode)
             fill = (torch.randn(noise_shape, generator=gen, device=dev) if noise_shape
                     else torch.zeros(1, device=dev))
-            idx = to_device(sel, dev)
             out.index_copy_(0, idx, torch.where(inside, fill, out.index_select(0, idx)))
         return out
 
     def __call__(self, images: ImageBatch, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """images: list of uint8 (3, H_i, W_i) or uint8 (B, 3, H, W) on one device -> float32 (B, 3, S, S)."""
+        """images: list of uint8 (3, H_i, W_i) or uint8 (B, 3, H, W) on one device -> float32 (B, 3, S, S).
+        generator: a CPU torch.Generator (the choices are drawn on the CPU), or None for torch's default one."""
+        if generator is not None and generator.device.type != 'cpu':
+            raise ValueError(f'generator must be a CPU torch.Generator, got one on {generator.device}')
         if isinstance(images, torch.Tensor):
             if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
                 raise ValueError(f'expected uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}')
@@ -229,5 +265,5 @@ class GpuTransform:
 
 def build_gpu_transform(is_train: bool, cfg: TransformConfig) -> GpuTransform:
     """The GPU backend's counterpart of data.build_transform(is_train, cfg); raises ConfigError for settings it does
-    not support (--three-augment, an --aa other than timm's 'rand-...', a train interpolation other than bicubic)."""
+    not support (an --aa other than timm's 'rand-...', a train interpolation other than bicubic)."""
     return GpuTransform(is_train, cfg)

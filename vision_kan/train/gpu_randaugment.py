@@ -12,20 +12,23 @@ A layer runs as three batched groups, as each sample has one op per layer:
 - look-up tables (AutoContrast, Equalize, Invert, Posterize, Solarize, SolarizeAdd): one (3, 256) table per sample
   built from its histogram or argument, one `gather`;
 - enhance (Color, Contrast, Brightness, Sharpness): PIL's ImageEnhance blend with a per-sample factor.
-Images stay uint8 between ops, as the PIL images of the CPU path do.
+Images stay uint8 between ops, as the PIL images of the CPU path do. Against timm's PIL ops (tested): the arguments
+are identical, tables and enhance ops within 1 level (most exact), the geometric ops within 1 level on average and 6
+at most (grid_sample's bicubic kernel is a = -0.75, PIL's a = -0.5).
 """
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from timm.data.auto_augment import rand_augment_transform
 
 from .errors import ConfigError
+from .gpu_resample import to_device
 
-__all__ = ['RandAugmentPolicy', 'RandAugmentParams', 'parse_rand_augment', 'sample_rand_augment',
-           'apply_rand_augment', 'apply_ops', 'op_argument', 'enhance', 'to_device']
+__all__ = ['RandAugmentPolicy', 'RandAugmentParams', 'parse_rand_augment', 'sample_rand_augment', 'apply_rand_augment',
+           'apply_ops', 'op_argument', 'op_arguments', 'enhance', 'gray_pil', 'ENHANCE_KINDS', 'SUPPORTED_OPS']
 
 _GEOMETRIC = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'TranslateXRel', 'TranslateYRel')
 _LUT = ('AutoContrast', 'Equalize', 'Invert', 'Posterize', 'PosterizeIncreasing', 'PosterizeOriginal', 'Solarize',
@@ -102,112 +105,104 @@ def sample_rand_augment(policy: RandAugmentPolicy, batch: int, generator: torch.
     return RandAugmentParams(op=op, applied=applied, magnitude=magnitude, sign=sign)
 
 
+_INF = float('inf')
+
+
+def _level_table(policy: RandAugmentPolicy) -> torch.Tensor:
+    """(len(SUPPORTED_OPS), 7) float64: timm's LEVEL_TO_ARG as numbers. With level = magnitude / 10, an op's
+    argument is max(base + mult * min(floor?(scale * level * sign?), cap), minimum)."""
+    #       scale, signed, floor, cap, base, mult, minimum
+    rows = {'Rotate': (30.0, 1, 0, _INF, 0.0, 1.0, -_INF),
+            'ShearX': (0.3, 1, 0, _INF, 0.0, 1.0, -_INF), 'ShearY': (0.3, 1, 0, _INF, 0.0, 1.0, -_INF),
+            'TranslateX': (policy.translate_const, 1, 0, _INF, 0.0, 1.0, -_INF),
+            'TranslateY': (policy.translate_const, 1, 0, _INF, 0.0, 1.0, -_INF),
+            'TranslateXRel': (policy.translate_pct, 1, 0, _INF, 0.0, 1.0, -_INF),
+            'TranslateYRel': (policy.translate_pct, 1, 0, _INF, 0.0, 1.0, -_INF),
+            'Posterize': (4.0, 0, 1, _INF, 0.0, 1.0, -_INF),                            # bits kept
+            'PosterizeIncreasing': (4.0, 0, 1, _INF, 4.0, -1.0, -_INF),
+            'PosterizeOriginal': (4.0, 0, 1, _INF, 4.0, 1.0, -_INF),
+            'Solarize': (256.0, 0, 1, 256.0, 0.0, 1.0, -_INF),                         # threshold
+            'SolarizeIncreasing': (256.0, 0, 1, 256.0, 256.0, -1.0, -_INF),
+            'SolarizeAdd': (110.0, 0, 1, 128.0, 0.0, 1.0, -_INF)}
+    for name in ('Color', 'Contrast', 'Brightness', 'Sharpness'):                     # enhance factor
+        rows[name] = (1.8, 0, 0, _INF, 0.1, 1.0, -_INF)
+        rows[name + 'Increasing'] = (0.9, 1, 0, _INF, 1.0, 1.0, 0.1)
+    none = (0.0, 0, 0, _INF, 0.0, 1.0, -_INF)                                           # AutoContrast, Equalize, Invert
+    return torch.tensor([rows.get(name, none) for name in SUPPORTED_OPS], dtype=torch.float64)
+
+
+def op_arguments(codes: torch.Tensor, magnitude: torch.Tensor, sign: torch.Tensor,
+                 policy: RandAugmentPolicy) -> torch.Tensor:
+    """timm's LEVEL_TO_ARG on float64 tensors: for ops `codes` (indices into SUPPORTED_OPS), the degrees, bits,
+    threshold, factor, shear or pixels (translate 'Rel' ops: the fraction of the image size). Same float operations
+    in the same order as timm, so the results are identical."""
+    scale, signed, floor, cap, base, mult, minimum = _level_table(policy)[codes].unbind(-1)
+    v = scale * (magnitude / 10.0)
+    v = torch.where(signed > 0, v * sign, v)
+    v = torch.where(floor > 0, torch.floor(v), v)
+    return torch.maximum(base + mult * torch.minimum(v, cap), minimum)
+
+
 def op_argument(name: str, magnitude: torch.Tensor, sign: torch.Tensor, policy: RandAugmentPolicy) -> torch.Tensor:
-    """timm's LEVEL_TO_ARG[name] on float64 tensors: degrees, bits, threshold, factor, shear or pixels (translate
-    'Rel' ops give the fraction of the image size)."""
-    level = magnitude / 10.0
-    if name == 'Rotate':
-        return level * 30.0 * sign
-    if name.startswith('Posterize'):
-        bits = torch.floor(level * 4)
-        return {'Posterize': bits, 'PosterizeIncreasing': 4 - bits, 'PosterizeOriginal': bits + 4}[name]
-    if name in ('Solarize', 'SolarizeIncreasing'):
-        thresh = torch.floor(level * 256).clamp(max=256)
-        return thresh if name == 'Solarize' else 256 - thresh
-    if name == 'SolarizeAdd':
-        return torch.floor(level * 110).clamp(max=128)
-    if name in _ENHANCE:
-        return (1.0 + sign * level * 0.9).clamp(min=0.1) if name.endswith('Increasing') else level * 1.8 + 0.1
-    if name in ('ShearX', 'ShearY'):
-        return level * 0.3 * sign
-    if name in ('TranslateXRel', 'TranslateYRel'):
-        return level * policy.translate_pct * sign
-    if name in ('TranslateX', 'TranslateY'):
-        return level * policy.translate_const * sign
-    return torch.zeros_like(magnitude)  # AutoContrast, Equalize, Invert
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small CPU tensor on `device` without waiting for the device (pinned, non-blocking copy on CUDA)."""
-    if device.type == 'cuda':
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    """op_arguments for one op name."""
+    return op_arguments(torch.full(magnitude.shape, SUPPORTED_OPS.index(name)), magnitude, sign, policy)
 
 
 # ---------------------------------------------------------------------------------------------------- geometric
-def _geometric(x: torch.Tensor, names: Sequence[str], args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
-    """x: uint8 (n, 3, H, W); per sample an op name and its argument. PIL's inverse affine map, in pixel units with
-    pixel centres at +0.5: (xs, ys) = M (x, y, 1). Rotate turns counter-clockwise about the image centre."""
-    n, _, h, w = x.shape
+def _affine_matrices(kind: torch.Tensor, a: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(n, 2, 3) float64: PIL's inverse affine maps, (xs, ys) = M (x, y, 1) in pixels with pixel centres at +0.5;
+    kind indexes _GEOMETRIC. Rotate turns counter-clockwise about the image centre; shears are about the corner
+    (0, 0), as in timm."""
+    n = len(kind)
     m = torch.zeros(n, 2, 3, dtype=torch.float64)
     m[:, 0, 0] = m[:, 1, 1] = 1.0
-    for k, (name, a) in enumerate(zip(names, args.tolist())):
-        if name == 'Rotate':
-            t = -math.radians(a)
-            c, s, cx, cy = math.cos(t), math.sin(t), w / 2.0, h / 2.0
-            m[k] = torch.tensor([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy]], dtype=torch.float64)
-        elif name == 'ShearX':
-            m[k, 0, 1] = a
-        elif name == 'ShearY':
-            m[k, 1, 0] = a
-        elif name.startswith('TranslateX'):
-            m[k, 0, 2] = a * w if name.endswith('Rel') else a
-        else:  # TranslateY, TranslateYRel
-            m[k, 1, 2] = a * h if name.endswith('Rel') else a
+    t = torch.deg2rad(-a)
+    c, s, cx, cy = torch.cos(t), torch.sin(t), w / 2.0, h / 2.0
+    rot = torch.stack([torch.stack([c, s, cx - c * cx - s * cy], -1),
+                       torch.stack([-s, c, cy + s * cx - c * cy], -1)], 1)
+    m = torch.where((kind == 0).view(n, 1, 1), rot, m)
+    m[:, 0, 1] = torch.where(kind == 1, a, m[:, 0, 1])                                 # ShearX: xs = x + a y
+    m[:, 1, 0] = torch.where(kind == 2, a, m[:, 1, 0])                                 # ShearY: ys = a x + y
+    m[:, 0, 2] = torch.where(kind == 3, a, torch.where(kind == 5, a * w, m[:, 0, 2]))  # TranslateX[Rel]
+    m[:, 1, 2] = torch.where(kind == 4, a, torch.where(kind == 6, a * h, m[:, 1, 2]))  # TranslateY[Rel]
+    return m
+
+
+def _geometric(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+    """x: uint8 (n, 3, H, W), per sample a _GEOMETRIC index and its argument -> one bicubic grid_sample with clamped
+    taps; an output pixel whose source point lies outside the image takes the fill colour (PIL's transform)."""
+    n, _, h, w = x.shape
     dev = x.device
-    ys, xs = torch.meshgrid(torch.arange(h, device=dev) + 0.5, torch.arange(w, device=dev) + 0.5, indexing='ij')
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)             # (1, HW, 3)
-    src = pts @ to_device(m.float(), dev).transpose(1, 2)                              # (n, HW, 2) pixels
-    inside = ((src[..., 0] >= 0) & (src[..., 0] < w) & (src[..., 1] >= 0) & (src[..., 1] < h)).view(n, 1, h, w)
-    grid = (src / torch.tensor([w / 2.0, h / 2.0], device=dev) - 1).view(n, h, w, 2)  # align_corners=False units
+    to_unit = torch.tensor([[2.0 / w, 0, -1], [0, 2.0 / h, -1], [0, 0, 1]], dtype=torch.float64)  # pixels -> [-1, 1]
+    m = torch.cat([_affine_matrices(kind, args, h, w), torch.tensor([[[0, 0, 1.0]]]).expand(n, 1, 3)], 1)
+    theta = (to_unit @ m @ torch.linalg.inv(to_unit))[:, :2]                            # (n, 2, 3), unit coords
+    packed = to_device(torch.cat([theta.reshape(-1), torch.tensor(fill, dtype=torch.float64)]).float(), dev)
+    theta_d, fill_d = packed.split([n * 6, 3])
+    grid = F.affine_grid(theta_d.view(n, 2, 3), [n, 3, h, w], align_corners=False)     # (n, H, W, 2)
+    inside = ((grid >= -1) & (grid < 1)).all(-1, keepdim=True).permute(0, 3, 1, 2)      # source in [0, W) x [0, H)
     out = F.grid_sample(x.float(), grid, mode='bicubic', padding_mode='border', align_corners=False)
-    fill_t = torch.tensor(fill, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    return torch.where(inside, out, fill_t).round_().clamp_(0, 255).to(torch.uint8)
+    return torch.where(inside, out, fill_d.view(1, 3, 1, 1)).round_().clamp_(0, 255).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------- tables
 def _histogram(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (n, 3, H, W) -> int64 (n, 3, 256) per-channel histograms, one bincount."""
+    """uint8 (n, 3, H, W) -> int64 (n, 3, 256) per-channel histograms, one scatter_add (bincount would sync the
+    device to size its output)."""
     n = x.shape[0]
-    offset = torch.arange(n * 3, device=x.device).view(n, 3, 1) * 256
-    return torch.bincount((x.view(n, 3, -1).long() + offset).view(-1), minlength=n * 3 * 256).view(n, 3, 256)
+    bins = (x.view(n, 3, -1).long() + torch.arange(n * 3, device=x.device).view(n, 3, 1) * 256).view(-1)
+    hist = torch.zeros(n * 3 * 256, dtype=torch.long, device=x.device)
+    return hist.scatter_add_(0, bins, torch.ones_like(bins)).view(n, 3, 256)
 
 
-def _lut(x: torch.Tensor, names: Sequence[str], args: torch.Tensor) -> torch.Tensor:
-    """x: uint8 (n, 3, H, W) -> x mapped through a per-sample (3, 256) table (PIL's ImageOps / timm's ops)."""
-    n, dev = x.shape[0], x.device
-    i = torch.arange(256, device=dev, dtype=torch.float64).view(1, 1, 256).expand(n, 3, 256)
-    a = to_device(args, dev).view(n, 1, 1)
-    kind = {name: k for k, name in enumerate(_LUT)}
-    code = to_device(torch.tensor([kind[nm] for nm in names]), dev).view(n, 1, 1)
-    bits = a.clamp(0, 8)
-    lut = i.clone()                                                                     # AutoContrast/Equalize below
-    lut = torch.where(code == kind['Invert'], 255 - i, lut)
-    keep = 256 - torch.pow(2.0, 8 - bits)                                               # bits=0 -> mask 0 (black)
-    posterized = torch.bitwise_and(i.long(), keep.long()).double()
-    lut = torch.where((code >= kind['Posterize']) & (code <= kind['PosterizeOriginal']), posterized, lut)
-    lut = torch.where((code == kind['Solarize']) | (code == kind['SolarizeIncreasing']),
-                      torch.where(i < a, i, 255 - i), lut)
-    lut = torch.where(code == kind['SolarizeAdd'], torch.where(i < 128, (i + a).clamp(max=255), i), lut)
-    needs_hist = [k for k, nm in enumerate(names) if nm in ('AutoContrast', 'Equalize')]
-    if needs_hist:
-        idx = to_device(torch.tensor(needs_hist), dev)
-        hist = _histogram(x.index_select(0, idx))
-        is_eq = (code.index_select(0, idx) == kind['Equalize'])
-        lut[idx] = torch.where(is_eq, _equalize_lut(hist), _autocontrast_lut(hist))
-    lut = lut.to(torch.uint8)
-    return lut.gather(2, x.view(n, 3, -1).long()).view_as(x)
-
-
-def _autocontrast_lut(hist: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageOps.autocontrast (cutoff 0) per channel: [lo, hi] -> [0, 255], ix = int(ix * scale + offset)."""
-    i = torch.arange(256, device=hist.device, dtype=torch.float64)
-    present = hist > 0
-    lo = torch.where(present, i, torch.full_like(i, 256.0)).amin(-1, keepdim=True)
-    hi = torch.where(present, i, torch.full_like(i, -1.0)).amax(-1, keepdim=True)
+def _autocontrast_lut(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.autocontrast (cutoff 0) per channel of uint8 (n, 3, H, W): [lo, hi] -> [0, 255] by
+    ix = int(ix * scale + offset), identity where the channel is flat. Returns float64 (n, 3, 256)."""
+    i = torch.arange(256, device=x.device, dtype=torch.float64)
+    lo = x.amin((2, 3)).double()[..., None]                                             # (n, 3, 1)
+    hi = x.amax((2, 3)).double()[..., None]
     scale = 255.0 / (hi - lo).clamp(min=1)
     stretched = torch.trunc(i * scale + (-lo * scale)).clamp(0, 255)
-    return torch.where(hi > lo, stretched, i.expand_as(stretched))
+    return torch.where(hi > lo, stretched, i)
 
 
 def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
@@ -220,8 +215,32 @@ def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
     return torch.where(step > 0, lut, torch.arange(256, device=hist.device)).double()
 
 
+def _lut(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
+    """x: uint8 (n, 3, H, W), per sample a _LUT index and argument -> x through a per-sample (3, 256) table (PIL's
+    ImageOps / timm's ops). Tables from arguments are built on the CPU; AutoContrast's (from channel min/max) and
+    Equalize's (from histograms) on the device."""
+    n, dev = x.shape[0], x.device
+    i = torch.arange(256, dtype=torch.float64)[None]                                    # (1, 256)
+    a, k = args.view(n, 1), kind.view(n, 1)
+    keep_mask = (256 - torch.pow(2.0, 8 - a.clamp(0, 8))).long()                        # posterize; 0 bits -> black
+    lut = torch.where(k == _LUT.index('Invert'), 255 - i, i)
+    lut = torch.where((k >= 3) & (k <= 5), torch.bitwise_and(i.long(), keep_mask).double(), lut)  # Posterize*
+    lut = torch.where((k == 6) | (k == 7), torch.where(i < a, i, 255 - i), lut)                   # Solarize*
+    lut = torch.where(k == 8, torch.where(i < 128, (i + a).clamp(max=255), i), lut)               # SolarizeAdd
+    lut_d = to_device(lut.to(torch.uint8)[:, None].expand(n, 3, 256).contiguous(), dev)
+    for code, table_fn in ((0, _autocontrast_lut), (1, lambda sub: _equalize_lut(_histogram(sub)))):
+        sel = torch.nonzero(kind == code)[:, 0]                                         # AutoContrast, Equalize
+        if len(sel):
+            idx = to_device(sel, dev)
+            lut_d.index_copy_(0, idx, table_fn(x.index_select(0, idx)).to(torch.uint8))
+    return lut_d.gather(2, x.view(n, 3, -1).long()).view_as(x)
+
+
 # ---------------------------------------------------------------------------------------------------- enhance
-def _gray(x: torch.Tensor) -> torch.Tensor:
+ENHANCE_KINDS = ('Color', 'Contrast', 'Brightness', 'Sharpness')
+
+
+def gray_pil(x: torch.Tensor) -> torch.Tensor:
     """PIL's RGB -> L: (19595 R + 38470 G + 7471 B + 2^15) >> 16, as int32 (n, 1, H, W)."""
     r, g, b = x.int().unbind(1)
     return ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16).unsqueeze(1)
@@ -231,63 +250,60 @@ def _smooth(x: torch.Tensor) -> torch.Tensor:
     """PIL's ImageFilter.SMOOTH (3x3, centre 5, others 1, / 13), border pixels kept as they are."""
     k = torch.ones(3, 1, 3, 3, device=x.device)
     k[:, :, 1, 1] = 5.0
-    inner = F.conv2d(x.float(), k / 13.0, groups=3).round_()
-    out = x.float().clone()
-    out[:, :, 1:-1, 1:-1] = inner
-    return out
+    out = x.float()
+    return torch.cat([out[:, :, :1], torch.cat([out[:, :, 1:-1, :1], F.conv2d(out, k / 13.0, groups=3).round_(),
+                                               out[:, :, 1:-1, -1:]], 3), out[:, :, -1:]], 2)
 
 
-def enhance(x: torch.Tensor, kinds: Sequence[str], factors: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageEnhance per sample: kinds in {'Color', 'Contrast', 'Brightness', 'Sharpness'} (an 'Increasing'
-    suffix is ignored), factors (n,) on the CPU. out = trunc(clamp(degenerate + f * (x - degenerate)))."""
+def enhance(x: torch.Tensor, kind: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance per sample: kind (n,) indexes ENHANCE_KINDS, factors (n,), both on the CPU.
+    out = trunc(clamp(degenerate + f * (x - degenerate))), degenerate: grey image (Color), its mean grey
+    (Contrast), black (Brightness), the smoothed image (Sharpness)."""
     n, dev = x.shape[0], x.device
+    f = to_device(factors.float(), dev)
     degenerate = torch.zeros(x.shape, device=dev)                                        # Brightness: black
-    base = [k.replace('Increasing', '') for k in kinds]
-    for kind in ('Color', 'Contrast', 'Sharpness'):
-        sel = [k for k, b in enumerate(base) if b == kind]
-        if not sel:
+    for k, name in enumerate(ENHANCE_KINDS):
+        sel = torch.nonzero(kind == k)[:, 0]
+        if name == 'Brightness' or not len(sel):
             continue
-        idx = to_device(torch.tensor(sel), dev)
+        idx = to_device(sel, dev)
         sub = x.index_select(0, idx)
-        if kind == 'Color':
-            deg = _gray(sub).float().expand(-1, 3, -1, -1)
-        elif kind == 'Contrast':
-            deg = torch.floor(_gray(sub).float().mean((1, 2, 3), keepdim=True) + 0.5).expand_as(sub).float()
+        if name == 'Color':
+            deg = gray_pil(sub).float().expand(-1, 3, -1, -1)
+        elif name == 'Contrast':
+            deg = torch.floor(gray_pil(sub).float().mean((1, 2, 3), keepdim=True) + 0.5).expand_as(sub)
         else:
             deg = _smooth(sub)
         degenerate.index_copy_(0, idx, deg.contiguous())
-    f = to_device(factors.float(), dev).view(n, 1, 1, 1)
-    return (degenerate + f * (x.float() - degenerate)).clamp_(0, 255).to(torch.uint8)
+    return (degenerate + f.view(n, 1, 1, 1) * (x.float() - degenerate)).clamp_(0, 255).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------- driver
+def _apply_codes(x: torch.Tensor, codes: torch.Tensor, args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+    """One op per sample (codes index SUPPORTED_OPS, -1 = none; args from op_arguments), in place on x: each family
+    runs once, batched over its samples."""
+    n_geo, n_lut = len(_GEOMETRIC), len(_LUT)
+    families = ((0, n_geo, lambda s, k, a: _geometric(s, k, a, fill)), (n_geo, n_geo + n_lut, _lut),
+                (n_geo + n_lut, len(SUPPORTED_OPS), lambda s, k, a: enhance(s, k // 2, a)))  # (Color, ColorInc..)
+    for lo, hi, fn in families:
+        sel = torch.nonzero((codes >= lo) & (codes < hi))[:, 0]
+        if len(sel):
+            idx = to_device(sel, x.device)
+            x.index_copy_(0, idx, fn(x.index_select(0, idx), codes[sel] - lo, args[sel]))
+    return x
+
+
 def apply_ops(x: torch.Tensor, names: Sequence[str], args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
-    """One op per sample: x uint8 (B, 3, H, W), names (B,) op names ('' = none), args (B,) float64 arguments from
-    op_argument. Each family runs once, batched over its samples."""
-    out = x.clone()
-    families: Dict[Tuple[str, ...], object] = {
-        _GEOMETRIC: lambda s, nm, a: _geometric(s, nm, a, fill),
-        _LUT: _lut,
-        _ENHANCE: enhance,
-    }
-    for members, fn in families.items():
-        sel = [k for k, nm in enumerate(names) if nm in members]
-        if not sel:
-            continue
-        idx_cpu = torch.tensor(sel)
-        idx = to_device(idx_cpu, x.device)
-        out.index_copy_(0, idx, fn(x.index_select(0, idx), [names[k] for k in sel], args[idx_cpu]))
-    return out
+    """One named op per sample ('' = none) with its argument (from op_argument): uint8 (B, 3, H, W) -> new tensor."""
+    codes = torch.tensor([SUPPORTED_OPS.index(nm) if nm else -1 for nm in names])
+    return _apply_codes(x.clone(), codes, args.double(), fill)
 
 
 def apply_rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, params: RandAugmentParams) -> torch.Tensor:
-    """x: uint8 (B, 3, S, S) -> uint8 (B, 3, S, S), each sample through its own layers of ops."""
+    """x: uint8 (B, 3, S, S) -> the same tensor, each sample through its own layers of ops (in place)."""
+    codes = torch.tensor([SUPPORTED_OPS.index(nm) for nm in policy.op_names])[params.op]   # (B, L)
+    args = op_arguments(codes, params.magnitude, params.sign, policy)
+    codes = torch.where(params.applied, codes, -1)
     for layer in range(policy.num_layers):
-        op, applied = params.op[:, layer].tolist(), params.applied[:, layer].tolist()
-        names = [policy.op_names[o] if a else '' for o, a in zip(op, applied)]
-        args = torch.zeros(len(names), dtype=torch.float64)
-        for name in set(names) - {''}:
-            sel = torch.tensor([nm == name for nm in names])
-            args[sel] = op_argument(name, params.magnitude[sel, layer], params.sign[sel, layer], policy)
-        x = apply_ops(x, names, args, policy.fill)
+        x = _apply_codes(x, codes[:, layer], args[:, layer], policy.fill)
     return x
