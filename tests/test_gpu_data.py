@@ -178,3 +178,29 @@ def test_main_trains_with_the_gpu_backends_on_cpu(tmp_path, capsys):
     assert main.main(base + ['--data-backend', 'gpu', '--num-workers', '1']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'corrupt image file' in err[0] and 'zz_truncated.jpg' in err[0], err
+
+
+def test_prefetch_thread_keeps_order_raises_and_stops():
+    """The background-thread logic of the CUDA path (run here on the CPU, without streams)."""
+    import threading
+    from vision_kan.train.gpu_data import prefetch_on_device
+
+    def square(i):
+        return (torch.tensor([i * i]),)
+    out = [int(x[0]) for x, in prefetch_on_device(range(20), square, CPU, 2, threaded=True)]
+    assert out == [i * i for i in range(20)]
+
+    def fail_at_5(i):
+        if i == 5:
+            raise CorruptImageError('corrupt image file x.jpg: bad')
+        return square(i)
+    got = []
+    with pytest.raises(CorruptImageError, match='x.jpg'):
+        for x, in prefetch_on_device(range(20), fail_at_5, CPU, 2, threaded=True):
+            got.append(int(x[0]))
+    assert got == [0, 1, 4, 9, 16]
+    before = threading.active_count()
+    it = prefetch_on_device(iter(range(10 ** 6)), square, CPU, 2, threaded=True)
+    next(it)
+    it.close()  # a loop left early (the benchmark's cut epochs): the thread ends
+    assert threading.active_count() == before

@@ -17,6 +17,7 @@ while the model trains on the current one.
 import math
 import queue
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -41,13 +42,19 @@ def epoch_generator(seed: int, rank: int, epoch: int) -> torch.Generator:
 
 
 def prefetch_on_device(source: Iterable[Any], produce: Callable[[Any], Tuple[torch.Tensor, ...]],
-                       device: torch.device, depth: int = 2) -> Iterator[Tuple[torch.Tensor, ...]]:
-    """produce(item) for each item of source. On CUDA a background thread runs it on a side stream, up to `depth`
-    results ahead; each result is handed over after the consumer's stream waits for it. Elsewhere: inline."""
-    if device.type != 'cuda' or depth < 1:
+                       device: torch.device, depth: int = 2,
+                       threaded: Optional[bool] = None) -> Iterator[Tuple[torch.Tensor, ...]]:
+    """produce(item) for each item of source, in order. Threaded (the default on CUDA): a background thread runs it,
+    up to `depth` results ahead, on a side stream whose work the consumer's stream waits for before a result is
+    handed over; an exception there is raised in the consumer; closing the iterator stops the thread. Else inline
+    (threaded=True on the CPU runs the same thread logic without streams: the tests)."""
+    if threaded is None:
+        threaded = device.type == 'cuda'
+    if not threaded or depth < 1:
         for item in source:
             yield produce(item)
         return
+    cuda = device.type == 'cuda'
     results: 'queue.Queue[Any]' = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -62,13 +69,16 @@ def prefetch_on_device(source: Iterable[Any], produce: Callable[[Any], Tuple[tor
         return False
 
     def work() -> None:
-        stream = torch.cuda.Stream(device)
+        stream = torch.cuda.Stream(device) if cuda else None
         try:
-            with torch.cuda.device(device), torch.cuda.stream(stream):
+            with (torch.cuda.device(device) if cuda else nullcontext()), \
+                    (torch.cuda.stream(stream) if cuda else nullcontext()):
                 for item in source:
                     out = produce(item)
-                    ready = torch.cuda.Event()
-                    ready.record(stream)
+                    ready = None
+                    if cuda:
+                        ready = torch.cuda.Event()
+                        ready.record(stream)
                     if not put((out, ready)):
                         return
             put(done)
@@ -85,10 +95,11 @@ def prefetch_on_device(source: Iterable[Any], produce: Callable[[Any], Tuple[tor
             if isinstance(got, BaseException):
                 raise got
             out, ready = got
-            consumer = torch.cuda.current_stream(device)
-            consumer.wait_event(ready)
-            for t in out:
-                t.record_stream(consumer)  # the allocator must not reuse them before the consumer is done
+            if cuda:
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(ready)
+                for t in out:
+                    t.record_stream(consumer)  # the allocator must not reuse them before the consumer is done
             yield out
     finally:
         stop.set()
