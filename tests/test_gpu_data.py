@@ -1,6 +1,7 @@
 """The GPU data backends on the CPU: routing of files to nvjpeg or the CPU decoders, bad files, backend selection,
 the same labels/order and DDP shards as the pil backend, the resident and synthetic sets, and main.py end to end
 with --data-backend gpu --device cpu (decode on the CPU, augment in batches there)."""
+import json
 from pathlib import Path
 from typing import Dict
 
@@ -204,3 +205,28 @@ def test_prefetch_thread_keeps_order_raises_and_stops():
     next(it)
     it.close()  # a loop left early (the benchmark's cut epochs): the thread ends
     assert threading.active_count() == before
+
+
+def test_gpu_backend_resume_continues_exactly(image_folder, tmp_path, monkeypatch):
+    """2 epochs straight == 1 epoch, killed, resumed: the same sampler order and the same augmentations
+    (generator from (seed, rank, epoch)), mixup and RandAugment and erasing on."""
+    flags = [*TINY_VIT, '--epochs', '2', '--batch-size', '8', '--warmup-epochs', '0', '--data-backend', 'gpu',
+             '--mixup', '0.8', '--cutmix', '1.0', '--aa', 'rand-m9-mstd0.5-inc1', '--reprob', '0.25']
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    assert main.main(common_args(image_folder, straight, *flags)) == 0
+    log_epoch = main.RunLog.log_epoch
+
+    def killed_after_first_epoch(self, row):
+        log_epoch(self, row)
+        if row['epoch'] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(main.RunLog, 'log_epoch', killed_after_first_epoch)
+    assert main.main(common_args(image_folder, resumed, *flags)) == 130
+    monkeypatch.setattr(main.RunLog, 'log_epoch', log_epoch)
+    assert main.main(common_args(image_folder, resumed, *flags, '--resume', str(resumed / 'checkpoint.pth'))) == 0
+    logs = [[json.loads(line) for line in (d / 'log.txt').read_text().splitlines() if line.strip()]
+            for d in (straight, resumed)]
+    assert [r['epoch'] for r in logs[1]] == [1, 2]
+    for ra, rb in zip(*logs):
+        assert abs(ra['train_loss'] - rb['train_loss']) <= 1e-6 and abs(ra['test_loss'] - rb['test_loss']) <= 1e-6
