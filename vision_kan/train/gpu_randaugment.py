@@ -13,9 +13,10 @@ A layer runs as three batched groups, as each sample has one op per layer:
   built from its histogram or argument, one `gather`;
 - enhance (Color, Contrast, Brightness, Sharpness): PIL's ImageEnhance blend with a per-sample factor.
 Every layer is planned on the CPU first (rows per family, affine maps, argument tables, factors), all of it sent in
-one pinned copy per batch, then run: no per-image op and no device sync. Images stay uint8 between ops, as the PIL images of the CPU path do. Against timm's PIL ops (tested): the arguments
-are identical, tables and enhance ops within 1 level (most exact), the geometric ops within 1 level on average and 6
-at most (grid_sample's bicubic kernel is a = -0.75, PIL's a = -0.5).
+two pinned copies per batch (indices, numbers), then run: no per-image op and no device sync. Images stay uint8
+between ops, as the PIL images of the CPU path do. Against timm's PIL ops (tested): the arguments are identical,
+tables and enhance ops within 1 level (most exact), the geometric ops within 1 level on average and 6 at most
+(grid_sample's bicubic kernel is a = -0.75, PIL's a = -0.5).
 """
 import math
 from dataclasses import dataclass
