@@ -12,20 +12,22 @@ A layer runs as three batched groups, as each sample has one op per layer:
 - look-up tables (AutoContrast, Equalize, Invert, Posterize, Solarize, SolarizeAdd): one (3, 256) table per sample
   built from its histogram or argument, one `gather`;
 - enhance (Color, Contrast, Brightness, Sharpness): PIL's ImageEnhance blend with a per-sample factor.
-Images stay uint8 between ops, as the PIL images of the CPU path do. Against timm's PIL ops (tested): the arguments
-are identical, tables and enhance ops within 1 level (most exact), the geometric ops within 1 level on average and 6
-at most (grid_sample's bicubic kernel is a = -0.75, PIL's a = -0.5).
+Every layer is planned on the CPU first (rows per family, affine maps, argument tables, factors), all of it sent in
+two pinned copies per batch (indices, numbers), then run: no per-image op and no device sync. Images stay uint8
+between ops, as the PIL images of the CPU path do. Against timm's PIL ops (tested): the arguments are identical,
+tables and enhance ops within 1 level (most exact), the geometric ops within 1 level on average and 6 at most
+(grid_sample's bicubic kernel is a = -0.75, PIL's a = -0.5).
 """
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from timm.data.auto_augment import rand_augment_transform
 
 from .errors import ConfigError
-from .gpu_resample import to_device
+from .gpu_resample import Upload
 
 __all__ = ['RandAugmentPolicy', 'RandAugmentParams', 'parse_rand_augment', 'sample_rand_augment', 'apply_rand_augment',
            'apply_ops', 'op_argument', 'op_arguments', 'enhance', 'gray_pil', 'ENHANCE_KINDS', 'SUPPORTED_OPS']
@@ -149,39 +151,33 @@ def op_argument(name: str, magnitude: torch.Tensor, sign: torch.Tensor, policy: 
 
 
 # ---------------------------------------------------------------------------------------------------- geometric
-def _affine_matrices(kind: torch.Tensor, a: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(n, 2, 3) float64: PIL's inverse affine maps, (xs, ys) = M (x, y, 1) in pixels with pixel centres at +0.5;
-    kind indexes _GEOMETRIC. Rotate turns counter-clockwise about the image centre; shears are about the corner
-    (0, 0), as in timm."""
+def _affine_thetas(kind: torch.Tensor, a: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(n, 2, 3) float64 for F.affine_grid: PIL's inverse affine maps, (xs, ys) = M (x, y, 1) in pixels with pixel
+    centres at +0.5, moved to [-1, 1] units; kind indexes _GEOMETRIC. Rotate turns counter-clockwise about the image
+    centre; shears are about the corner (0, 0), as in timm."""
     n = len(kind)
-    m = torch.zeros(n, 2, 3, dtype=torch.float64)
-    m[:, 0, 0] = m[:, 1, 1] = 1.0
+    m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
     t = torch.deg2rad(-a)
     c, s, cx, cy = torch.cos(t), torch.sin(t), w / 2.0, h / 2.0
     rot = torch.stack([torch.stack([c, s, cx - c * cx - s * cy], -1),
                        torch.stack([-s, c, cy + s * cx - c * cy], -1)], 1)
-    m = torch.where((kind == 0).view(n, 1, 1), rot, m)
+    m[:, :2] = torch.where((kind == 0).view(n, 1, 1), rot, m[:, :2])
     m[:, 0, 1] = torch.where(kind == 1, a, m[:, 0, 1])                                 # ShearX: xs = x + a y
     m[:, 1, 0] = torch.where(kind == 2, a, m[:, 1, 0])                                 # ShearY: ys = a x + y
     m[:, 0, 2] = torch.where(kind == 3, a, torch.where(kind == 5, a * w, m[:, 0, 2]))  # TranslateX[Rel]
     m[:, 1, 2] = torch.where(kind == 4, a, torch.where(kind == 6, a * h, m[:, 1, 2]))  # TranslateY[Rel]
-    return m
+    to_unit = torch.tensor([[2.0 / w, 0, -1], [0, 2.0 / h, -1], [0, 0, 1]], dtype=torch.float64)  # pixels -> [-1, 1]
+    return (to_unit @ m @ torch.linalg.inv(to_unit))[:, :2]
 
 
-def _geometric(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
-    """x: uint8 (n, 3, H, W), per sample a _GEOMETRIC index and its argument -> one bicubic grid_sample with clamped
+def _geometric(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """x: uint8 (n, 3, H, W), theta (n, 2, 3) and fill (3,) on the device -> one bicubic grid_sample with clamped
     taps; an output pixel whose source point lies outside the image takes the fill colour (PIL's transform)."""
     n, _, h, w = x.shape
-    dev = x.device
-    to_unit = torch.tensor([[2.0 / w, 0, -1], [0, 2.0 / h, -1], [0, 0, 1]], dtype=torch.float64)  # pixels -> [-1, 1]
-    m = torch.cat([_affine_matrices(kind, args, h, w), torch.tensor([[[0, 0, 1.0]]]).expand(n, 1, 3)], 1)
-    theta = (to_unit @ m @ torch.linalg.inv(to_unit))[:, :2]                            # (n, 2, 3), unit coords
-    packed = to_device(torch.cat([theta.reshape(-1), torch.tensor(fill, dtype=torch.float64)]).float(), dev)
-    theta_d, fill_d = packed.split([n * 6, 3])
-    grid = F.affine_grid(theta_d.view(n, 2, 3), [n, 3, h, w], align_corners=False)     # (n, H, W, 2)
+    grid = F.affine_grid(theta.float(), [n, 3, h, w], align_corners=False)            # (n, H, W, 2)
     inside = ((grid >= -1) & (grid < 1)).all(-1, keepdim=True).permute(0, 3, 1, 2)      # source in [0, W) x [0, H)
     out = F.grid_sample(x.float(), grid, mode='bicubic', padding_mode='border', align_corners=False)
-    return torch.where(inside, out, fill_d.view(1, 3, 1, 1)).round_().clamp_(0, 255).to(torch.uint8)
+    return torch.where(inside, out, fill.float().view(1, 3, 1, 1)).round_().clamp_(0, 255).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -205,9 +201,10 @@ def _autocontrast_lut(x: torch.Tensor) -> torch.Tensor:
     return torch.where(hi > lo, stretched, i)
 
 
-def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageOps.equalize per channel: step = (pixels - count of the top value) // 255,
-    lut[i] = (step // 2 + pixels below i) // step; identity where step is 0."""
+def _equalize_lut(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.equalize per channel of uint8 (n, 3, H, W): step = (pixels - count of the top value) // 255,
+    lut[i] = (step // 2 + pixels below i) // step; identity where step is 0. Returns float64 (n, 3, 256)."""
+    hist = _histogram(x)
     top = 255 - torch.flip(hist > 0, [-1]).long().argmax(-1, keepdim=True)              # highest value present
     step = (hist.sum(-1, keepdim=True) - hist.gather(-1, top)) // 255
     below = torch.cumsum(hist, -1) - hist
@@ -215,25 +212,30 @@ def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
     return torch.where(step > 0, lut, torch.arange(256, device=hist.device)).double()
 
 
-def _lut(x: torch.Tensor, kind: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
-    """x: uint8 (n, 3, H, W), per sample a _LUT index and argument -> x through a per-sample (3, 256) table (PIL's
-    ImageOps / timm's ops). Tables from arguments are built on the CPU; AutoContrast's (from channel min/max) and
-    Equalize's (from histograms) on the device."""
-    n, dev = x.shape[0], x.device
+def _argument_luts(kind: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """(n, 256) float64 tables of the ops that need no histogram (kind indexes _LUT): Invert, Posterize* (0 bits
+    -> black), Solarize* (inverted from the threshold up), SolarizeAdd (below 128 raised); identity otherwise."""
     i = torch.arange(256, dtype=torch.float64)[None]                                    # (1, 256)
-    a, k = args.view(n, 1), kind.view(n, 1)
-    keep_mask = (256 - torch.pow(2.0, 8 - a.clamp(0, 8))).long()                        # posterize; 0 bits -> black
+    a, k = a.view(-1, 1), kind.view(-1, 1)
+    keep_mask = (256 - torch.pow(2.0, 8 - a.clamp(0, 8))).long()
     lut = torch.where(k == _LUT.index('Invert'), 255 - i, i)
     lut = torch.where((k >= 3) & (k <= 5), torch.bitwise_and(i.long(), keep_mask).double(), lut)  # Posterize*
     lut = torch.where((k == 6) | (k == 7), torch.where(i < a, i, 255 - i), lut)                   # Solarize*
-    lut = torch.where(k == 8, torch.where(i < 128, (i + a).clamp(max=255), i), lut)               # SolarizeAdd
-    lut_d = to_device(lut.to(torch.uint8)[:, None].expand(n, 3, 256).contiguous(), dev)
-    for code, table_fn in ((0, _autocontrast_lut), (1, lambda sub: _equalize_lut(_histogram(sub)))):
-        sel = torch.nonzero(kind == code)[:, 0]                                         # AutoContrast, Equalize
-        if len(sel):
-            idx = to_device(sel, dev)
-            lut_d.index_copy_(0, idx, table_fn(x.index_select(0, idx)).to(torch.uint8))
-    return lut_d.gather(2, x.view(n, 3, -1).long()).view_as(x)
+    return torch.where(k == 8, torch.where(i < 128, (i + a).clamp(max=255), i), lut)              # SolarizeAdd
+
+
+def _lut(x: torch.Tensor, lut: torch.Tensor, autocontrast: Optional[torch.Tensor],
+         equalize: Optional[torch.Tensor]) -> torch.Tensor:
+    """x: uint8 (n, 3, H, W) through per-sample tables: lut (n, 256) on the device from _argument_luts, and the
+    rows `autocontrast` / `equalize` (device indices into x, or None) get tables from their own pixels."""
+    n = x.shape[0]
+    table = lut.to(torch.uint8)[:, None].expand(n, 3, 256)
+    if autocontrast is not None or equalize is not None:
+        table = table.contiguous()
+        for rows, table_fn in ((autocontrast, _autocontrast_lut), (equalize, _equalize_lut)):
+            if rows is not None:
+                table.index_copy_(0, rows, table_fn(x.index_select(0, rows)).to(torch.uint8))
+    return table.gather(2, x.view(n, 3, -1).long()).view_as(x)
 
 
 # ---------------------------------------------------------------------------------------------------- enhance
@@ -255,18 +257,24 @@ def _smooth(x: torch.Tensor) -> torch.Tensor:
                                                out[:, :, 1:-1, -1:]], 3), out[:, :, -1:]], 2)
 
 
-def enhance(x: torch.Tensor, kind: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageEnhance per sample: kind (n,) indexes ENHANCE_KINDS, factors (n,), both on the CPU.
-    out = trunc(clamp(degenerate + f * (x - degenerate))), degenerate: grey image (Color), its mean grey
-    (Contrast), black (Brightness), the smoothed image (Sharpness)."""
-    n, dev = x.shape[0], x.device
-    f = to_device(factors.float(), dev)
-    degenerate = torch.zeros(x.shape, device=dev)                                        # Brightness: black
+def _plan_enhance(kind: torch.Tensor, factors: torch.Tensor, up: Upload) -> dict:
+    """Upload slots for _enhance: the factors and, per degenerate kind present, its rows."""
+    plan = {'factor': up.add(factors)}
     for k, name in enumerate(ENHANCE_KINDS):
         sel = torch.nonzero(kind == k)[:, 0]
-        if name == 'Brightness' or not len(sel):
+        if name != 'Brightness' and len(sel):
+            plan[name] = up.add(sel)
+    return plan
+
+
+def _enhance(x: torch.Tensor, plan: dict, sent: List[torch.Tensor]) -> torch.Tensor:
+    """PIL's ImageEnhance per sample: out = trunc(clamp(degenerate + f * (x - degenerate))), degenerate: grey image
+    (Color), its mean grey (Contrast), black (Brightness), the smoothed image (Sharpness)."""
+    degenerate = torch.zeros(x.shape, device=x.device)                                   # Brightness: black
+    for name in ('Color', 'Contrast', 'Sharpness'):
+        if name not in plan:
             continue
-        idx = to_device(sel, dev)
+        idx = sent[plan[name]]
         sub = x.index_select(0, idx)
         if name == 'Color':
             deg = gray_pil(sub).float().expand(-1, 3, -1, -1)
@@ -275,35 +283,82 @@ def enhance(x: torch.Tensor, kind: torch.Tensor, factors: torch.Tensor) -> torch
         else:
             deg = _smooth(sub)
         degenerate.index_copy_(0, idx, deg.contiguous())
-    return (degenerate + f.view(n, 1, 1, 1) * (x.float() - degenerate)).clamp_(0, 255).to(torch.uint8)
+    f = sent[plan['factor']].float().view(-1, 1, 1, 1)
+    return (degenerate + f * (x.float() - degenerate)).clamp_(0, 255).to(torch.uint8)
+
+
+def enhance(x: torch.Tensor, kind: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance per sample on uint8 (n, 3, H, W): kind (n,) indexes ENHANCE_KINDS, factors (n,), both on
+    the CPU (one upload)."""
+    up = Upload()
+    plan = _plan_enhance(kind, factors, up)
+    return _enhance(x, plan, up.send(x.device))
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def _apply_codes(x: torch.Tensor, codes: torch.Tensor, args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
-    """One op per sample (codes index SUPPORTED_OPS, -1 = none; args from op_arguments), in place on x: each family
-    runs once, batched over its samples."""
-    n_geo, n_lut = len(_GEOMETRIC), len(_LUT)
-    families = ((0, n_geo, lambda s, k, a: _geometric(s, k, a, fill)), (n_geo, n_geo + n_lut, _lut),
-                (n_geo + n_lut, len(SUPPORTED_OPS), lambda s, k, a: enhance(s, k // 2, a)))  # (Color, ColorInc..)
-    for lo, hi, fn in families:
+_N_GEO, _N_LUT = len(_GEOMETRIC), len(_LUT)
+
+
+def _plan_layer(codes: torch.Tensor, args: torch.Tensor, h: int, w: int, up: Upload) -> List[Tuple[str, dict]]:
+    """What one layer does, as upload slots: per family present, its rows of the batch and its parameters."""
+    steps = []
+    for family, lo, hi in (('geometric', 0, _N_GEO), ('lut', _N_GEO, _N_GEO + _N_LUT),
+                           ('enhance', _N_GEO + _N_LUT, len(SUPPORTED_OPS))):
         sel = torch.nonzero((codes >= lo) & (codes < hi))[:, 0]
-        if len(sel):
-            idx = to_device(sel, x.device)
-            x.index_copy_(0, idx, fn(x.index_select(0, idx), codes[sel] - lo, args[sel]))
+        if not len(sel):
+            continue
+        kind, a = codes[sel] - lo, args[sel]
+        plan = {'rows': up.add(sel)}
+        if family == 'geometric':
+            plan['theta'] = up.add(_affine_thetas(kind, a, h, w))
+        elif family == 'lut':
+            plan['lut'] = up.add(_argument_luts(kind, a))
+            for name, code in (('autocontrast', 0), ('equalize', 1)):
+                rows = torch.nonzero(kind == code)[:, 0]
+                if len(rows):
+                    plan[name] = up.add(rows)
+        else:
+            plan.update(_plan_enhance(kind // 2, a, up))                                  # (Color, ColorInc, ...)
+        steps.append((family, plan))
+    return steps
+
+
+def _run_layer(x: torch.Tensor, steps: List[Tuple[str, dict]], sent: List[torch.Tensor],
+               fill: torch.Tensor) -> torch.Tensor:
+    """Each family of one layer, batched over its rows, in place on x."""
+    for family, plan in steps:
+        idx = sent[plan['rows']]
+        sub = x.index_select(0, idx)
+        if family == 'geometric':
+            out = _geometric(sub, sent[plan['theta']].view(-1, 2, 3), fill)
+        elif family == 'lut':
+            out = _lut(sub, sent[plan['lut']].view(-1, 256), *(sent[plan[k]] if k in plan else None
+                                                                 for k in ('autocontrast', 'equalize')))
+        else:
+            out = _enhance(sub, plan, sent)
+        x.index_copy_(0, idx, out)
+    return x
+
+
+def _apply_layers(x: torch.Tensor, codes: torch.Tensor, args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+    """codes, args: (B, L) (codes index SUPPORTED_OPS, -1 = none); all layers planned first, one upload, then run."""
+    up = Upload()
+    fill_slot = up.add(torch.tensor(fill, dtype=torch.float64))
+    plans = [_plan_layer(codes[:, k], args[:, k], x.shape[2], x.shape[3], up) for k in range(codes.shape[1])]
+    sent = up.send(x.device)
+    for steps in plans:
+        x = _run_layer(x, steps, sent, sent[fill_slot])
     return x
 
 
 def apply_ops(x: torch.Tensor, names: Sequence[str], args: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
     """One named op per sample ('' = none) with its argument (from op_argument): uint8 (B, 3, H, W) -> new tensor."""
     codes = torch.tensor([SUPPORTED_OPS.index(nm) if nm else -1 for nm in names])
-    return _apply_codes(x.clone(), codes, args.double(), fill)
+    return _apply_layers(x.clone(), codes[:, None], args.double()[:, None], fill)
 
 
 def apply_rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, params: RandAugmentParams) -> torch.Tensor:
     """x: uint8 (B, 3, S, S) -> the same tensor, each sample through its own layers of ops (in place)."""
     codes = torch.tensor([SUPPORTED_OPS.index(nm) for nm in policy.op_names])[params.op]   # (B, L)
     args = op_arguments(codes, params.magnitude, params.sign, policy)
-    codes = torch.where(params.applied, codes, -1)
-    for layer in range(policy.num_layers):
-        x = _apply_codes(x, codes[:, layer], args[:, layer], policy.fill)
-    return x
+    return _apply_layers(x, torch.where(params.applied, codes, -1), args, policy.fill)

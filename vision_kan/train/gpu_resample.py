@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ['ResampleAxis', 'resample_boxes', 'bicubic_weights', 'ImageBatch', 'to_device']
+__all__ = ['ResampleAxis', 'resample_boxes', 'bicubic_weights', 'ImageBatch', 'to_device', 'Upload']
 
 ImageBatch = Union[torch.Tensor, Sequence[torch.Tensor]]  # uint8 (B, 3, H, W), or B uint8 (3, H_i, W_i)
 
@@ -62,6 +62,29 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == 'cuda':
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+class Upload:
+    """Small CPU tensors sent to the device in two pinned copies: `add` returns a slot, `send` the device tensors in
+    slot order, int64 for integer tensors (indices, ready for index_select), float64 for the rest."""
+
+    def __init__(self):
+        self._parts: List[torch.Tensor] = []
+
+    def add(self, t: torch.Tensor) -> int:
+        is_int = not (t.is_floating_point() or t.is_complex())
+        self._parts.append(t.reshape(-1).to(torch.long if is_int else torch.float64))
+        return len(self._parts) - 1
+
+    def send(self, device: torch.device) -> List[torch.Tensor]:
+        sent: List[torch.Tensor] = [torch.empty(0)] * len(self._parts)
+        for dtype in (torch.long, torch.float64):
+            slots = [k for k, p in enumerate(self._parts) if p.dtype == dtype]
+            if slots:
+                flat = to_device(torch.cat([self._parts[k] for k in slots]), device)
+                for k, part in zip(slots, flat.split([self._parts[k].numel() for k in slots])):
+                    sent[k] = part
+        return sent
 
 
 def _cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
