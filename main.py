@@ -39,9 +39,8 @@ from vision_kan.train import checkpoint as ckpt_io
 from vision_kan.train.config import (
     ArgumentParser, ParseKwargs, explicit_dests, load_config, preparse, save_config,
 )
-from vision_kan.train.data import (
-    TransformConfig, build_datasets, build_grid_sample_loader, build_loaders, build_transform,
-)
+from vision_kan.train.data import DataConfig, TransformConfig, build_grid_sample_loader, build_transform
+from vision_kan.train.data import build_data as build_backend_data
 from vision_kan.train.data import _image_folder as image_folder  # one class folder tree, checked (no train/ needed)
 from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
@@ -88,6 +87,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--quantize', default='none', choices=['none', 'int8'],
                    help='with --eval: also evaluate an int8 copy on the CPU (vision_kan.tools.quantize), sizes in MB')
     g.add_argument('--num-workers', type=int, default=10, help='DataLoader worker processes per training process')
+    g.add_argument('--data-backend', default='pil', choices=['pil', 'gpu'],
+                   help="pil: decode + augment in CPU workers; gpu: workers read bytes, nvjpeg decodes and the "
+                        "augmentations run batched on the GPU (with --device cpu: batched on the CPU)")
+    g.add_argument('--data-on-gpu', action=bool_flag, default=False,
+                   help='decode the data set once into device memory (small sets of one image size, e.g. CIFAR) '
+                        'and augment there')
+    g.add_argument('--synthetic-data', action=bool_flag, default=False,
+                   help='random images and labels made on the device (no read/decode/augment): the speed ceiling')
+    g.add_argument('--synthetic-classes', type=int, default=1000, help='--synthetic-data without --data-path')
+    g.add_argument('--synthetic-images', type=int, default=None,
+                   help='--synthetic-data without --data-path: train images (val: 1/25); default ImageNet-1k\'s')
     g.add_argument('--cpu-threads', type=int, default=0, help='torch intra-op threads (0: torch default)')
     g.add_argument('--pin-mem', action=bool_flag, default=True, help='pinned host memory for the batches (CUDA)')
     g.add_argument('--print-state-hash', action=argparse.BooleanOptionalAction, default=False,
@@ -198,7 +208,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.set_defaults(**load_config(config, parser))
     args = parser.parse_args(list(argv))
     args.config = config
-    if not args.data_path:
+    if not args.data_path and not args.synthetic_data:
         raise ConfigError('--data-path is required (a folder with train/ and val/); `python main.py` runs the demo')
     if args.eval and not (args.resume or args.finetune):
         raise ConfigError('--eval needs weights to evaluate: --resume CHECKPOINT (a main.py checkpoint: the model is '
@@ -322,23 +332,19 @@ class RunData:
 
 
 def build_data(args: argparse.Namespace, dist_info: DistInfo) -> RunData:
-    """ImageFolders of data_path/train and data_path/val with timm's transforms, and DeiT's samplers; with --eval
-    only val/ (no train/ needed, no training batch-size check)."""
+    """The datasets and loaders from the chosen backend (pil, gpu, data on the GPU, synthetic) with DeiT's samplers;
+    with --eval and the pil backend only val/ (no train/ needed, no training batch-size check)."""
     tcfg = TransformConfig.from_flags(args)
     pin = args.pin_mem and dist_info.device.type == 'cuda'
-    if args.eval:
+    data_cfg = DataConfig.from_flags(args)
+    if args.eval and not data_cfg.on_gpu_backend and not data_cfg.synthetic_data:
         if not os.path.isdir(args.data_path):
             raise DataError(f'--data-path: {args.data_path} does not exist')
         val_set = image_folder(os.path.join(args.data_path, 'val'), build_transform(False, tcfg))
         val_loader = DataLoader(val_set, batch_size=max(1, int(1.5 * args.batch_size)), num_workers=args.num_workers,
                                 pin_memory=pin, sampler=ShardSampler(val_set, dist_info.world_size, dist_info.rank))
         return RunData(None, val_set, len(val_set.classes), None, val_loader)
-    train_set, val_set, num_classes = build_datasets(
-        args.data_path, build_transform(True, tcfg), build_transform(False, tcfg))
-    train_loader, val_loader = build_loaders(
-        train_set, val_set, args.batch_size, args.num_workers, pin, dist_info.world_size, dist_info.rank,
-        args.repeated_aug, args.seed)
-    return RunData(train_set, val_set, num_classes, train_loader, val_loader)
+    return RunData(*build_backend_data(data_cfg, tcfg, dist_info.device, dist_info.world_size, dist_info.rank))
 
 
 def build_model(args: argparse.Namespace, num_classes: int, device: torch.device, log: Callable) -> nn.Module:

@@ -5,26 +5,31 @@
 # parameters and KAN grids; rank 0's 2-GPU checkpoint is then resumed on 1 GPU for one more epoch.
 #
 #   DATA=/root/cifar10 bash benchmarks/multi_gpu_check.sh       # prints the table at the end
+#   DATA=/root/cifar10 DATA_BACKEND=gpu EXTRA=--data-on-gpu bash benchmarks/multi_gpu_check.sh   # GPU data backend
 #
-# EXTRA adds main.py flags (a CPU smoke test: EXTRA="--device cpu --no-amp --batch-size 8 --num-workers 0").
+# CHECK_DIR is where the runs go (default output/multi_gpu_check); DATA_BACKEND is main.py's --data-backend (pil or
+# gpu, default pil). EXTRA adds main.py flags (a CPU smoke test: EXTRA="--device cpu --no-amp --batch-size 8
+# --num-workers 0").
 # Leave the NVLink-multicast variables of the machine as they are (NCCL_NVLS_ENABLE=0 etc.).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:?set DATA to an ImageNet-layout folder}
 EPOCHS=${EPOCHS:-2}
-OUT=${OUT:-output/multi_gpu_check}
+CHECK_DIR=${CHECK_DIR:-output/multi_gpu_check}
+DATA_BACKEND=${DATA_BACKEND:-pil}
 COMMON=(--config deit_configs/vit_kan_tiny_cifar10.yaml --data-path "$DATA" --epochs "$EPOCHS" --warmup-epochs 1
         --amp --amp-dtype float16 --model-ema --model-ema-decay 0.999 --grid-update-epochs 1 --grid-update-eps 1
-        --batch-size 256 --num-workers "${WORKERS:-8}" --print-state-hash --overwrite ${EXTRA:-})
+        --batch-size 256 --num-workers "${WORKERS:-8}" --print-state-hash --overwrite --data-backend "$DATA_BACKEND"
+        ${EXTRA:-})
 for n in 1 2; do
   echo "=== $n GPU(s)"
-  python -m torch.distributed.run --standalone --nproc_per_node=$n main.py "${COMMON[@]}" --output-dir "$OUT/gpus$n" 2>&1 \
-    | tee "$OUT.gpus$n.txt" | grep -E '^state rank|^epoch [0-9]+/|KAN grids|^error'
+  python -m torch.distributed.run --standalone --nproc_per_node=$n main.py "${COMMON[@]}" --output-dir "$CHECK_DIR/gpus$n" 2>&1 \
+    | tee "$CHECK_DIR.gpus$n.txt" | grep -E '^state rank|^epoch [0-9]+/|KAN grids|^error'
 done
 echo "=== resume the 2-GPU checkpoint on 1 GPU"
-python main.py --config "$OUT/gpus2/config.yaml" --resume "$OUT/gpus2/checkpoint.pth" --epochs $((EPOCHS + 1)) \
-  --output-dir "$OUT/gpus2" --no-print-state-hash ${EXTRA:-} 2>&1 | grep -E '^epoch [0-9]+/|^error'
-python - "$OUT" "$EPOCHS" <<'PY'
+python main.py --config "$CHECK_DIR/gpus2/config.yaml" --resume "$CHECK_DIR/gpus2/checkpoint.pth" --epochs $((EPOCHS + 1)) \
+  --output-dir "$CHECK_DIR/gpus2" --no-print-state-hash ${EXTRA:-} 2>&1 | grep -E '^epoch [0-9]+/|^error'
+python - "$CHECK_DIR" "$EPOCHS" <<'PY'
 import json, sys
 out, epochs = sys.argv[1], int(sys.argv[2])
 speed = {}

@@ -86,7 +86,7 @@ def test_multi_gpu_check_script_runs_on_cpu_processes(tmp_path):
     from conftest import make_image_folder
     data = make_image_folder(tmp_path / 'data', train_per_class=16)
     env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
-    env.update(PYTHONPATH=REPO, DATA=str(data), OUT=str(tmp_path / 'check'), WORKERS='0',
+    env.update(PYTHONPATH=REPO, DATA=str(data), CHECK_DIR=str(tmp_path / 'check'), WORKERS='0',
                EXTRA='--device cpu --no-amp --batch-size 8 --cpu-threads 1 --input-size 16 '
                      '--model-kwargs patch_size=8 depth=2 embed_dim=32 num_heads=2')
     proc = subprocess.run(['bash', 'benchmarks/multi_gpu_check.sh'], cwd=REPO, env=env, capture_output=True,

@@ -1,12 +1,13 @@
 """Data for the engine: ImageNet-layout folders (root/train/<class>/*.png, root/val/<class>/*.png), timm transforms,
-and loaders with DeiT's samplers.
+and loaders with DeiT's samplers. `build_data` picks the backend: this file's pil loaders, or the GPU ones
+(gpu_data.py: nvjpeg decode or a set held on the device; synthetic_data.py), all on the same samplers.
 
 Problems in the data are raised as `DataError` / `CorruptImageError` with the offending path in the message.
 """
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,12 +20,12 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .errors import CorruptImageError, DataError
+from .errors import ConfigError, CorruptImageError, DataError
 from .samplers import RepeatedAugSampler, ShardSampler
 
 __all__ = [
     'TransformConfig', 'build_transform', 'build_three_augment', 'build_datasets', 'build_loaders', 'build_grid_sample_loader',
-    'load_rgb_image',
+    'load_rgb_image', 'DataConfig', 'build_data', 'train_sampler',
 ]
 
 
@@ -174,6 +175,21 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def train_sampler(train_set: Dataset, world_size: int, rank: int, repeated_aug: bool, seed: int):
+    """Every backend's training sampler: DeiT's repeated augmentation when distributed (and asked), else an
+    ordinary shuffled distributed sampler; both a function of (seed, epoch, rank)."""
+    if repeated_aug and world_size > 1:
+        return RepeatedAugSampler(train_set, world_size, rank, shuffle=True, num_repeats=3, seed=seed)
+    return DistributedSampler(train_set, world_size, rank, shuffle=True, seed=seed)
+
+
+def _check_steps(steps: int, batch_size: int, per_rank: int, total: int, world_size: int) -> None:
+    if steps == 0:
+        raise DataError(f'--batch-size {batch_size} is larger than the {per_rank} training images each of '
+                        f'the {world_size} process(es) gets per epoch ({total} in all): no full batch, '
+                        f'no step; lower --batch-size')
+
+
 def build_loaders(
         train_set: Dataset,
         val_set: Dataset,
@@ -187,16 +203,10 @@ def build_loaders(
 ) -> Tuple[DataLoader, DataLoader]:
     """Train loader (shuffled, drop_last, repeated augmentation when distributed as in DeiT) and eval loader
     (exact shards, batch 1.5x). Raises DataError when the train loader would have no step at all."""
-    if repeated_aug and world_size > 1:
-        train_sampler = RepeatedAugSampler(train_set, world_size, rank, shuffle=True, num_repeats=3, seed=seed)
-    else:
-        train_sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=seed)
+    sampler = train_sampler(train_set, world_size, rank, repeated_aug, seed)
     common = dict(num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_seed_worker)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler, drop_last=True, **common)
-    if len(train_loader) == 0:
-        raise DataError(f'--batch-size {batch_size} is larger than the {len(train_sampler)} training images each of '
-                        f'the {world_size} process(es) gets per epoch ({len(train_set)} in all): no full batch, '
-                        f'no step; lower --batch-size')
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True, **common)
+    _check_steps(len(train_loader), batch_size, len(sampler), len(train_set), world_size)
     val_loader = DataLoader(val_set, batch_size=max(1, int(1.5 * batch_size)),
                             sampler=ShardSampler(val_set, world_size, rank), drop_last=False, **common)
     return train_loader, val_loader
@@ -214,12 +224,120 @@ def build_grid_sample_loader(
 ) -> DataLoader:
     """A few training images (train transforms, no mixup) for a KAN grid update: num_images in all, the same
     count on every rank, drawn from (seed, epoch) so a resumed run picks the same ones."""
-    g = torch.Generator()
-    g.manual_seed(seed + 7919 * (epoch + 1))
-    order = torch.randperm(len(train_set), generator=g)
-    per_rank = max(1, min(num_images, len(train_set)) // world_size)
-    if len(order) < per_rank * world_size:  # fewer images than ranks: reuse
-        order = order.repeat(per_rank * world_size // len(order) + 1)
-    mine: Sequence[int] = order[rank * per_rank:(rank + 1) * per_rank].tolist()
+    if hasattr(train_set, 'subset_loader'):  # a GPU backend's data set: batches on its device, augmented there
+        return train_set.subset_loader(_grid_sample_indices(len(train_set), num_images, world_size, rank, seed, epoch),
+                                       batch_size, seed + 7919 * (epoch + 1))
+    mine = _grid_sample_indices(len(train_set), num_images, world_size, rank, seed, epoch)
     return DataLoader(Subset(train_set, mine), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       worker_init_fn=_seed_worker)
+
+
+def _grid_sample_indices(n: int, num_images: int, world_size: int, rank: int, seed: int, epoch: int) -> List[int]:
+    g = torch.Generator()
+    g.manual_seed(seed + 7919 * (epoch + 1))
+    order = torch.randperm(n, generator=g)
+    per_rank = max(1, min(num_images, n) // world_size)
+    if len(order) < per_rank * world_size:  # fewer images than ranks: reuse
+        order = order.repeat(per_rank * world_size // len(order) + 1)
+    return order[rank * per_rank:(rank + 1) * per_rank].tolist()
+
+
+@dataclass
+class DataConfig:
+    """Where the batches come from (main.py's data flags; field names are their dest names)."""
+    data_path: str = ''
+    data_backend: str = 'pil'  # 'pil': PIL decode + timm transforms in workers; 'gpu': nvjpeg + GpuTransform
+    data_on_gpu: bool = False  # the decoded data set held on the device (small sets of one image size)
+    synthetic_data: bool = False  # random tensors on the device: no read, decode or augmentation
+    synthetic_classes: int = 1000  # without --data-path
+    synthetic_images: Optional[int] = None  # train images without --data-path (default ImageNet-1k's)
+    batch_size: int = 64
+    num_workers: int = 10
+    pin_mem: bool = True
+    repeated_aug: bool = True
+    seed: int = 0
+    device: str = ''  # the --device flag as given: '' (CUDA when available), 'cuda' or 'cpu'
+
+    @classmethod
+    def from_flags(cls, flags: Any) -> 'DataConfig':
+        return cls(**{k: v for k, v in vars(flags).items() if k in cls.__dataclass_fields__})
+
+    @property
+    def on_gpu_backend(self) -> bool:
+        return self.data_backend == 'gpu' or self.data_on_gpu
+
+
+def build_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, world_size: int, rank: int):
+    """The data of a run, from any backend: (train_set, val_set, num_classes, train_loader, val_loader).
+
+    Every loader has len(), a `.sampler` with set_epoch (training), and yields (images, labels) batches: on the CPU
+    for the pil backend (the engine moves them), already on `device` for the others. Raises DataError / ConfigError
+    for bad data or flags that do not fit (gpu backend without CUDA, --data-on-gpu with --synthetic-data).
+    """
+    if cfg.data_backend not in ('pil', 'gpu'):
+        raise ConfigError(f"--data-backend must be 'pil' or 'gpu', got {cfg.data_backend!r}")
+    if cfg.synthetic_data:
+        if cfg.data_on_gpu:
+            raise ConfigError('--synthetic-data makes its batches on the device: drop --data-on-gpu')
+        return _build_synthetic(cfg, tcfg, device, world_size, rank)
+    if not cfg.on_gpu_backend:
+        train_set, val_set, num_classes = build_datasets(cfg.data_path, build_transform(True, tcfg),
+                                                         build_transform(False, tcfg))
+        train_loader, val_loader = build_loaders(train_set, val_set, cfg.batch_size, cfg.num_workers,
+                                                 cfg.pin_mem and device.type == 'cuda', world_size, rank,
+                                                 cfg.repeated_aug, cfg.seed)
+        return train_set, val_set, num_classes, train_loader, val_loader
+    check_gpu_backend(cfg, device)
+    from .gpu_augment import build_gpu_transform
+    from .gpu_data import build_gpu_data
+    train_folder, val_folder, num_classes = build_datasets(cfg.data_path, None, None)
+    train_set, val_set, train_loader, val_loader = build_gpu_data(
+        train_folder, val_folder, cfg.data_on_gpu, build_gpu_transform(True, tcfg), build_gpu_transform(False, tcfg),
+        cfg.batch_size, cfg.num_workers, cfg.pin_mem and device.type == 'cuda', device, world_size, rank,
+        cfg.repeated_aug, cfg.seed, train_sampler, ShardSampler, _seed_worker)
+    _check_steps(len(train_loader), cfg.batch_size, len(train_loader.sampler), len(train_set), world_size)
+    return train_set, val_set, num_classes, train_loader, val_loader
+
+
+def check_gpu_backend(cfg: DataConfig, device: torch.device) -> None:
+    """The gpu backend runs on CUDA (nvjpeg), or on the CPU only when --device cpu asks for it (decode on the CPU,
+    augment in batches there: tests and debugging). Raises DataError when this torchvision cannot decode JPEG on
+    the device."""
+    flag = '--data-on-gpu' if cfg.data_on_gpu else '--data-backend gpu'
+    if device.type != 'cuda':
+        if cfg.device != 'cpu':
+            raise ConfigError(f'{flag} needs a CUDA device and none is visible; use --data-backend pil, or add '
+                              f'--device cpu to decode and augment in batches on the CPU')
+        return
+    if cfg.data_on_gpu:
+        return  # decoded on the CPU once
+    import torchvision
+    from torchvision.io import decode_jpeg, encode_jpeg
+    probe = encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8))
+    try:
+        decode_jpeg([probe], device=device)
+    except RuntimeError as e:
+        raise DataError(f'{flag}: torchvision {torchvision.__version__} cannot decode JPEG on {device} '
+                        f'({str(e).strip().splitlines()[-1]}); use --data-backend pil') from None
+
+
+def _build_synthetic(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, world_size: int, rank: int):
+    """Synthetic sets with the data set's sizes and classes (--data-path), else ImageNet-1k's or --synthetic-*."""
+    from .synthetic_data import IMAGENET_TRAIN, IMAGENET_VAL, SyntheticDataset, SyntheticLoader
+    if cfg.data_path:
+        train_folder, val_folder, num_classes = build_datasets(cfg.data_path, None, None)
+        n_train, n_val = len(train_folder), len(val_folder)
+    else:
+        num_classes = cfg.synthetic_classes
+        n_train = cfg.synthetic_images or IMAGENET_TRAIN
+        n_val = max(1, n_train // 25) if cfg.synthetic_images else IMAGENET_VAL
+    if num_classes < 1 or n_train < 1:
+        raise ConfigError(f'--synthetic-classes and --synthetic-images must be >= 1, got {num_classes}, {n_train}')
+    train_set = SyntheticDataset(n_train, num_classes, tcfg.input_size, device, cfg.seed)
+    val_set = SyntheticDataset(n_val, num_classes, tcfg.input_size, device, cfg.seed + 1)
+    sampler = train_sampler(train_set, world_size, rank, cfg.repeated_aug, cfg.seed)  # type: ignore[arg-type]
+    train_loader = SyntheticLoader(train_set, sampler, cfg.batch_size, True, cfg.seed, rank)
+    val_loader = SyntheticLoader(val_set, ShardSampler(val_set, world_size, rank), max(1, int(1.5 * cfg.batch_size)),
+                                 False, cfg.seed, rank)
+    _check_steps(len(train_loader), cfg.batch_size, len(sampler), n_train, world_size)
+    return train_set, val_set, num_classes, train_loader, val_loader

@@ -1,0 +1,227 @@
+"""Training img/s of main.py with each data backend, as a ratio to --synthetic-data (the ceiling): pil (CPU workers),
+gpu (nvjpeg + batched GPU augmentations) and, at the CIFAR shape, gpu with --data-on-gpu.
+
+    python benchmarks/bench_data_pipeline.py                        # makes its JPEGs in /tmp/vk_bench_data
+    python benchmarks/bench_data_pipeline.py --models deit_tiny_patch16_224 --sizes 224 --steps 20 --warmup 5
+
+The script writes synthetic ImageNet-shaped JPEGs itself (500x375, quality 90, smooth colour fields plus noise,
+~100 KB each) and a 32x32 set for the CIFAR shape. Each measurement is a real `main.run` (recipe
+deit_configs/vit_kan_tiny_imagenet.yaml at 224 px, vit_kan_tiny_cifar10.yaml at 32 px with patch 4; batch 256, bf16)
+whose training loader is cut to --warmup + --steps steps: img/s is timed over the last --steps steps (every step
+ends in a device sync, the engine's loss.item()), evaluation is cut to one batch. Prints one markdown table, then the
+gpu backend's stages alone (file reads in workers, nvjpeg decode, augmentations) at each size.
+"""
+import argparse
+import gc
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import main  # noqa: E402
+from vision_kan.train.data import DataConfig, TransformConfig, build_data  # noqa: E402
+from vision_kan.train.distributed import init_distributed  # noqa: E402
+
+RECIPES = {224: 'deit_configs/vit_kan_tiny_imagenet.yaml', 32: 'deit_configs/vit_kan_tiny_cifar10.yaml'}
+SHAPES = {224: (500, 375), 32: (32, 32)}  # (width, height) of the generated files
+
+
+def _write_one(job: Tuple[str, int, int, int]) -> None:
+    from PIL import Image
+    path, seed, w, h = job
+    rng = np.random.default_rng(seed)
+    low = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    noisy = np.asarray(low).astype(np.int16) + rng.normal(0, 16, (h, w, 3)).astype(np.int16)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, 'JPEG', quality=90)
+
+
+def make_jpegs(root: Path, images: int, classes: int, size: Tuple[int, int], procs: int) -> Path:
+    """root/{train,val}/class_i/*.jpg: `images` train files over `classes` folders, 2 val files per class.
+    Kept when root/.done says it holds the same set."""
+    stamp = f'{images} {classes} {size}'
+    if (root / '.done').is_file() and (root / '.done').read_text() == stamp:
+        return root
+    jobs = []
+    for split, count in (('train', images), ('val', 2 * classes)):
+        for c in range(classes):
+            (root / split / f'class_{c:03d}').mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            c = i % classes
+            jobs.append((str(root / split / f'class_{c:03d}' / f'{i:06d}.jpg'), hash((split, i)) % 2 ** 31, *size))
+    with mp.get_context('fork').Pool(procs) as pool:
+        pool.map(_write_one, jobs, chunksize=64)
+    (root / '.done').write_text(stamp)
+    return root
+
+
+class TimedSteps:
+    """A loader cut to warmup + steps batches; t0/t1 bracket the last `steps` training steps."""
+
+    def __init__(self, loader: Any, warmup: int, steps: int, device: torch.device):
+        self.loader, self.warmup, self.steps, self.device = loader, warmup, steps, device
+        self.sampler = loader.sampler
+        self.t0 = self.t1 = 0.0
+
+    def __len__(self) -> int:
+        return self.warmup + self.steps
+
+    def _sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.loader)
+        try:
+            for k in range(len(self)):
+                if k == self.warmup:  # the engine's loss.item() ended step k - 1
+                    self._sync()
+                    self.t0 = time.perf_counter()
+                yield next(it)
+            self._sync()
+            self.t1 = time.perf_counter()
+        finally:
+            if hasattr(it, 'close'):
+                it.close()
+
+
+class FirstBatches:
+    """The evaluation loader cut to n batches (the benchmark times training only)."""
+
+    def __init__(self, loader: Any, n: int):
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.loader))
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.loader)
+        try:
+            for _ in range(len(self)):
+                yield next(it)
+        finally:
+            if hasattr(it, 'close'):
+                it.close()
+
+
+def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
+    """Run main.run with these flags, the training loader cut to warmup + steps batches; img/s of the last steps."""
+    timed: Dict[str, TimedSteps] = {}
+    real_build = main.build_data
+
+    def cut_build_data(cfg, tcfg, device, world, rank):
+        train_set, val_set, n, train_loader, val_loader = real_build(cfg, tcfg, device, world, rank)
+        timed['train'] = TimedSteps(train_loader, warmup, steps, device)
+        return train_set, val_set, n, timed['train'], FirstBatches(val_loader, 1)
+
+    args = main.parse_args(argv)
+    main.build_data = cut_build_data
+    try:
+        main.run(args, init_distributed(args.device))
+    finally:
+        main.build_data = real_build
+        gc.collect()  # the run's loaders and their worker processes go before the next run
+    t = timed['train']
+    return steps * args.batch_size / (t.t1 - t.t0)
+
+
+def stage_rates(argv: List[str], batches: int) -> Dict[str, float]:
+    """The gpu backend's stages alone, img/s: workers reading bytes; nvjpeg decode of those batches; the train
+    GpuTransform on the decoded batches; the whole prefetching loader without a model."""
+    from vision_kan.train.gpu_data import decode_batch
+    args = main.parse_args(argv)
+    device = init_distributed(args.device).device
+    _, _, _, loader, _ = build_data(DataConfig.from_flags(args), TransformConfig.from_flags(args), device, 1, 0)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    out: Dict[str, float] = {}
+    it = iter(loader.loader)
+    next(it)  # worker start-up
+    t, got = time.perf_counter(), []
+    for _ in range(batches):
+        got.append(next(it))
+    out['read (workers)'] = batches * args.batch_size / (time.perf_counter() - t)
+    decode_batch(got[0], loader.dataset, device)
+    sync()
+    t, decoded = time.perf_counter(), []
+    for b in got:
+        decoded.append(decode_batch(b, loader.dataset, device))
+    sync()
+    out['nvjpeg decode'] = batches * args.batch_size / (time.perf_counter() - t)
+    g = torch.Generator().manual_seed(0)
+    loader.transform(decoded[0], generator=g)
+    sync()
+    t = time.perf_counter()
+    for d in decoded:
+        loader.transform(d, generator=g)
+    sync()
+    out['augment'] = batches * args.batch_size / (time.perf_counter() - t)
+    whole = iter(loader)
+    next(whole)
+    sync()
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(whole)
+    sync()
+    out['whole loader'] = batches * args.batch_size / (time.perf_counter() - t)
+    whole.close()
+    return out
+
+
+def main_cli(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--root', default=str(Path(tempfile.gettempdir()) / 'vk_bench_data'))
+    p.add_argument('--models', default='deit_tiny_patch16_224,vit_grkan_tiny')
+    p.add_argument('--sizes', default='224,32')
+    p.add_argument('--images', type=int, default=12288, help='generated train files per size')
+    p.add_argument('--classes', type=int, default=100)
+    p.add_argument('--batch-size', type=int, default=256)
+    p.add_argument('--workers', type=int, default=14, help='DataLoader workers (pil decodes there; gpu reads)')
+    p.add_argument('--warmup', type=int, default=10, help='untimed steps (worker start-up, autotuning)')
+    p.add_argument('--steps', type=int, default=25, help='timed steps')
+    p.add_argument('--stage-batches', type=int, default=12, help='batches for the stage table (0: none)')
+    p.add_argument('--device', default='cuda')
+    p.add_argument('--amp-dtype', default='bfloat16')
+    a = p.parse_args(argv)
+    sizes = [int(s) for s in a.sizes.split(',')]
+    rows, stages = [], {}
+    for size in sizes:
+        data = make_jpegs(Path(a.root) / f'jpeg{size}', a.images, a.classes, SHAPES[size], mp.cpu_count())
+        backends = [('synthetic', ['--synthetic-data']), ('pil', []), ('gpu', ['--data-backend', 'gpu'])]
+        if size == 32:
+            backends.append(('gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']))
+        for model in a.models.split(','):
+            common = ['--config', RECIPES[size], '--model', model, '--data-path', str(data), '--batch-size',
+                      str(a.batch_size), '--num-workers', str(a.workers), '--epochs', '1', '--warmup-epochs', '0',
+                      '--amp', '--amp-dtype', a.amp_dtype, '--device', a.device, '--print-freq', '100000',
+                      '--output-dir', str(Path(a.root) / 'runs' / f'{model}_{size}'), '--overwrite']
+            if size == 32:
+                common += ['--model-kwargs', 'patch_size=4']
+            speeds = {}
+            for name, flags in backends:
+                speeds[name] = train_img_per_s(common + flags, a.warmup, a.steps)
+                rows.append((model, size, name, speeds[name], speeds[name] / speeds['synthetic']))
+                print(f'# {model} {size}px {name}: {speeds[name]:.0f} img/s', flush=True)
+        if a.stage_batches:
+            stages[size] = stage_rates(common + ['--data-backend', 'gpu'], a.stage_batches)
+    dev = torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'
+    print(f'\n{dev}, torch {torch.__version__}, batch {a.batch_size}, {a.amp_dtype}, {a.workers} workers, '
+          f'{a.steps} timed steps after {a.warmup}')
+    print('\n| model | input | data backend | train img/s | x synthetic |\n|---|---|---|---|---|')
+    for model, size, name, speed, ratio in rows:
+        print(f'| {model} | {size} px | {name} | {speed:,.0f} | {ratio:.2f} |')
+    if stages:
+        names = list(next(iter(stages.values())))
+        print('\n| gpu backend stage alone, img/s | ' + ' | '.join(f'{s} px' for s in stages) + ' |')
+        print('|---|' + '---|' * len(stages))
+        for n in names:
+            print(f'| {n} | ' + ' | '.join(f'{stages[s][n]:,.0f}' for s in stages) + ' |')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main_cli())

@@ -1,0 +1,114 @@
+"""Speed of the GPU backend's batched augmentations (vision_kan.train.gpu_augment) in images per second.
+
+Synthetic ImageNet-shaped photos (500x375, JPEG quality 90, made here) are decoded on the device in one batched
+`torchvision.io.decode_jpeg` call, then each transform runs on the batch; the CPU path (timm's PIL transforms, one
+process, one thread) is timed on the same images for scale. Also checks that the transform never synchronises the
+device (torch.cuda.set_sync_debug_mode('error')).
+
+    python benchmarks/gpu_augment_speed.py                       # CUDA: batch 256, 224 px and CIFAR's 32 px
+    python benchmarks/gpu_augment_speed.py --device cpu --batch 8 --reps 1 --size 64
+"""
+import argparse
+import statistics
+import time
+from typing import Callable, List
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from vision_kan.train.data import TransformConfig, build_transform
+from vision_kan.train.gpu_augment import build_gpu_transform
+
+
+def synthetic_photos(n: int, h: int, w: int, seed: int = 0) -> List[torch.Tensor]:
+    """uint8 (3, h, w) images: a random 8x8 colour field upsampled, plus noise (JPEG-compressible like photos)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        field = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(h, w), mode='bicubic', align_corners=False)
+        out.append(((field + 0.05 * torch.randn(1, 3, h, w, generator=g)).clamp(0, 1)[0] * 255).to(torch.uint8))
+    return out
+
+
+def timed(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Median seconds of fn() over reps, after one warm-up, with the device synchronised around each."""
+    fn()
+    times = []
+    for _ in range(reps):
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--device', default='cuda')
+    ap.add_argument('--batch', type=int, default=256)
+    ap.add_argument('--size', type=int, default=224, help='train/eval output side (DeiT: 224)')
+    ap.add_argument('--reps', type=int, default=10)
+    ap.add_argument('--cpu-images', type=int, default=64, help='images timed through the CPU (PIL) path')
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+    print(f'device: {name}; torch {torch.__version__}; batch {args.batch}; {args.reps} reps (median)')
+
+    photos = synthetic_photos(args.batch, 375, 500)
+    jpegs = [encode_jpeg(p, quality=90) for p in photos]
+    decoded = decode_jpeg(jpegs, device=device)
+    stacked = torch.stack(decoded)
+    cifar = torch.stack(synthetic_photos(args.batch, 32, 32, seed=1)).to(device)
+    deit = TransformConfig(input_size=args.size)
+    rows = [('decode_jpeg, batched (500x375)', lambda: decode_jpeg(jpegs, device=device))]
+    cases = [
+        ('train crop+flip+normalise (aa none, reprob 0)',
+         TransformConfig(input_size=args.size, aa='none', color_jitter=0.0, reprob=0.0), True, decoded),
+        ('train DeiT (RRC, flip, RandAugment m9-mstd0.5-inc1, erasing 0.25), list', deit, True, decoded),
+        ('train DeiT, (B, 3, 375, 500) tensor', deit, True, stacked),
+        ('train colour jitter 0.3 instead of RandAugment', TransformConfig(input_size=args.size, aa='none'), True,
+         decoded),
+        ('train ThreeAugment (DeiT III: RRC, flip, grey/solarize/blur, jitter)',
+         TransformConfig(input_size=args.size, three_augment=True), True, decoded),
+        ('eval (resize 256 + centre crop)', deit, False, decoded),
+        ('train CIFAR 32 px (pad crop, flip, RandAugment, erasing), tensor',
+         TransformConfig(input_size=32, train_crop='pad'), True, cifar),
+    ]
+    gen = torch.Generator().manual_seed(0)
+    for label, cfg, is_train, images in cases:
+        tf = build_gpu_transform(is_train, cfg)
+        rows.append((label, (lambda tf=tf, images=images: tf(images, gen))))
+    print(f'| {"step":72s} | ms / batch | img/s |')
+    print(f'|{"-" * 74}|-----------:|------:|')
+    for label, fn in rows:
+        sec = timed(fn, device, args.reps)
+        print(f'| {label:72s} | {sec * 1e3:10.2f} | {args.batch / sec:7.0f} |')
+
+    if device.type == 'cuda':
+        tf = build_gpu_transform(True, deit)
+        torch.cuda.synchronize(device)
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            tf(decoded, gen)
+            tf(stacked, gen)
+            build_gpu_transform(False, deit)(decoded)
+            print('device syncs inside the transforms: none (sync debug mode "error" raised nothing)')
+        except RuntimeError as e:
+            print(f'device syncs inside the transforms: YES ({str(e).splitlines()[0]})')
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+
+    torch.set_num_threads(1)
+    pil = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in photos[:args.cpu_images]]
+    cpu_tf = build_transform(True, deit)
+    sec = timed(lambda: [cpu_tf(im) for im in pil], torch.device('cpu'), 1)
+    print(f'CPU path (timm PIL transforms, DeiT train, 1 thread, decoded images): {len(pil) / sec:.0f} img/s')
+
+
+if __name__ == '__main__':
+    main()

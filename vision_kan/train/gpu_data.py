@@ -1,0 +1,368 @@
+"""The GPU data backends: every loader yields (images, labels) already on the device, so the engine cannot tell
+them from the pil backend's loader.
+
+    decode:   workers read file bytes (and decode on the CPU what nvjpeg should not take, image_bytes.py); the main
+              process decodes the batch with nvjpeg and applies the batched GpuTransform (--data-backend gpu)
+    resident: the whole (small, one-size) data set decoded once into a uint8 (N, 3, H, W) tensor on the device,
+              batches gathered by index and augmented there (--data-on-gpu)
+    synthetic: random normalised images and labels made on the device: no read, no decode, no augmentation, the
+              ceiling the other two are measured against (--synthetic-data)
+
+All three draw their indices from the pil backend's samplers (DistributedSampler, RepeatedAugSampler, ShardSampler),
+so DDP shards and the data order of a resumed run are the pil backend's. The augmentations draw from a generator
+seeded by (seed, rank, epoch), so a resumed epoch repeats the uninterrupted run's augmentations too. On CUDA the
+next batches are decoded and augmented by a background thread on a stream of their own (`prefetch` batches ahead)
+while the model trains on the current one.
+"""
+import math
+import queue
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+
+from .errors import DataError
+from .image_bytes import bytes_tensor, decode_jpegs, decode_on_cpu, nvjpeg_decodable, read_file_bytes
+
+__all__ = ['EncodedImageFolder', 'EncodedBatch', 'collate_encoded', 'DecodeLoader', 'ResidentDataset',
+           'ResidentLoader', 'load_resident', 'prefetch_on_device', 'epoch_generator', 'build_gpu_data']
+
+Transform = Callable[..., torch.Tensor]  # GpuTransform: (list of uint8 (3, H_i, W_i) | uint8 (B, 3, H, W)) -> float
+
+
+def epoch_generator(seed: int, rank: int, epoch: int) -> torch.Generator:
+    """The augmentations' generator for one epoch of one rank, a function of (seed, rank, epoch) only. A CPU
+    generator: the GpuTransform draws its per-sample choices on the host (no device sync)."""
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + rank * 10_007 + epoch * 101 + 17) % 2 ** 63)
+    return g
+
+
+def prefetch_on_device(source: Iterable[Any], produce: Callable[[Any], Tuple[torch.Tensor, ...]],
+                       device: torch.device, depth: int = 2,
+                       threaded: Optional[bool] = None) -> Iterator[Tuple[torch.Tensor, ...]]:
+    """produce(item) for each item of source, in order. Threaded (the default on CUDA): a background thread runs it,
+    up to `depth` results ahead, on a side stream whose work the consumer's stream waits for before a result is
+    handed over; an exception there is raised in the consumer; closing the iterator stops the thread. Else inline
+    (threaded=True on the CPU runs the same thread logic without streams: the tests)."""
+    if threaded is None:
+        threaded = device.type == 'cuda'
+    if not threaded or depth < 1:
+        for item in source:
+            yield produce(item)
+        return
+    cuda = device.type == 'cuda'
+    results: 'queue.Queue[Any]' = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(x: Any) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        stream = torch.cuda.Stream(device) if cuda else None
+        try:
+            with (torch.cuda.device(device) if cuda else nullcontext()), \
+                    (torch.cuda.stream(stream) if cuda else nullcontext()):
+                for item in source:
+                    out = produce(item)
+                    ready = None
+                    if cuda:
+                        ready = torch.cuda.Event()
+                        ready.record(stream)
+                    if not put((out, ready)):
+                        return
+            put(done)
+        except BaseException as e:  # noqa: BLE001  (handed to the consumer, raised there)
+            put(e)
+
+    thread = threading.Thread(target=work, name='gpu-data-prefetch', daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = results.get()
+            if got is done:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            out, ready = got
+            if cuda:
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(ready)
+                for t in out:
+                    t.record_stream(consumer)  # the allocator must not reuse them before the consumer is done
+            yield out
+    finally:
+        stop.set()
+        thread.join()
+
+
+class EncodedImageFolder(Dataset):
+    """An ImageFolder's files for the decode backend: item i is (uint8 tensor, encoded, label, i), where `encoded`
+    tells JPEG bytes for nvjpeg (only when gpu_decode) from a uint8 (3, H, W) image decoded in the worker."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], classes: List[str], gpu_decode: bool,
+                 device: torch.device = torch.device('cpu'), train_transform: Optional[Transform] = None,
+                 num_workers: int = 0):
+        self.samples = list(samples)
+        self.targets = [t for _, t in self.samples]
+        self.classes = classes
+        self.gpu_decode = gpu_decode
+        self.device, self.train_transform, self.num_workers = device, train_transform, num_workers
+
+    def subset_loader(self, indices: List[int], batch_size: int, seed: int) -> 'DecodeLoader':
+        """Train-augmented batches of these images in this order (the KAN grid update's sample)."""
+        return DecodeLoader(self, indices, batch_size, False, self.device, self.train_transform,  # type: ignore
+                            min(self.num_workers, 4), False, seed, 0, True, prefetch=0)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, bool, int, int]:
+        path, label = self.samples[index]
+        data = read_file_bytes(path)
+        if self.gpu_decode and nvjpeg_decodable(data):
+            return bytes_tensor(data), True, label, index
+        return decode_on_cpu(bytes_tensor(data), path), False, label, index
+
+
+@dataclass
+class EncodedBatch:
+    """One batch from the workers, in two flat buffers (one shared-memory transfer each, not one per image).
+
+    jpeg_bytes: uint8 (sum n_j,) JPEG files back to back; jpeg_offsets (k + 1,); jpeg_slots (k,) batch positions.
+    pixels: uint8 (sum 3 H_m W_m,) images decoded on the CPU; pixel_shapes (m, 3); pixel_slots (m,).
+    labels, indices: int64 (B,).
+    """
+    jpeg_bytes: torch.Tensor
+    jpeg_offsets: torch.Tensor
+    jpeg_slots: torch.Tensor
+    pixels: torch.Tensor
+    pixel_shapes: torch.Tensor
+    pixel_slots: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+    def pin_memory(self) -> 'EncodedBatch':
+        """Pin the decoded pixels (copied to the GPU as they are); nvjpeg stages the JPEG bytes itself."""
+        self.pixels = self.pixels.pin_memory()
+        return self
+
+    def jpegs(self) -> List[torch.Tensor]:
+        o = self.jpeg_offsets.tolist()
+        return [self.jpeg_bytes[o[j]:o[j + 1]] for j in range(len(o) - 1)]
+
+    def images(self, pixels: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        """The decoded images as (3, H, W) views of `pixels` (the buffer, or its copy on a device)."""
+        pixels = self.pixels if pixels is None else pixels
+        out, start = [], 0
+        for c, h, w in self.pixel_shapes.tolist():
+            out.append(pixels[start:start + c * h * w].view(c, h, w))
+            start += c * h * w
+        return out
+
+
+def collate_encoded(items: Sequence[Tuple[torch.Tensor, bool, int, int]]) -> EncodedBatch:
+    """Runs in the worker: the batch's tensors concatenated into the two buffers of an EncodedBatch."""
+    jpeg = [(s, t) for s, (t, enc, _, _) in enumerate(items) if enc]
+    pix = [(s, t) for s, (t, enc, _, _) in enumerate(items) if not enc]
+    sizes = [t.numel() for _, t in jpeg]
+    offsets = torch.zeros(len(jpeg) + 1, dtype=torch.int64)
+    if sizes:
+        offsets[1:] = torch.tensor(sizes).cumsum(0)
+    empty = torch.empty(0, dtype=torch.uint8)
+    return EncodedBatch(
+        jpeg_bytes=torch.cat([t for _, t in jpeg]) if jpeg else empty, jpeg_offsets=offsets,
+        jpeg_slots=torch.tensor([s for s, _ in jpeg], dtype=torch.int64),
+        pixels=torch.cat([t.reshape(-1) for _, t in pix]) if pix else empty,
+        pixel_shapes=torch.tensor([list(t.shape) for _, t in pix], dtype=torch.int64).reshape(-1, 3),
+        pixel_slots=torch.tensor([s for s, _ in pix], dtype=torch.int64),
+        labels=torch.tensor([label for _, _, label, _ in items], dtype=torch.int64),
+        indices=torch.tensor([i for _, _, _, i in items], dtype=torch.int64))
+
+
+def decode_batch(batch: EncodedBatch, dataset: EncodedImageFolder, device: torch.device) -> List[torch.Tensor]:
+    """The batch's images as uint8 (3, H_i, W_i) tensors on device, in batch order: JPEG bytes through nvjpeg in one
+    call, the CPU-decoded images in one host-to-device copy."""
+    images: List[Optional[torch.Tensor]] = [None] * len(batch.labels)
+    if len(batch.jpeg_slots):
+        paths = [dataset.samples[i][0] for i in batch.indices[batch.jpeg_slots].tolist()]
+        for slot, img in zip(batch.jpeg_slots.tolist(), decode_jpegs(batch.jpegs(), paths, device)):
+            images[slot] = img
+    if len(batch.pixel_slots):
+        on_device = batch.pixels.to(device, non_blocking=True)
+        for slot, img in zip(batch.pixel_slots.tolist(), batch.images(on_device)):
+            images[slot] = img
+    return images  # type: ignore[return-value]
+
+
+class _DeviceLoader:
+    """Common part of the three loaders: len, the sampler main.py calls set_epoch on, and iteration through
+    prefetch_on_device with the epoch's generator (None for evaluation)."""
+
+    def __init__(self, sampler: Iterable[int], batch_size: int, drop_last: bool, device: torch.device,
+                 transform: Optional[Transform], seed: int, rank: int, random: bool, prefetch: int):
+        self.sampler = sampler
+        self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)  # type: ignore[arg-type]
+        self.batch_size = batch_size
+        self.device = device
+        self.transform = transform
+        self.seed, self.rank, self.random = seed, rank, random
+        self.prefetch = prefetch
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def _generator(self) -> Optional[torch.Generator]:
+        if not self.random:
+            return None
+        return epoch_generator(self.seed, self.rank, getattr(self.sampler, 'epoch', 0))
+
+    def _source(self) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def _produce(self, item: Any, generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        generator = self._generator()
+        return prefetch_on_device(self._source(), lambda item: self._produce(item, generator), self.device,
+                                  self.prefetch)
+
+
+class DecodeLoader(_DeviceLoader):
+    """--data-backend gpu: workers read bytes, the main process decodes (nvjpeg) and augments (GpuTransform)."""
+
+    def __init__(self, dataset: EncodedImageFolder, sampler: Iterable[int], batch_size: int, drop_last: bool,
+                 device: torch.device, transform: Transform, num_workers: int, pin_memory: bool, seed: int,
+                 rank: int, random: bool, prefetch: int = 2, worker_init_fn: Optional[Callable[[int], None]] = None):
+        super().__init__(sampler, batch_size, drop_last, device, transform, seed, rank, random, prefetch)
+        self.dataset = dataset
+        self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=num_workers,
+                                 collate_fn=collate_encoded, pin_memory=pin_memory, worker_init_fn=worker_init_fn,
+                                 persistent_workers=num_workers > 0)
+
+    def _source(self) -> Iterable[EncodedBatch]:
+        return self.loader
+
+    def _produce(self, batch: EncodedBatch, generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, ...]:
+        images = decode_batch(batch, self.dataset, self.device)
+        return self.transform(images, generator=generator), batch.labels.to(self.device, non_blocking=True)
+
+
+class ResidentDataset:
+    """A data set held on the device: images uint8 (N, 3, H, W), labels int64 (N,)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: List[str],
+                 train_transform: Optional[Transform] = None):
+        self.images, self.labels, self.classes = images, labels, classes
+        self.targets = labels
+        self.train_transform = train_transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset_loader(self, indices: List[int], batch_size: int, seed: int) -> 'ResidentLoader':
+        """Train-augmented batches of these images in this order (the KAN grid update's sample)."""
+        return ResidentLoader(self, indices, batch_size, False, self.train_transform, seed, 0, True,  # type: ignore
+                              prefetch=0)
+
+
+class ResidentLoader(_DeviceLoader):
+    """--data-on-gpu: batches gathered by index from a ResidentDataset and augmented on the device."""
+
+    def __init__(self, dataset: ResidentDataset, sampler: Iterable[int], batch_size: int, drop_last: bool,
+                 transform: Transform, seed: int, rank: int, random: bool, prefetch: int = 2):
+        super().__init__(sampler, batch_size, drop_last, dataset.images.device, transform, seed, rank, random,
+                         prefetch)
+        self.dataset = dataset
+
+    def _source(self) -> Iterable[List[int]]:
+        return self.batch_sampler
+
+    def _produce(self, indices: List[int], generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, ...]:
+        idx = torch.tensor(indices, dtype=torch.int64).to(self.device, non_blocking=True)
+        images = self.dataset.images.index_select(0, idx)  # (B, 3, H, W) uint8
+        return self.transform(images, generator=generator), self.dataset.labels.index_select(0, idx)
+
+
+def load_resident(samples: Sequence[Tuple[str, int]], classes: List[str], device: torch.device, num_workers: int,
+                  flag: str = '--data-on-gpu') -> ResidentDataset:
+    """Decode every file once (CPU decoders in DataLoader workers) into a uint8 (N, 3, H, W) tensor on device.
+    Raises DataError naming a file whose size differs from the first file's, or when the set does not fit."""
+    folder = EncodedImageFolder(samples, classes, gpu_decode=False)
+    loader = DataLoader(folder, batch_size=512, shuffle=False, num_workers=num_workers, collate_fn=collate_encoded)
+    images: Optional[torch.Tensor] = None
+    first_path, shape = samples[0][0], None
+    for batch in loader:
+        shapes = batch.pixel_shapes
+        if shape is None:
+            shape = tuple(shapes[0].tolist())
+            _check_fits(len(samples), shape, device, flag)
+            images = torch.empty((len(samples), *shape), dtype=torch.uint8, device=device)
+        odd = (shapes != torch.tensor(shape)).any(dim=1).nonzero()
+        if len(odd):
+            path = samples[int(batch.indices[odd[0, 0]])][0]
+            h, w = shapes[odd[0, 0], 1:].tolist()
+            raise DataError(f'{flag}: {path} is {w}x{h} pixels, not {shape[2]}x{shape[1]} like {first_path}: '
+                            f'the resident data set needs one image size (resize the files, or use --data-backend '
+                            f'gpu without {flag})')
+        idx = batch.indices.to(device)
+        images.index_copy_(0, idx, batch.pixels.view(-1, *shape).to(device))  # type: ignore[union-attr]
+    labels = torch.tensor([t for _, t in samples], dtype=torch.int64, device=device)
+    return ResidentDataset(images, labels, classes)  # type: ignore[arg-type]
+
+
+def build_gpu_data(train_folder: Any, val_folder: Any, resident: bool, train_transform: Transform,
+                   eval_transform: Transform, batch_size: int, num_workers: int, pin_memory: bool,
+                   device: torch.device, world_size: int, rank: int, repeated_aug: bool, seed: int,
+                   make_train_sampler: Callable[..., Any], eval_sampler: Callable[..., Any],
+                   worker_init_fn: Optional[Callable[[int], None]] = None) -> Tuple[Any, Any, Any, Any]:
+    """(train_set, val_set, train_loader, val_loader) of the decode backend, or of the resident one.
+
+    train_folder, val_folder: the pil backend's ImageFolders (their checks already ran); their samples are used.
+    make_train_sampler(dataset, world_size, rank, repeated_aug, seed) and eval_sampler(dataset, world_size, rank):
+    the pil backend's samplers.
+    """
+    eval_batch = max(1, int(1.5 * batch_size))
+    if resident:
+        train_set = load_resident(train_folder.samples, train_folder.classes, device, num_workers)
+        train_set.train_transform = train_transform
+        val_set = load_resident(val_folder.samples, val_folder.classes, device, num_workers)
+        sampler = make_train_sampler(train_set, world_size, rank, repeated_aug, seed)
+        train_loader: _DeviceLoader = ResidentLoader(train_set, sampler, batch_size, True, train_transform, seed,
+                                                     rank, True)
+        val_loader: _DeviceLoader = ResidentLoader(val_set, eval_sampler(val_set, world_size, rank), eval_batch,
+                                                   False, eval_transform, seed, rank, False)
+        return train_set, val_set, train_loader, val_loader
+    gpu_decode = device.type == 'cuda'
+    train_set = EncodedImageFolder(train_folder.samples, train_folder.classes, gpu_decode, device, train_transform,
+                                   num_workers)
+    val_set = EncodedImageFolder(val_folder.samples, val_folder.classes, gpu_decode, device)
+    sampler = make_train_sampler(train_set, world_size, rank, repeated_aug, seed)
+    train_loader = DecodeLoader(train_set, sampler, batch_size, True, device, train_transform, num_workers,
+                                pin_memory, seed, rank, True, worker_init_fn=worker_init_fn)
+    val_loader = DecodeLoader(val_set, eval_sampler(val_set, world_size, rank), eval_batch, False, device,
+                              eval_transform, num_workers, pin_memory, seed, rank, False,
+                              worker_init_fn=worker_init_fn)
+    return train_set, val_set, train_loader, val_loader
+
+
+def _check_fits(n: int, shape: Tuple[int, ...], device: torch.device, flag: str) -> None:
+    """A resident set may take half of the device's free memory at most."""
+    need = n * math.prod(shape)
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > free // 2:
+            raise DataError(f'{flag}: {n} images of {shape[2]}x{shape[1]} need {need / 2 ** 30:.1f} GiB on '
+                            f'{device}, more than half of its {free / 2 ** 30:.1f} GiB free; use --data-backend gpu '
+                            f'without {flag}')
