@@ -109,6 +109,8 @@ def _features_vjp(x: torch.Tensor, grad: torch.Tensor, base_act: Optional[nn.Mod
             gxs = gb if gxs is None else gxs.add_(gb)
             gt = [a if b is None else (b if a is None else a + b) for a, b in zip(gt, gts)]
         gx[sl] = gxs
+    # an empty batch has no slices: its basis tensors still get a (zero) gradient, as DDP expects
+    gt = [torch.zeros_like(t) if g is None and n else g for g, t, n in zip(gt, tensors, needs)]
     return gx, gt
 
 
@@ -140,7 +142,8 @@ class _KANConvFunction(torch.autograd.Function):
             shape_only = gy.new_empty(1).expand(ctx.feat_shape)  # the input is only read for its shape
             gfeats = torch.ops.aten.convolution_backward(gy, shape_only, weight, None, *conv_args,
                                                          [True, False, False])[0]
-            gfeats = gfeats.view(x.shape[0], x.shape[1], -1, *x.shape[2:])  # (B, C, K', *S)
+            k_prime = ctx.feat_shape[1] // x.shape[1]  # explicit: an empty batch cannot infer it
+            gfeats = gfeats.view(x.shape[0], x.shape[1], k_prime, *x.shape[2:])  # (B, C, K', *S)
             gx, gt = _features_vjp(x, gfeats, ctx.base_act, ctx.basis, tensors, needs_t)
         return (gx, gw, None, None, None, *gt)
 
