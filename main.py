@@ -41,7 +41,7 @@ from vision_kan.train.distributed import (
 from vision_kan.train.ema import KanModelEma, kan_buffer_names
 from vision_kan.train.errors import CheckpointError, ConfigError, NonFiniteLossError, UserInputError
 from vision_kan.train.kan_training import grid_layers, grid_update_due, outermost_modules_with, update_kan_grids
-from vision_kan.train.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
+from vision_kan.train.losses import AuxiliaryLoss, DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.train.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
 from vision_kan.train.run_log import RunLog, results_table
 
@@ -150,6 +150,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--distillation-tau', type=float, default=1.0)
     g = p.add_argument_group('KAN')
     g.add_argument('--kan-reg-weight', type=float, default=0.0, help='x sum of regularization_loss()')
+    g.add_argument('--moe-aux-weight', type=float, default=0.01,
+                   help="x sum of the MoE layers' load-balancing auxiliary_loss() (models without them: unused)")
     g.add_argument('--grid-update-epochs', type=int, nargs='*', default=[], help='after these epochs (1-based)')
     g.add_argument('--grid-update-every', type=int, default=0, help='and every N epochs (0: off)')
     g.add_argument('--grid-update-until', type=int, default=None, help='no periodic update after this epoch')
@@ -337,6 +339,11 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     if args.kan_reg_weight > 0:
         kan_modules = [m for _, m in outermost_modules_with(model_without_ddp, 'regularization_loss')]
         criterion = KanRegularizedLoss(criterion, kan_modules, args.kan_reg_weight)
+    aux_modules = [m for _, m in outermost_modules_with(model_without_ddp, 'auxiliary_loss')]
+    aux_criterion = AuxiliaryLoss(criterion, aux_modules, args.moe_aux_weight) \
+        if aux_modules and args.moe_aux_weight > 0 else None
+    if aux_criterion is not None:
+        criterion = aux_criterion
     grid_scheduled = bool(args.grid_update_epochs) or args.grid_update_every > 0
     if grid_scheduled and not grid_layers(model_without_ddp):
         log(f'note: {args.model} has no KAN layer with update_grid (FasterKAN grids are fixed): no grid update')
@@ -378,6 +385,8 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         train_loader.sampler.set_epoch(epoch)
         try:
             train_stats = train_one_epoch(epoch=epoch, **engine_kwargs)
+            if aux_criterion is not None:  # the MoE load-balancing loss, unweighted, into the epoch's log row
+                train_stats['moe_aux_loss'] = aux_criterion.pop_mean()
         except NonFiniteLossError as e:
             if not is_main:
                 raise

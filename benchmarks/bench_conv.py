@@ -6,10 +6,13 @@
     python benchmarks/bench_conv.py --device cpu --batch 8 --size 28 --threads 1 --timer process   # CPU, fp32
 
 For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of --reps
-timed repetitions after --warmup (CUDA synchronised; layers timed round-robin so background load hits every layer
-alike). Memory (CUDA only) is each layer's working memory: the allocator's peak during one forward + backward above
-what is alive before it (input, upstream gradient, parameters; the peak is reset once they are made and nothing else
-is alive) minus the outputs that must exist after it (y, the input gradient and the parameter gradients). With
+timed samples after --warmup, each sample --steps back-to-back steps between two CUDA synchronisations (as in
+training, the host queues the next step while the GPU runs) divided by --steps; layers timed round-robin so
+background load hits every layer alike. "GPU ms" is the kernel time per step from torch.profiler (the sum of every
+kernel's duration): where wall time is well above it, the step is bound by the host issuing the work. Memory (CUDA
+only) is each layer's working memory: the allocator's peak during one forward + backward above what is alive before
+it (input, upstream gradient, parameters; the peak is reset once they are made and nothing else is alive) minus the
+outputs that must exist after it (y, the input gradient and the parameter gradients). With
 --torch-conv-kan PATH (a checkout of IvanDrokin/torch-conv-kan, never vendored here) its layer of each family (its
 defaults, norms included) is timed and measured the same way in the same run, and the table gives ours / its.
 
@@ -74,13 +77,31 @@ class Step:
         return sum(t.numel() * t.element_size() for t in [self.grad] + grads if t is not None)
 
 
-def time_it(fn: Callable[[], None], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
-    """Seconds of one call (clock: wall time, or time.process_time for CPU seconds on a busy machine)."""
+def time_it(fn: Callable[[], None], device: torch.device, steps: int = 1,
+            clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds per call of `steps` calls run back to back (clock: wall time, or time.process_time for CPU seconds on
+    a busy machine)."""
     synchronize(device)
     start = clock()
-    fn()
+    for _ in range(steps):
+        fn()
     synchronize(device)
-    return clock() - start
+    return (clock() - start) / steps
+
+
+def kernel_time(step: 'Step', device: torch.device, steps: int = 5) -> Optional[float]:
+    """Seconds of GPU kernel time per step (torch.profiler, every CUDA kernel's duration summed), None on CPU."""
+    if device.type != 'cuda':
+        return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile as run_profile
+    synchronize(device)
+    with run_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    total_us = sum(e.self_device_time_total for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return total_us * 1e-6 / steps
 
 
 def working_memory(step: Step, device: torch.device) -> Optional[float]:
@@ -113,8 +134,10 @@ def make_step(name: str, args, device: torch.device, amp: Optional[torch.dtype],
     torch.manual_seed(0)
     layer = build(name, args.channels, norm, act, tck).to(device)
     x = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
-    if args.channels_last:
-        layer, x = layer.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if args.channels_last:  # the input (and nn.Conv2d's weight); conv-KAN weights are 5-d, their layers adapt
+        x = x.contiguous(memory_format=torch.channels_last)
+        if isinstance(layer, nn.Conv2d):
+            layer = layer.to(memory_format=torch.channels_last)
     return Step(layer, x.requires_grad_(True), amp)
 
 
@@ -133,9 +156,12 @@ def measure(names, args, device: torch.device, amp: Optional[torch.dtype], tck=N
     times = {name: [] for name in steps}
     for _ in range(args.reps):
         for name, step in steps.items():
-            times[name].append(time_it(step, device, CLOCKS[args.timer]))
-    rows = {name: dict(ms=statistics.median(times[name]) * 1e3,
-                       params=sum(p.numel() for p in step.layer.parameters())) for name, step in steps.items()}
+            times[name].append(time_it(step, device, args.steps, CLOCKS[args.timer]))
+    rows = {}
+    for name, step in steps.items():
+        gpu = kernel_time(step, device)
+        rows[name] = dict(ms=statistics.median(times[name]) * 1e3, gpu_ms=None if gpu is None else gpu * 1e3,
+                          params=sum(p.numel() for p in step.layer.parameters()))
     names_ok = list(steps)
     del steps
     for name in names_ok:
@@ -193,29 +219,31 @@ def table(rows: Dict[str, dict]) -> str:
     torch-conv-kan was measured) of its layer, with the targets."""
     base = rows['conv']
     compare = any(n.startswith('tck:') for n in rows)
-    head = '| layer | params | fwd+bwd ms | time x conv | working MiB |'
-    sep = '|---|---|---|---|---|'
+    head = '| layer | params | fwd+bwd ms | time x conv | GPU ms | working MiB |'
+    sep = '|---|---|---|---|---|---|'
     if compare:
-        head += ' time x torch-conv-kan | memory x torch-conv-kan | targets met |'
-        sep += '---|---|---|'
+        head += ' time x torch-conv-kan | GPU time x torch-conv-kan | memory x torch-conv-kan | targets met |'
+        sep += '---|---|---|---|'
     lines = [head, sep]
     for name, r in rows.items():
         if 'error' in r:
-            lines.append(f"| {label(name)} | | fails: {r['error']} | | |" + (' | | |' if compare else ''))
+            lines.append(f"| {label(name)} | | fails: {r['error']} | | | |" + (' | | | |' if compare else ''))
             continue
         t = r['ms'] / base['ms']
-        line = f"| {label(name)} | {r['params']:,} | {r['ms']:.2f} | {t:.2f} | {fmt(r['mib'], 1)} |"
+        line = (f"| {label(name)} | {r['params']:,} | {r['ms']:.2f} | {t:.2f} | {fmt(r['gpu_ms'])} | "
+                f"{fmt(r['mib'], 1)} |")
         if compare and not name.startswith('tck:') and name != 'conv':
             ref = rows.get(f'tck:{name}', {})
             if 'error' in ref:
-                line += ' theirs fails | theirs fails | works (theirs fails) |'
+                line += ' theirs fails | theirs fails | theirs fails | works (theirs fails) |'
             else:
                 tt, mm = _ratio(r['ms'], ref.get('ms')), _ratio(r['mib'], ref.get('mib'))
+                gg = _ratio(r['gpu_ms'], ref.get('gpu_ms'))
                 ok_time = tt is not None and tt <= 0.5 and (name not in POLYNOMIAL or t <= 3.0)
                 goal = 'time <= 0.5x, <= 3x conv' if name in POLYNOMIAL else 'time <= 0.5x'
-                line += f" {fmt(tt)} | {fmt(mm)} | {'yes' if ok_time else 'no'} ({goal}) |"
+                line += f" {fmt(tt)} | {fmt(gg)} | {fmt(mm)} | {'yes' if ok_time else 'no'} ({goal}) |"
         elif compare:
-            line += ' | | |'
+            line += ' | | | |'
         lines.append(line)
     return '\n'.join(lines)
 
@@ -236,6 +264,7 @@ def main(argv=None) -> int:
     p.add_argument('--channels-last', action='store_true', help='NHWC input and weights for every layer')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--reps', type=int, default=10)
+    p.add_argument('--steps', type=int, default=5, help='back-to-back steps per timed sample')
     p.add_argument('--timer', choices=sorted(CLOCKS), default='wall',
                    help='wall time, or process CPU time (CPU runs on a machine shared with other jobs)')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU runs)')
@@ -277,7 +306,8 @@ def main(argv=None) -> int:
           f'autocast {amp if amp is not None else "off (fp32)"}, batch {args.batch}, '
           f'{args.channels}->{args.channels} channels, 3x3, padding 1, {args.size}x{args.size}, '
           f'{"channels_last" if args.channels_last else "NCHW"}, backend {args.backend}, '
-          f'norm {args.norm}, act {args.act}, median of {args.reps} reps, {args.timer} clock\n')
+          f'norm {args.norm}, act {args.act}, median of {args.reps} samples of {args.steps} steps, '
+          f'{args.timer} clock\n')
     print(table(rows))
     for family in args.profile:
         for which in [family] + ([f'tck:{family}'] if tck is not None else []):

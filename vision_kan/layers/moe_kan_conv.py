@@ -36,7 +36,7 @@ def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Squared coefficient of variation var(x) / mean(x)^2 of a 1-d tensor (0 for a single element)."""
     if x.numel() < 2:
         return x.new_zeros(())
-    x = x.float()
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
     return x.var() / (x.mean() ** 2 + eps)
 
 
@@ -86,11 +86,12 @@ class MoEKANConv(nn.Module):
 
     def gate(self, x: torch.Tensor):
         """x (B, Cin, *S) -> gates (B, E) (k nonzero per row, summing to 1) and the load-balancing loss (scalar)."""
-        pooled = x.float().mean(dim=tuple(range(2, x.dim())))  # (B, Cin)
-        clean = pooled @ self.w_gate.float()  # (B, E)
+        dtype = torch.promote_types(x.dtype, torch.float32)  # fp32 for half inputs (fp64 stays fp64)
+        pooled = x.to(dtype).mean(dim=tuple(range(2, x.dim())))  # (B, Cin)
+        clean = pooled @ self.w_gate.to(dtype)  # (B, E)
         noisy = self.noisy_gating and self.training
         if noisy:
-            noise_std = F.softplus(pooled @ self.w_noise.float()) + 1e-2
+            noise_std = F.softplus(pooled @ self.w_noise.to(dtype)) + 1e-2
             logits = clean + torch.randn_like(clean) * noise_std
         else:
             logits = clean

@@ -17,6 +17,7 @@ inside an outer torch.compile (which fuses the reference path itself).
 """
 import copy
 import types
+import weakref
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,7 +31,8 @@ __all__ = ['applies', 'features', 'features_vjp', 'COMPILE_OPTIONS']
 
 # torch.compile keywords of the fused functions (tests on CPU swap the backend for 'aot_eager': same graph, no codegen)
 COMPILE_OPTIONS = {'backend': 'inductor', 'dynamic': None}
-_COMPILED: Dict[tuple, Callable] = {}
+_COMPILED: Dict[tuple, Callable] = {}  # signature -> compiled function
+_BY_OBJECT = weakref.WeakKeyDictionary()  # a layer's basis (or base activation) -> {direction: compiled function}
 
 
 def applies(x: torch.Tensor, base_act: Optional[nn.Module]) -> bool:
@@ -98,7 +100,13 @@ def _signature(base_act: Optional[nn.Module], basis: Optional[ConvBasis]) -> tup
 
 
 def _compiled(direction: str, base_act: Optional[nn.Module], basis: Optional[ConvBasis]) -> Callable:
-    key = (direction,) + _signature(base_act, basis) + (tuple(sorted(COMPILE_OPTIONS.items())),)
+    owner = basis if basis is not None else base_act
+    options = tuple(sorted(COMPILE_OPTIONS.items()))
+    known = _BY_OBJECT.setdefault(owner, {})
+    fn = known.get((direction, options))  # the per-call path: one dict look-up, no signature
+    if fn is not None:
+        return fn
+    key = (direction,) + _signature(base_act, basis) + (options,)
     fn = _COMPILED.get(key)
     if fn is None:
         # a private copy of the (parameter-free) activation and of the basis: its tensors are always passed in, so
@@ -108,6 +116,7 @@ def _compiled(direction: str, base_act: Optional[nn.Module], basis: Optional[Con
         fn = torch.compile(_bind(_expand if direction == 'fwd' else _expand_vjp, name, proto_act, proto_basis),
                            **COMPILE_OPTIONS)
         _COMPILED[key] = fn
+    known[(direction, options)] = fn
     return fn
 
 
