@@ -232,9 +232,7 @@ def test_main_adds_and_logs_the_moe_loss(image_folder, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 WAVE2_MODELS = ['densekanet121_kagn', 'densekanet161_kagn', 'densekanet169_kagn', 'densekanet201_kagn',
-                'densekanet121_kagn_bn', 'densekanet161_kagn_bn', 'densekanet169_kagn_bn', 'densekanet201_kagn_bn',
-                'densekanet121_kaln', 'densekanet121_kacn', 'densekanet121_kagn_focal', 'reskanet18_kagn_moe',
-                'reskanet18_kagn_sa']
+                'densekanet121_kagn_bn', 'densekanet121_kagn_focal', 'reskanet18_kagn_moe', 'reskanet18_kagn_sa']
 TINY_DENSE = dict(block_config=(1, 2, 1, 1), growth_rate=4, num_init_features=8, bn_size=2)
 
 

@@ -9,11 +9,12 @@ whose output is concatenated to the layer's input. The stem is a 7x7 stride-2 KA
 between dense blocks a transition (norm, SELU, plain 1x1 conv halving the channels, 2x2 average pool) as in
 torch-conv-kan; the head is a global average pool, dropout and a linear (or KAN) classifier.
 
-Names: `densekanet{121,161,169,201}_{family}[_bn][_sa|_focal]`; `_bn` = bottleneck Gram convs (torch-conv-kan's
-"BN", not batch norm), `_sa` / `_focal` end the last dense block with a KAN self-attention / focal-modulation block.
-Other combinations by keywords:
+Names: `densekanet{121,161,169,201}_kagn`, `densekanet121_kagn_bn` (bottleneck Gram convs, torch-conv-kan's "BN",
+not batch norm) and `densekanet121_kagn_focal` (a KAN focal-modulation block ends the last dense block). Any family,
+depth and block by keywords:
 
     timm.create_model('densekanet121_kagn', conv_type='kacn', growth_rate=16)
+    timm.create_model('densekanet201_kagn', conv_type='bottleneck_kagn', conv_kwargs=dict(dim_reduction=8))  # 201 BN
     timm.create_model('densekanet121_kagn', attn_type='focal', attn_stages=(2, 3))   # focal modulation, 2 stages
     timm.create_model('densekanet121_kagn', features_only=True)                      # 5 feature maps
 """
@@ -185,11 +186,6 @@ default_cfgs = generate_default_cfgs({
     'densekanet169_kagn.untrained': _cfg(),
     'densekanet201_kagn.untrained': _cfg(),
     'densekanet121_kagn_bn.untrained': _cfg(),
-    'densekanet161_kagn_bn.untrained': _cfg(),
-    'densekanet169_kagn_bn.untrained': _cfg(),
-    'densekanet201_kagn_bn.untrained': _cfg(),
-    'densekanet121_kaln.untrained': _cfg(),
-    'densekanet121_kacn.untrained': _cfg(),
     'densekanet121_kagn_focal.untrained': _cfg(),
 })
 
@@ -234,41 +230,6 @@ def densekanet121_kagn_bn(pretrained: bool = False, **kwargs) -> DenseKANet:
     """DenseNet-121 layout, bottleneck Gram convs (squeeze by 8): torch-conv-kan's densekagnet121bn shape."""
     model_args = dict(_DENSE_121, **_BOTTLENECK)
     return _create_densekanet('densekanet121_kagn_bn', pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def densekanet161_kagn_bn(pretrained: bool = False, **kwargs) -> DenseKANet:
-    """DenseNet-161 layout, bottleneck Gram convs (squeeze by 8)."""
-    model_args = dict(_DENSE_161, **_BOTTLENECK)
-    return _create_densekanet('densekanet161_kagn_bn', pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def densekanet169_kagn_bn(pretrained: bool = False, **kwargs) -> DenseKANet:
-    """DenseNet-169 layout, bottleneck Gram convs (squeeze by 8)."""
-    model_args = dict(_DENSE_169, **_BOTTLENECK)
-    return _create_densekanet('densekanet169_kagn_bn', pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def densekanet201_kagn_bn(pretrained: bool = False, **kwargs) -> DenseKANet:
-    """DenseNet-201 layout, bottleneck Gram convs (squeeze by 8)."""
-    model_args = dict(_DENSE_201, **_BOTTLENECK)
-    return _create_densekanet('densekanet201_kagn_bn', pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def densekanet121_kaln(pretrained: bool = False, **kwargs) -> DenseKANet:
-    """DenseNet-121 layout, Legendre (KALN) convs."""
-    model_args = dict(_DENSE_121, conv_type='kaln')
-    return _create_densekanet('densekanet121_kaln', pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def densekanet121_kacn(pretrained: bool = False, **kwargs) -> DenseKANet:
-    """DenseNet-121 layout, Chebyshev (KACN) convs."""
-    model_args = dict(_DENSE_121, conv_type='kacn')
-    return _create_densekanet('densekanet121_kacn', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model

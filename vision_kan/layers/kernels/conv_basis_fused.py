@@ -49,6 +49,9 @@ def applies(x: torch.Tensor, base_act: Optional[nn.Module]) -> bool:
     return True
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
@@ -61,9 +64,9 @@ def _expand(x: torch.Tensor, tensors: List[torch.Tensor], dtype: torch.dtype, ba
     if basis is not None:
         parts.extend(basis.functions(xw, tensors))
     feats = torch.stack(parts, dim=2).to(dtype).flatten(1, 2)  # (B, C, K', *S) -> (B, C * K', *S)
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        feats = feats.contiguous(memory_format=torch.channels_last)  # NHWC in, NHWC features: cuDNN's fast layout
-    return feats
+    # written channels-last (the same kernel, permuted stores): cuDNN's native layout, so the convolution and its
+    # weight gradient read the features without a transposing copy of the largest tensor of the layer
+    return feats.contiguous(memory_format=_CHANNELS_LAST[x.dim()]) if x.dim() in _CHANNELS_LAST else feats
 
 
 def _expand_vjp(x: torch.Tensor, grad: torch.Tensor, tensors: List[torch.Tensor], needs: Tuple[bool, ...],
