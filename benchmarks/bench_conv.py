@@ -2,13 +2,14 @@
 
     python benchmarks/bench_conv.py --torch-conv-kan ../torch-conv-kan   # GPU: bf16 autocast, 64->64, 3x3, 56x56, b32
     python benchmarks/bench_conv.py --backend reference                  # the unfused basis, for comparison
+    python benchmarks/bench_conv.py --check-fp16                         # + fp16 finiteness of every family
     python benchmarks/bench_conv.py --profile kagn --torch-conv-kan ../torch-conv-kan   # + top kernels of one family
     python benchmarks/bench_conv.py --device cpu --batch 8 --size 28 --threads 1 --timer process   # CPU, fp32
 
 For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of --reps
-timed samples after --warmup, each sample --steps back-to-back steps between two CUDA synchronisations (as in
-training, the host queues the next step while the GPU runs) divided by --steps; layers timed round-robin so
-background load hits every layer alike. "GPU ms" is the kernel time per step from torch.profiler (the sum of every
+timed samples after --warmup, each sample --steps back-to-back steps between two CUDA synchronisations (1, the
+default: every step alone; more: the host queues the next step while the GPU runs, as in training) per step; layers
+timed round-robin so background load hits every layer alike. "GPU ms" is the kernel time per step from torch.profiler (the sum of every
 kernel's duration): where wall time is well above it, the step is bound by the host issuing the work. Memory (CUDA
 only) is each layer's working memory: the allocator's peak during one forward + backward above what is alive before
 it (input, upstream gradient, parameters; the peak is reset once they are made and nothing else is alive) minus the
@@ -198,6 +199,27 @@ def cpu_name() -> str:
         return platform.processor() or 'CPU'
 
 
+def check_fp16(device: torch.device) -> str:
+    """fp16 weights + input (no autocast) and fp16 autocast: forward and input gradient finite for every family on
+    values from -1e3 to 1e3, including the points where tanh rounds to +-1 in fp16 (|x| >= 4.5)."""
+    values = torch.cat([torch.linspace(-1e3, 1e3, 2000), torch.linspace(-6, 6, 4000),
+                        torch.tensor([-4.5, -1.0, 1.0, 4.5, 0.0, -0.9995, 0.9995, 8.0])])
+    x0 = values[:8 * 750].view(2, 3, 25, 40).to(device)  # 6000 values
+    lines = ['| family | fp16 forward finite | fp16 input grad finite | fp16 autocast forward finite |',
+             '|---|---|---|---|']
+    for name in CONV_KAN_FAMILIES:
+        torch.manual_seed(0)
+        layer = CONV_KAN_FAMILIES[name](3, 4, 3, padding=1).to(device)
+        with torch.autocast(device.type, dtype=torch.float16):
+            auto = bool(torch.isfinite(layer(x0)).all())
+        half = layer.half()
+        x = x0.half().requires_grad_(True)
+        y = half(x)
+        y.float().sum().backward()
+        lines.append(f'| {name} | {bool(torch.isfinite(y).all())} | {bool(torch.isfinite(x.grad).all())} | {auto} |')
+    return '\n'.join(lines)
+
+
 def fmt(v: Optional[float], digits: int = 2) -> str:
     return 'not measured' if v is None else f'{v:.{digits}f}'
 
@@ -264,7 +286,8 @@ def main(argv=None) -> int:
     p.add_argument('--channels-last', action='store_true', help='NHWC input and weights for every layer')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--reps', type=int, default=10)
-    p.add_argument('--steps', type=int, default=5, help='back-to-back steps per timed sample')
+    p.add_argument('--steps', type=int, default=1, help='back-to-back steps per timed sample')
+    p.add_argument('--check-fp16', action='store_true', help='also print the fp16 finiteness table')
     p.add_argument('--timer', choices=sorted(CLOCKS), default='wall',
                    help='wall time, or process CPU time (CPU runs on a machine shared with other jobs)')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU runs)')
@@ -309,6 +332,9 @@ def main(argv=None) -> int:
           f'norm {args.norm}, act {args.act}, median of {args.reps} samples of {args.steps} steps, '
           f'{args.timer} clock\n')
     print(table(rows))
+    if args.check_fp16:
+        print('\nfp16 check (values -1e3..1e3 incl. |x| >= 4.5 where tanh rounds to 1):\n')
+        print(check_fp16(device))
     for family in args.profile:
         for which in [family] + ([f'tck:{family}'] if tck is not None else []):
             print(f'\nprofile of {label(which)} (3 steps):\n')

@@ -64,9 +64,10 @@ def _expand(x: torch.Tensor, tensors: List[torch.Tensor], dtype: torch.dtype, ba
     if basis is not None:
         parts.extend(basis.functions(xw, tensors))
     feats = torch.stack(parts, dim=2).to(dtype).flatten(1, 2)  # (B, C, K', *S) -> (B, C * K', *S)
-    # written channels-last (the same kernel, permuted stores): cuDNN's native layout, so the convolution and its
-    # weight gradient read the features without a transposing copy of the largest tensor of the layer
-    return feats.contiguous(memory_format=_CHANNELS_LAST[x.dim()]) if x.dim() in _CHANNELS_LAST else feats
+    layout = _CHANNELS_LAST.get(x.dim())
+    if layout is not None and x.is_contiguous(memory_format=layout) and not x.is_contiguous():
+        feats = feats.contiguous(memory_format=layout)  # channels-last in, channels-last features (cuDNN's layout)
+    return feats
 
 
 def _expand_vjp(x: torch.Tensor, grad: torch.Tensor, tensors: List[torch.Tensor], needs: Tuple[bool, ...],
