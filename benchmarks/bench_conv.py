@@ -9,12 +9,12 @@
 For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of --reps
 timed samples after --warmup, each sample --steps back-to-back steps between two CUDA synchronisations (1, the
 default: every step alone; more: the host queues the next step while the GPU runs, as in training) per step; layers
-timed round-robin so background load hits every layer alike. "GPU ms" is the kernel time per step from torch.profiler (the sum of every
-kernel's duration): where wall time is well above it, the step is bound by the host issuing the work. Memory (CUDA
-only) is each layer's working memory: the allocator's peak during one forward + backward above what is alive before
-it (input, upstream gradient, parameters; the peak is reset once they are made and nothing else is alive) minus the
-outputs that must exist after it (y, the input gradient and the parameter gradients). With
---torch-conv-kan PATH (a checkout of IvanDrokin/torch-conv-kan, never vendored here) its layer of each family (its
+timed round-robin so background load hits every layer alike. "GPU ms" is the kernel time per step from
+torch.profiler (the sum of every kernel's duration): where wall time is well above it, the step is bound by the
+host issuing the work. Memory (CUDA only) is each layer's working memory: the allocator's peak during one
+forward + backward above what is alive before it (input, upstream gradient, parameters; the peak is reset once they
+are made and nothing else is alive) minus the outputs that must exist after it (y, the input gradient and the
+parameter gradients). With --torch-conv-kan PATH (a checkout of IvanDrokin/torch-conv-kan, never vendored here) its layer of each family (its
 defaults, norms included) is timed and measured the same way in the same run, and the table gives ours / its.
 
 Targets (issue 17): time <= 0.5x torch-conv-kan's, and <= 3x nn.Conv2d for the polynomial families.
