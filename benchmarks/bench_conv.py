@@ -14,8 +14,9 @@ torch.profiler (the sum of every kernel's duration): where wall time is well abo
 host issuing the work. Memory (CUDA only) is each layer's working memory: the allocator's peak during one
 forward + backward above what is alive before it (input, upstream gradient, parameters; the peak is reset once they
 are made and nothing else is alive) minus the outputs that must exist after it (y, the input gradient and the
-parameter gradients). With --torch-conv-kan PATH (a checkout of IvanDrokin/torch-conv-kan, never vendored here) its layer of each family (its
-defaults, norms included) is timed and measured the same way in the same run, and the table gives ours / its.
+parameter gradients). With --torch-conv-kan PATH (a checkout of IvanDrokin/torch-conv-kan, never vendored here)
+its layer of each family (its defaults, norms included) is timed and measured the same way in the same run, and the
+table gives ours / its.
 
 Targets (issue 17): time <= 0.5x torch-conv-kan's, and <= 3x nn.Conv2d for the polynomial families.
 """
