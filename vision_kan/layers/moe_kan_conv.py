@@ -120,11 +120,13 @@ class MoEKANConv(nn.Module):
         return torch.stack([e.regularization_loss(l1, l2) for e in self.experts]).sum()
 
     def _mix_sparse(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        routed = (gates > 0).t()  # (E, B)
+        pairs = routed.nonzero()  # (B * k, 2): (expert, sample), grouped by expert
+        counts = routed.sum(1).tolist()  # samples per expert: the one host sync of the dispatch
         out = None
-        for e, expert in enumerate(self.experts):
-            rows = gates[:, e].nonzero().squeeze(1)  # the samples routed to e (possibly none)
-            y = expert(x.index_select(0, rows))  # (n_e, Cout, *S')
-            y = y * gates.index_select(0, rows)[:, e].to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
+        for e, (expert, rows) in enumerate(zip(self.experts, pairs[:, 1].split(counts))):
+            y = expert(x.index_select(0, rows))  # (n_e, Cout, *S'); n_e may be 0
+            y = y * gates[rows, e].to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
             if out is None:
                 out = y.new_zeros(x.shape[0], *y.shape[1:])
             out = out.index_add(0, rows, y)
