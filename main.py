@@ -50,7 +50,7 @@ from vision_kan.train.errors import CheckpointError, ConfigError, DataError, Non
 from vision_kan.train.kan_training import (
     GridUpdateSchedule, grid_layers, outermost_modules_with, scheduled_grid_update,
 )
-from vision_kan.train.losses import DistillationLoss, KanRegularizedLoss, build_base_criterion
+from vision_kan.train.losses import AuxiliaryLoss, DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.train.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
 from vision_kan.train.run_log import RunLog, results_table
 from vision_kan.train.samplers import ShardSampler
@@ -187,6 +187,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--distillation-tau', type=float, default=1.0, help='temperature of soft distillation')
     g = p.add_argument_group('KAN')
     g.add_argument('--kan-reg-weight', type=float, default=0.0, help='x sum of regularization_loss()')
+    g.add_argument('--moe-aux-weight', type=float, default=0.01,
+                   help="x sum of the MoE layers' load-balancing auxiliary_loss() (models without them: unused)")
     g.add_argument('--grid-update-epochs', type=int, nargs='*', default=[], help='after these epochs (1-based)')
     g.add_argument('--grid-update-every', type=int, default=0, help='and every N epochs (0: off)')
     g.add_argument('--grid-update-until', type=int, default=None, help='no periodic update after this epoch')
@@ -415,6 +417,9 @@ def build_criterion(args: argparse.Namespace, model: nn.Module, num_classes: int
     if args.kan_reg_weight > 0:
         kan_modules = [m for _, m in outermost_modules_with(model, 'regularization_loss')]
         criterion = KanRegularizedLoss(criterion, kan_modules, args.kan_reg_weight)
+    aux_modules = [m for _, m in outermost_modules_with(model, 'auxiliary_loss')]
+    if aux_modules and args.moe_aux_weight > 0:  # e.g. a mixture of experts' load balancing (layers.MoEKANConv)
+        criterion = AuxiliaryLoss(criterion, aux_modules, args.moe_aux_weight)
     return criterion, mixup_fn
 
 
@@ -524,6 +529,8 @@ def train(args: argparse.Namespace, dist_info: DistInfo, data: RunData, model: n
         epoch_start = time.time()
         data.train_loader.sampler.set_epoch(epoch)
         train_stats = _train_epoch(epoch, engine_kwargs, out, is_main)
+        if isinstance(criterion, AuxiliaryLoss):  # the MoE load-balancing loss, unweighted, into the epoch's log row
+            train_stats['moe_aux_loss'] = criterion.pop_mean()
         n = scheduled_grid_update(model_without_ddp, epoch, schedule, lambda images: build_grid_sample_loader(
             data.train_set, images, args.batch_size, args.num_workers, dist_info.world_size, dist_info.rank,
             args.seed, epoch), device, args.seed, ema, autocast(device, amp_dtype))

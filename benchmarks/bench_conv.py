@@ -1,20 +1,28 @@
-"""Speed and memory of every conv-KAN family against nn.Conv2d, measured in one run.
+"""Speed and memory of every conv-KAN family against nn.Conv2d and torch-conv-kan's layers, measured in one run.
 
-    python benchmarks/bench_conv.py                          # GPU: bf16 autocast, 64->64, 3x3, 56x56, batch 32
-    python benchmarks/bench_conv.py --check-fp16             # ... and an fp16 finiteness table for every family
+    python benchmarks/bench_conv.py --torch-conv-kan ../torch-conv-kan   # GPU: bf16 autocast, 64->64, 3x3, 56x56, b32
+    python benchmarks/bench_conv.py --backend reference                  # the unfused basis, for comparison
+    python benchmarks/bench_conv.py --check-fp16                         # + fp16 finiteness of every family
+    python benchmarks/bench_conv.py --profile kagn --torch-conv-kan ../torch-conv-kan   # + top kernels of one family
     python benchmarks/bench_conv.py --device cpu --batch 8 --size 28 --threads 1 --timer process   # CPU, fp32
-    python benchmarks/bench_conv.py --torch-conv-kan ../torch-conv-kan --norm instance --act silu  # + its layers
 
-For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of
---reps timed repetitions after --warmup (CUDA synchronised; layers timed round-robin), and peak memory of one
-forward + backward (torch.cuda.max_memory_allocated; on CPU the peak of torch.profiler's memory timeline), each alone
-on the device. Both are also given as
-multiples of nn.Conv2d(64, 64, 3, padding=1) in the same run. Peak memory counts everything alive: input,
-parameters, activations, gradients. The torch-conv-kan columns are its figures from ANCHORS.md (H100, bf16
-autocast, same shapes, with its default norms), so they compare only with a GPU bf16 run of this script.
+For each layer: forward + backward of one batch (parameter and input gradients, as in training), median of --reps
+timed samples after --warmup, each sample --steps back-to-back steps between two CUDA synchronisations (1, the
+default: every step alone; more: the host queues the next step while the GPU runs, as in training) per step; layers
+timed round-robin so background load hits every layer alike. "GPU ms" is the kernel time per step from
+torch.profiler (the sum of every kernel's duration): where wall time is well above it, the step is bound by the
+host issuing the work. Memory (CUDA only) is each layer's working memory: the allocator's peak during one
+forward + backward above what is alive before it (input, upstream gradient, parameters; the peak is reset once they
+are made and nothing else is alive) minus the outputs that must exist after it (y, the input gradient and the
+parameter gradients). With --torch-conv-kan PATH (a checkout of IvanDrokin/torch-conv-kan, never vendored here)
+its layer of each family (its defaults, norms included) is timed and measured the same way in the same run, and the
+table gives ours / its.
+
+Targets (issue 17): time <= 0.5x torch-conv-kan's, and <= 3x nn.Conv2d for the polynomial families.
 """
 import argparse
 import datetime
+import gc
 import platform
 import statistics
 import sys
@@ -24,21 +32,24 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn as nn
 
+from vision_kan.layers import kernels
 from vision_kan.layers.kan_conv_families import CONV_KAN_FAMILIES
 
-# torch-conv-kan on the H100 (ANCHORS.md): (time x conv, memory x conv); None: its backward fails
-TORCH_CONV_KAN = {
-    'kan': (17.3, 23), 'fastkan': (3.7, 10.4), 'kaln': (5.0, 34), 'kacn': (2.1, 5.8), 'kagn': (3.5, 34),
-    'kajn': (3.4, 34), 'kabn': None, 'relukan': (5.1, 12.4), 'wavkan': (58.7, 110), 'bottleneck_kagn': (4.5, 5.4),
-}
 LABELS = {
     'kan': 'KAN (B-spline, G=5, k=3)', 'fastkan': 'FastKAN (RBF, 8)', 'kaln': 'KALN (Legendre, deg 3)',
     'kacn': 'KACN (Chebyshev, deg 3)', 'kagn': 'KAGN (Gram, deg 3)', 'kajn': 'KAJN (Jacobi, deg 3)',
     'kabn': 'KABN (Bernstein, deg 3)', 'relukan': 'ReLU-KAN (G=5, k=3)', 'wavkan': 'WavKAN (Mexican hat, 4)',
     'bottleneck_kagn': 'Bottleneck KAGN (deg 3)',
 }
+POLYNOMIAL = ('kaln', 'kacn', 'kagn', 'kajn', 'kabn', 'bottleneck_kagn')  # the <= 3x nn.Conv2d target
 NORMS = {'none': None, 'instance': nn.InstanceNorm2d, 'batch': nn.BatchNorm2d}
 CLOCKS = {'wall': time.perf_counter, 'process': time.process_time}
+# torch-conv-kan's 2-d layer of each family, for --torch-conv-kan (its defaults, norms included)
+TCK_LAYERS = {
+    'kan': 'KANConv2DLayer', 'fastkan': 'FastKANConv2DLayer', 'kaln': 'KALNConv2DLayer', 'kacn': 'KACNConv2DLayer',
+    'kagn': 'KAGNConv2DLayer', 'kajn': 'KAJNConv2DLayer', 'kabn': 'KABNConv2DLayer', 'relukan': 'ReLUKANConv2DLayer',
+    'wavkan': 'WavKANConv2DLayer', 'bottleneck_kagn': 'BottleNeckKAGNConv2DLayer',
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -46,54 +57,69 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_it(fn: Callable[[], None], device: torch.device, warmup: int, reps: int,
+class Step:
+    """One training-style forward + backward of a layer: gradients of the parameters and of x, freshly allocated.
+    The upstream gradient is made on the first call and kept (it counts as an input)."""
+
+    def __init__(self, layer: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]):
+        self.layer, self.x, self.amp, self.grad = layer, x, amp, None
+
+    def __call__(self) -> None:
+        self.layer.zero_grad(set_to_none=True)
+        self.x.grad = None
+        with torch.autocast(self.x.device.type, dtype=self.amp, enabled=self.amp is not None):
+            y = self.layer(self.x)
+        if self.grad is None:
+            self.grad = torch.randn_like(y)
+        y.backward(self.grad)
+
+    def output_bytes(self) -> int:
+        """Bytes of what a step leaves behind: y (shaped like the upstream gradient), x.grad, parameter grads."""
+        grads = [self.x.grad] + [p.grad for p in self.layer.parameters()]
+        return sum(t.numel() * t.element_size() for t in [self.grad] + grads if t is not None)
+
+
+def time_it(fn: Callable[[], None], device: torch.device, steps: int = 1,
             clock: Callable[[], float] = time.perf_counter) -> float:
-    """Median seconds per call (clock: wall time, or time.process_time for CPU seconds on a busy machine)."""
-    for _ in range(warmup):
+    """Seconds per call of `steps` calls run back to back (clock: wall time, or time.process_time for CPU seconds on
+    a busy machine)."""
+    synchronize(device)
+    start = clock()
+    for _ in range(steps):
         fn()
     synchronize(device)
-    times = []
-    for _ in range(reps):
-        start = clock()
-        fn()
-        synchronize(device)
-        times.append(clock() - start)
-    return statistics.median(times)
+    return (clock() - start) / steps
 
 
-def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]:
-    """Peak bytes alive during one call: the CUDA allocator's peak, or the CPU profiler's memory timeline."""
-    synchronize(device)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        synchronize(device)
-        return float(torch.cuda.max_memory_allocated(device))
-    try:  # the timeline's builder is private API: report 'not measured' if it moves
-        from torch.profiler import ProfilerActivity, profile
-        from torch.profiler._memory_profiler import Action, MemoryProfile
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                     with_stack=True) as prof:
-            fn()
-        current = peak = 0
-        for _, action, _, size in MemoryProfile(prof.profiler.kineto_results).timeline:
-            if action in (Action.PREEXISTING, Action.CREATE):
-                current += size
-            elif action == Action.DESTROY:
-                current -= size
-            peak = max(peak, current)
-        return float(peak)
-    except Exception as e:  # noqa: BLE001 - any failure here only loses the memory column
-        print(f'memory not measured on CPU: {e}', file=sys.stderr)
+def kernel_time(step: 'Step', device: torch.device, steps: int = 5) -> Optional[float]:
+    """Seconds of GPU kernel time per step (torch.profiler, every CUDA kernel's duration summed), None on CPU."""
+    if device.type != 'cuda':
         return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile as run_profile
+    synchronize(device)
+    with run_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    total_us = sum(e.self_device_time_total for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return total_us * 1e-6 / steps
 
 
-# torch-conv-kan's 2-d layer of each family, for --torch-conv-kan (its defaults, norms included)
-TCK_LAYERS = {
-    'kan': 'KANConv2DLayer', 'fastkan': 'FastKANConv2DLayer', 'kaln': 'KALNConv2DLayer', 'kacn': 'KACNConv2DLayer',
-    'kagn': 'KAGNConv2DLayer', 'kajn': 'KAJNConv2DLayer', 'kabn': 'KABNConv2DLayer', 'relukan': 'ReLUKANConv2DLayer',
-    'wavkan': 'WavKANConv2DLayer', 'bottleneck_kagn': 'BottleNeckKAGNConv2DLayer',
-}
+def working_memory(step: Step, device: torch.device) -> Optional[float]:
+    """Peak bytes of one step above its inputs and outputs (CUDA allocator), None on other devices."""
+    if device.type != 'cuda':
+        return None
+    step.layer.zero_grad(set_to_none=True)
+    step.x.grad = None
+    gc.collect()
+    torch.cuda.empty_cache()
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)  # x, upstream gradient, parameters (+ buffers)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    synchronize(device)
+    return float(torch.cuda.max_memory_allocated(device) - before - step.output_bytes())
 
 
 def build(name: str, channels: int, norm: Optional[type], act: Optional[type], tck=None) -> nn.Module:
@@ -105,61 +131,65 @@ def build(name: str, channels: int, norm: Optional[type], act: Optional[type], t
     return CONV_KAN_FAMILIES[name](channels, channels, 3, padding=1, ndim=2, norm_layer=norm, act_layer=act)
 
 
-def step_fn(layer: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]) -> Callable[[], None]:
-    """One training-style forward + backward: gradients of the parameters and of x, freshly allocated."""
-    grad = None
-
-    def step():
-        nonlocal grad
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
-            y = layer(x)
-        if grad is None:
-            grad = torch.randn_like(y)
-        y.backward(grad)
-    return step
+def make_step(name: str, args, device: torch.device, amp: Optional[torch.dtype], tck=None) -> Step:
+    norm, act = NORMS[args.norm], (nn.SiLU if args.act == 'silu' else None)
+    torch.manual_seed(0)
+    layer = build(name, args.channels, norm, act, tck).to(device)
+    x = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
+    if args.channels_last:  # the input (and nn.Conv2d's weight); conv-KAN weights are 5-d, their layers adapt
+        x = x.contiguous(memory_format=torch.channels_last)
+        if isinstance(layer, nn.Conv2d):
+            layer = layer.to(memory_format=torch.channels_last)
+    return Step(layer, x.requires_grad_(True), amp)
 
 
 def measure(names, args, device: torch.device, amp: Optional[torch.dtype], tck=None) -> Dict[str, dict]:
-    """Times round-robin (one step of each layer per round, so background load hits every layer alike), then peak
-    memory of each layer alone on the device. A layer whose forward or backward raises gets an 'error' row."""
-    norm, act = NORMS[args.norm], (nn.SiLU if args.act == 'silu' else None)
-
-    def make(name):
-        torch.manual_seed(0)
-        layer = build(name, args.channels, norm, act, tck).to(device)
-        x = torch.randn(args.batch, args.channels, args.size, args.size, device=device, requires_grad=True)
-        return layer, step_fn(layer, x, amp)
-
+    """Times round-robin, then the working memory of each layer alone on the device. A layer whose forward or
+    backward raises gets an 'error' row."""
     steps, failed = {}, {}
     for name in names:
         try:
-            steps[name] = make(name)
-            for _ in range(max(args.warmup, 1)):
-                steps[name][1]()
+            steps[name] = make_step(name, args, device, amp, tck)
+            for _ in range(max(args.warmup, 1)):  # cuDNN autotuning, torch.compile of the fused basis
+                steps[name]()
         except Exception as e:  # noqa: BLE001 - reported in the table (torch-conv-kan's KABN backward fails)
             failed[name] = dict(error=f'{type(e).__name__}: {str(e).splitlines()[0][:60]}')
             steps.pop(name, None)
-    order, names = list(names), [n for n in names if n not in failed]
-    times = {name: [] for name in names}
+    times = {name: [] for name in steps}
     for _ in range(args.reps):
-        for name, (_, step) in steps.items():
-            times[name].append(time_it(step, device, 0, 1, CLOCKS[args.timer]))
-    rows = {name: dict(ms=statistics.median(times[name]) * 1e3, params=sum(p.numel() for p in layer.parameters()))
-            for name, (layer, _) in steps.items()}
+        for name, step in steps.items():
+            times[name].append(time_it(step, device, args.steps, CLOCKS[args.timer]))
+    rows = {}
+    for name, step in steps.items():
+        gpu = kernel_time(step, device)
+        rows[name] = dict(ms=statistics.median(times[name]) * 1e3, gpu_ms=None if gpu is None else gpu * 1e3,
+                          params=sum(p.numel() for p in step.layer.parameters()))
+    names_ok = list(steps)
     del steps
-    for name in names:
-        layer, step = make(name)
-        step()  # warm: cudnn autotuning, lazy allocations
-        layer.zero_grad(set_to_none=True)
-        memory = peak_memory(step, device)
+    for name in names_ok:
+        step = make_step(name, args, device, amp, tck)
+        step()  # warm: cuDNN autotuning, lazy allocations
+        memory = working_memory(step, device)
         rows[name]['mib'] = None if memory is None else memory / 2 ** 20
-        del layer, step
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
+        del step
         print(f'{name}: {rows[name]}', file=sys.stderr)
-    return {name: rows[name] if name in rows else failed[name] for name in order}
+    return {name: rows[name] if name in rows else failed[name] for name in names}
+
+
+def profile(name: str, args, device: torch.device, amp: Optional[torch.dtype], tck=None) -> str:
+    """torch.profiler's kernel table of 3 steps of one layer (after warm-up): what bounds its time."""
+    from torch.profiler import ProfilerActivity, profile as run_profile
+    step = make_step(name, args, device, amp, tck)
+    for _ in range(max(args.warmup, 1)):
+        step()
+    synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    with run_profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        synchronize(device)
+    key = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    return prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=70)
 
 
 def cpu_name() -> str:
@@ -203,32 +233,40 @@ def label(name: str) -> str:
     return LABELS[name]
 
 
-def table(rows: Dict[str, dict], compare: bool) -> str:
-    """Markdown table; compare adds torch-conv-kan's H100 multiples from ANCHORS.md and whether half is reached."""
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def table(rows: Dict[str, dict]) -> str:
+    """Markdown: every layer's time and working memory, as multiples of nn.Conv2d and (for our families, when
+    torch-conv-kan was measured) of its layer, with the targets."""
     base = rows['conv']
-    head = '| layer | params | fwd+bwd ms | time x conv | peak MiB | memory x conv |'
+    compare = any(n.startswith('tck:') for n in rows)
+    head = '| layer | params | fwd+bwd ms | time x conv | GPU ms | working MiB |'
     sep = '|---|---|---|---|---|---|'
     if compare:
-        head += ' torch-conv-kan time x / memory x (ANCHORS.md) | target (half) met |'
-        sep += '---|---|'
+        head += ' time x torch-conv-kan | GPU time x torch-conv-kan | memory x torch-conv-kan | targets met |'
+        sep += '---|---|---|---|'
     lines = [head, sep]
     for name, r in rows.items():
         if 'error' in r:
-            lines.append(f"| {label(name)} | | fails: {r['error']} | | | |" + (' | |' if compare else ''))
+            lines.append(f"| {label(name)} | | fails: {r['error']} | | | |" + (' | | | |' if compare else ''))
             continue
         t = r['ms'] / base['ms']
-        m = None if r['mib'] is None or base['mib'] is None else r['mib'] / base['mib']
-        line = f"| {label(name)} | {r['params']:,} | {r['ms']:.2f} | {t:.2f} | {fmt(r['mib'], 1)} | {fmt(m)} |"
-        if compare and name in TORCH_CONV_KAN:
-            ref = TORCH_CONV_KAN[name]
-            if ref is None:
-                line += ' backward fails | yes (works) |'
+        line = (f"| {label(name)} | {r['params']:,} | {r['ms']:.2f} | {t:.2f} | {fmt(r['gpu_ms'])} | "
+                f"{fmt(r['mib'], 1)} |")
+        if compare and not name.startswith('tck:') and name != 'conv':
+            ref = rows.get(f'tck:{name}', {})
+            if 'error' in ref:
+                line += ' theirs fails | theirs fails | theirs fails | works (theirs fails) |'
             else:
-                ok = t <= ref[0] / 2 and m is not None and m <= ref[1] / 2
-                line += f' {ref[0]} / {ref[1]} | {"yes" if ok else "no"} (time {t / ref[0]:.2f}, memory ' \
-                        f'{fmt(None if m is None else m / ref[1])} of its multiples) |'
+                tt, mm = _ratio(r['ms'], ref.get('ms')), _ratio(r['mib'], ref.get('mib'))
+                gg = _ratio(r['gpu_ms'], ref.get('gpu_ms'))
+                ok_time = tt is not None and tt <= 0.5 and (name not in POLYNOMIAL or t <= 3.0)
+                goal = 'time <= 0.5x, <= 3x conv' if name in POLYNOMIAL else 'time <= 0.5x'
+                line += f" {fmt(tt)} | {fmt(gg)} | {fmt(mm)} | {'yes' if ok_time else 'no'} ({goal}) |"
         elif compare:
-            line += ' | |'
+            line += ' | | | |'
         lines.append(line)
     return '\n'.join(lines)
 
@@ -244,16 +282,22 @@ def main(argv=None) -> int:
     p.add_argument('--norm', choices=sorted(NORMS), default='none', help='norm_layer of every KAN layer')
     p.add_argument('--act', choices=['none', 'silu'], default='none', help='act_layer of every KAN layer')
     p.add_argument('--families', nargs='+', default=list(CONV_KAN_FAMILIES), metavar='FAMILY')
+    p.add_argument('--backend', choices=kernels.BACKENDS, default='auto',
+                   help="basis path of our layers: auto (fused on CUDA), reference, fused")
+    p.add_argument('--channels-last', action='store_true', help='NHWC input and weights for every layer')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--reps', type=int, default=10)
+    p.add_argument('--steps', type=int, default=1, help='back-to-back steps per timed sample')
     p.add_argument('--check-fp16', action='store_true', help='also print the fp16 finiteness table')
     p.add_argument('--timer', choices=sorted(CLOCKS), default='wall',
                    help='wall time, or process CPU time (CPU runs on a machine shared with other jobs)')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU runs)')
     p.add_argument('--torch-conv-kan', default=None, metavar='PATH',
-                   help="a checkout of torch-conv-kan: also time its layers (its defaults) in the same run")
+                   help='a checkout of torch-conv-kan: also time and measure its layers in the same run')
+    p.add_argument('--profile', nargs='*', default=[], metavar='FAMILY',
+                   help="also print the kernel profile of these families (ours, and torch-conv-kan's if given)")
     args = p.parse_args(argv)
-    unknown = [f for f in args.families if f not in CONV_KAN_FAMILIES]
+    unknown = [f for f in args.families + args.profile if f not in CONV_KAN_FAMILIES]
     if unknown:
         print(f'bench_conv: unknown families {unknown}; choose from {sorted(CONV_KAN_FAMILIES)}', file=sys.stderr)
         return 2
@@ -265,6 +309,7 @@ def main(argv=None) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    kernels.set_backend(args.backend)
     amp = {'auto': torch.bfloat16 if device.type == 'cuda' else None, 'none': None, 'bf16': torch.bfloat16,
            'fp16': torch.float16}[args.amp]
     if device.type == 'cuda':
@@ -284,13 +329,17 @@ def main(argv=None) -> int:
           f'date {datetime.date.today().isoformat()}, torch {torch.__version__}, '
           f'autocast {amp if amp is not None else "off (fp32)"}, batch {args.batch}, '
           f'{args.channels}->{args.channels} channels, 3x3, padding 1, {args.size}x{args.size}, '
-          f'norm {args.norm}, act {args.act}, median of {args.reps} reps, {args.timer} clock\n')
-    compare = (device.type == 'cuda' and amp == torch.bfloat16 and args.batch == 32 and args.size == 56
-               and args.channels == 64)
-    print(table(rows, compare))
+          f'{"channels_last" if args.channels_last else "NCHW"}, backend {args.backend}, '
+          f'norm {args.norm}, act {args.act}, median of {args.reps} samples of {args.steps} steps, '
+          f'{args.timer} clock\n')
+    print(table(rows))
     if args.check_fp16:
         print('\nfp16 check (values -1e3..1e3 incl. |x| >= 4.5 where tanh rounds to 1):\n')
         print(check_fp16(device))
+    for family in args.profile:
+        for which in [family] + ([f'tck:{family}'] if tck is not None else []):
+            print(f'\nprofile of {label(which)} (3 steps):\n')
+            print(profile(which, args, device, amp, tck))
     return 0
 
 

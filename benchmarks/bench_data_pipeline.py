@@ -112,7 +112,7 @@ class FirstBatches:
 def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
     """Run main.run with these flags, the training loader cut to warmup + steps batches; img/s of the last steps."""
     timed: Dict[str, TimedSteps] = {}
-    real_build = main.build_data
+    real_build = main.build_backend_data  # what main.build_data calls for a training run
 
     def cut_build_data(cfg, tcfg, device, world, rank):
         train_set, val_set, n, train_loader, val_loader = real_build(cfg, tcfg, device, world, rank)
@@ -120,11 +120,11 @@ def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
         return train_set, val_set, n, timed['train'], FirstBatches(val_loader, 1)
 
     args = main.parse_args(argv)
-    main.build_data = cut_build_data
+    main.build_backend_data = cut_build_data
     try:
         main.run(args, init_distributed(args.device))
     finally:
-        main.build_data = real_build
+        main.build_backend_data = real_build
         gc.collect()  # the run's loaders and their worker processes go before the next run
     t = timed['train']
     return steps * args.batch_size / (t.t1 - t.t0)

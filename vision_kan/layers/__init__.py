@@ -18,3 +18,5 @@ from .kan_conv_families import (
     KANConv3d, KANConvNd, ReLUKANConv1d, ReLUKANConv2d, ReLUKANConv3d, ReLUKANConvNd, WavKANConv1d, WavKANConv2d,
     WavKANConv3d, WavKANConvNd,
 )
+from .kan_attention import KAN_ATTENTION_BLOCKS, KANFocalModulation, KANSelfAttention
+from .moe_kan_conv import MoEKANConv

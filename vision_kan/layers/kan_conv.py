@@ -23,6 +23,7 @@ from torch.autograd.function import once_differentiable
 
 from .conv_basis import ConvBasis
 from .conv_basis_poly import silu_grad
+from .kernels import conv_basis_fused
 
 __all__ = ['BasisKANConv']
 
@@ -109,7 +110,23 @@ def _features_vjp(x: torch.Tensor, grad: torch.Tensor, base_act: Optional[nn.Mod
             gxs = gb if gxs is None else gxs.add_(gb)
             gt = [a if b is None else (b if a is None else a + b) for a, b in zip(gt, gts)]
         gx[sl] = gxs
+    # an empty batch has no slices: its basis tensors still get a (zero) gradient, as DDP expects
+    gt = [torch.zeros_like(t) if g is None and n else g for g, t, n in zip(gt, tensors, needs)]
     return gx, gt
+
+
+def _make_features(x, dtype, base_act, basis, tensors) -> torch.Tensor:
+    """`_features`, through the compiled (fused) expansion where it applies (CUDA by default)."""
+    if conv_basis_fused.applies(x, base_act):
+        return conv_basis_fused.features(x, dtype, base_act, basis, tensors)
+    return _features(x, dtype, base_act, basis, tensors)
+
+
+def _make_features_vjp(x, grad, base_act, basis, tensors, needs):
+    """`_features_vjp`, through the compiled (fused) vjp where it applies."""
+    if conv_basis_fused.applies(x, base_act):
+        return conv_basis_fused.features_vjp(x, grad.flatten(1, 2), base_act, basis, tensors, needs)
+    return _features_vjp(x, grad, base_act, basis, tensors, needs)
 
 
 class _KANConvFunction(torch.autograd.Function):
@@ -117,7 +134,7 @@ class _KANConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, geom: _Geometry, base_act, basis, *tensors):
-        feats = _features(x, weight.dtype, base_act, basis, tensors)  # (B, C * K', *S)
+        feats = _make_features(x, weight.dtype, base_act, basis, tensors)  # (B, C * K', *S)
         y = _CONV[geom.ndim](feats, weight, None, geom.stride, geom.padding, geom.dilation, geom.groups)
         ctx.geom, ctx.base_act, ctx.basis, ctx.feat_shape = geom, base_act, basis, feats.shape
         ctx.save_for_backward(x, weight, *tensors)
@@ -133,15 +150,16 @@ class _KANConvFunction(torch.autograd.Function):
         gx = gw = None
         gt = [None] * len(tensors)
         if ctx.needs_input_grad[1]:  # weight grad first, so the features are freed before the input grad
-            feats = _features(x, weight.dtype, ctx.base_act, ctx.basis, tensors)
+            feats = _make_features(x, weight.dtype, ctx.base_act, ctx.basis, tensors)
             gw = torch.ops.aten.convolution_backward(gy, feats, weight, None, *conv_args, [False, True, False])[1]
             del feats
         if ctx.needs_input_grad[0] or any(needs_t):
             shape_only = gy.new_empty(1).expand(ctx.feat_shape)  # the input is only read for its shape
             gfeats = torch.ops.aten.convolution_backward(gy, shape_only, weight, None, *conv_args,
                                                          [True, False, False])[0]
-            gfeats = gfeats.view(x.shape[0], x.shape[1], -1, *x.shape[2:])  # (B, C, K', *S)
-            gx, gt = _features_vjp(x, gfeats, ctx.base_act, ctx.basis, tensors, needs_t)
+            k_prime = ctx.feat_shape[1] // x.shape[1]  # explicit: an empty batch cannot infer it
+            gfeats = gfeats.view(x.shape[0], x.shape[1], k_prime, *x.shape[2:])  # (B, C, K', *S)
+            gx, gt = _make_features_vjp(x, gfeats, ctx.base_act, ctx.basis, tensors, needs_t)
         return (gx, gw, None, None, None, *gt)
 
 

@@ -7,7 +7,7 @@
 Not a model file: it registers nothing (timm files models under their module's basename).
 """
 from functools import partial
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -16,12 +16,16 @@ from timm.layers import SelectAdaptivePool2d, get_norm_layer
 from timm.models import checkpoint_seq
 
 from vision_kan.layers import KAN_LAYERS
+from vision_kan.layers.kan_attention import KAN_ATTENTION_BLOCKS
 from vision_kan.layers.kan_conv_families import CONV_KAN_FAMILIES
+from vision_kan.layers.moe_kan_conv import MoEKANConv
 
-__all__ = ['CONV_TYPES', 'HEAD_TYPES', 'conv_kan_layer', 'resolve_norm', 'PooledHead', 'PooledCNN', 'pooled_cnn_cfg']
+__all__ = ['CONV_TYPES', 'HEAD_TYPES', 'ATTN_TYPES', 'conv_kan_layer', 'moe_conv_kan_layer', 'stage_attention',
+           'resolve_norm', 'PooledHead', 'PooledCNN', 'pooled_cnn_cfg']
 
 CONV_TYPES = tuple(sorted(CONV_KAN_FAMILIES))
 HEAD_TYPES = ('linear',) + tuple(sorted(KAN_LAYERS))
+ATTN_TYPES = tuple(sorted(KAN_ATTENTION_BLOCKS))
 
 # torch-conv-kan follows the norm of its Gram, Legendre and bottleneck-Gram convs with SiLU; the other families end
 # on the norm (their basis is the nonlinearity). `act_layer=` in conv_kwargs overrides this.
@@ -66,6 +70,41 @@ def conv_kan_layer(conv_type: str, norm_layer: NormArg = 'batchnorm2d', owner: s
         kwargs['act_layer'] = _FAMILY_ACT[conv_type]
     kwargs.update(conv_kwargs)
     return partial(CONV_KAN_FAMILIES[conv_type], **kwargs)
+
+
+def moe_conv_kan_layer(conv_type: str, norm_layer: NormArg = 'batchnorm2d', num_experts: int = 8, top_k: int = 2,
+                       owner: str = 'moe_conv_kan_layer', **conv_kwargs: Any) -> Callable[..., nn.Module]:
+    """`conv_kan_layer`'s factory for a mixture of conv-KAN experts (`MoEKANConv`): the same call signature, the
+    family's norm and activation applied once after the mixture. conv_kwargs may hold noisy_gating, identical_init
+    and the family's keywords."""
+    if conv_type not in CONV_KAN_FAMILIES:
+        raise ValueError(f'{owner}: conv_type must be one of {list(CONV_TYPES)}, got {conv_type!r}')
+    kwargs: Dict[str, Any] = dict(conv_type=conv_type, num_experts=num_experts, top_k=top_k, ndim=2,
+                                  norm_layer=resolve_norm(norm_layer, owner), act_layer=_FAMILY_ACT.get(conv_type))
+    kwargs.update(conv_kwargs)
+    return partial(MoEKANConv, **kwargs)
+
+
+def stage_attention(attn_type: Optional[str], attn_stages: Sequence[int], num_stages: int, conv_type: str,
+                    owner: str, **attn_kwargs: Any) -> Callable[[int, int], Optional[nn.Module]]:
+    """`(stage index, channels) -> attention block or None`: the block (`KAN_ATTENTION_BLOCKS[attn_type]`, 2-d, the
+    model's conv family unless attn_kwargs names another) that ends each stage listed in attn_stages (negative
+    indices count from the end); None everywhere when attn_type is None."""
+    if attn_type is None:
+        return lambda stage, channels: None
+    if attn_type not in KAN_ATTENTION_BLOCKS:
+        raise ValueError(f'{owner}: attn_type must be None or one of {list(ATTN_TYPES)}, got {attn_type!r}')
+    chosen = set()
+    for s in attn_stages:
+        if not isinstance(s, int) or not -num_stages <= s < num_stages:
+            raise ValueError(f'{owner}: attn_stages must be stage indices in [-{num_stages}, {num_stages}), '
+                             f'got {tuple(attn_stages)!r}')
+        chosen.add(s % num_stages)
+    kwargs = {'conv_type': conv_type, 'ndim': 2, **attn_kwargs}
+
+    def make(stage: int, channels: int) -> Optional[nn.Module]:
+        return KAN_ATTENTION_BLOCKS[attn_type](channels, **kwargs) if stage in chosen else None
+    return make
 
 
 class PooledHead(nn.Module):

@@ -9,11 +9,14 @@ all times `width_scale`. Each KAN conv carries its norm (BatchNorm by default) a
 families, a SiLU; a shortcut that changes shape is a strided 1x1 KAN conv; nothing follows the residual sum (the
 KAN convs are the nonlinearity). The last norm of every block starts at zero, so each block starts as identity.
 
-Names: `reskanet{18,34,50,101,152}_{family}[_bn]`, `_bn` = bottleneck Gram convs (torch-conv-kan's "BN", not batch
-norm). Other combinations by keywords:
+Names: `reskanet{18,34,50,101,152}_{family}[_bn][_moe|_sa]`, `_bn` = bottleneck Gram convs (torch-conv-kan's "BN",
+not batch norm), `_moe` = every block's 3x3 conv after the first is a mixture of conv-KAN experts (`MoEKANConv`, its
+load-balancing loss reaches the objective through train/losses.AuxiliaryLoss), `_sa` = a KAN self-attention block
+ends the last stage. Other combinations by keywords:
 
     timm.create_model('reskanet18_kagn', conv_type='kajn', width_scale=2, stem_type='small')  # 32 px images
     timm.create_model('reskanet50_kagn', features_only=True)                                 # 5 feature maps
+    timm.create_model('reskanet18_kagn', moe_experts=4, moe_top_k=1, attn_type='focal')      # MoE + focal modulation
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
@@ -22,7 +25,8 @@ import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, moe_conv_kan_layer, pooled_cnn_cfg, \
+    stage_attention
 
 __all__ = ['ResKANet', 'KANBasicBlock', 'KANBottleneck']
 
@@ -36,14 +40,16 @@ def _zero_last_norm(conv: nn.Module) -> None:
 
 
 class KANBasicBlock(nn.Module):
-    """3x3 KAN conv (stride) -> 3x3 KAN conv, plus the shortcut. (B, C, H, W) -> (B, planes, H/s, W/s)."""
+    """3x3 KAN conv (stride) -> 3x3 KAN conv, plus the shortcut. (B, C, H, W) -> (B, planes, H/s, W/s).
+    conv3x3 (default conv) makes the second 3x3 conv, e.g. a mixture of experts."""
     expansion = 1
 
-    def __init__(self, in_chs: int, planes: int, conv: ConvFactory, stride: int = 1, drop_path: float = 0.0):
+    def __init__(self, in_chs: int, planes: int, conv: ConvFactory, stride: int = 1, drop_path: float = 0.0,
+                 conv3x3: Optional[ConvFactory] = None):
         super().__init__()
         out_chs = planes * self.expansion
         self.conv1 = conv(in_chs, planes, 3, stride=stride, padding=1)
-        self.conv2 = conv(planes, out_chs, 3, padding=1)
+        self.conv2 = (conv3x3 or conv)(planes, out_chs, 3, padding=1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = conv(in_chs, out_chs, 1, stride=stride) if stride != 1 or in_chs != out_chs else None
 
@@ -56,14 +62,16 @@ class KANBasicBlock(nn.Module):
 
 
 class KANBottleneck(nn.Module):
-    """1x1 KAN conv -> 3x3 KAN conv (stride) -> 1x1 KAN conv to 4 * planes, plus the shortcut."""
+    """1x1 KAN conv -> 3x3 KAN conv (stride) -> 1x1 KAN conv to 4 * planes, plus the shortcut.
+    conv3x3 (default conv) makes the 3x3 conv, e.g. a mixture of experts."""
     expansion = 4
 
-    def __init__(self, in_chs: int, planes: int, conv: ConvFactory, stride: int = 1, drop_path: float = 0.0):
+    def __init__(self, in_chs: int, planes: int, conv: ConvFactory, stride: int = 1, drop_path: float = 0.0,
+                 conv3x3: Optional[ConvFactory] = None):
         super().__init__()
         out_chs = planes * self.expansion
         self.conv1 = conv(in_chs, planes, 1)
-        self.conv2 = conv(planes, planes, 3, stride=stride, padding=1)
+        self.conv2 = (conv3x3 or conv)(planes, planes, 3, stride=stride, padding=1)
         self.conv3 = conv(planes, out_chs, 1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = conv(in_chs, out_chs, 1, stride=stride) if stride != 1 or in_chs != out_chs else None
@@ -97,6 +105,12 @@ class ResKANet(PooledCNN):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         zero_init_last: start every block's last norm at zero (blocks start as identity).
+        moe_experts: > 0 makes the 3x3 conv of every block after the first a mixture of this many conv-KAN experts.
+        moe_top_k: experts per sample.
+        moe_kwargs: MoEKANConv's other keywords (noisy_gating, identical_init).
+        attn_type: None, 'self_attention' or 'focal': a KAN attention block at the end of the stages attn_stages.
+        attn_stages: stage indices (negative from the end) that get the attention block.
+        attn_kwargs: the block's keywords (num_heads, focal_level, conv_type, conv_kwargs, ...).
         head_type: 'linear' or a KAN layer name ('kan', 'fasterkan', 'grkan') for the classifier.
         head_kwargs: keywords of a KAN classifier.
     """
@@ -116,6 +130,12 @@ class ResKANet(PooledCNN):
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
             zero_init_last: bool = True,
+            moe_experts: int = 0,
+            moe_top_k: int = 2,
+            moe_kwargs: Optional[Dict[str, Any]] = None,
+            attn_type: Optional[str] = None,
+            attn_stages: Sequence[int] = (-1,),
+            attn_kwargs: Optional[Dict[str, Any]] = None,
             head_type: str = 'linear',
             head_kwargs: Optional[Dict[str, Any]] = None,
     ):
@@ -129,6 +149,9 @@ class ResKANet(PooledCNN):
         if not width_scale > 0:
             raise ValueError(f'ResKANet: width_scale must be > 0, got {width_scale!r}')
         conv = conv_kan_layer(conv_type, norm_layer, owner='ResKANet', **(conv_kwargs or {}))
+        moe_conv = moe_conv_kan_layer(conv_type, norm_layer, moe_experts, moe_top_k, owner='ResKANet',
+                                      **dict(conv_kwargs or {}, **(moe_kwargs or {}))) if moe_experts > 0 else None
+        attention = stage_attention(attn_type, attn_stages, 4, conv_type, 'ResKANet', **(attn_kwargs or {}))
         block_cls = _BLOCKS[block]
         self.num_classes, self.conv_type = num_classes, conv_type
         self.grad_checkpointing = False
@@ -155,8 +178,12 @@ class ResKANet(PooledCNN):
             reduction *= stride
             blocks = []
             for j in range(int(n)):
-                blocks.append(block_cls(chs, width(planes), conv, stride if j == 0 else 1, dpr[k]))
+                conv3x3 = moe_conv if k > 0 else None  # the first block stays plain (it sees the stem)
+                blocks.append(block_cls(chs, width(planes), conv, stride if j == 0 else 1, dpr[k], conv3x3))
                 chs, k = width(planes) * block_cls.expansion, k + 1
+            block = attention(i, chs)
+            if block is not None:
+                blocks.append(block)
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
@@ -200,6 +227,8 @@ default_cfgs = generate_default_cfgs({
     'reskanet18_kaln.untrained': _cfg(),
     'reskanet18_fastkan.untrained': _cfg(),
     'reskanet18_kan.untrained': _cfg(),
+    'reskanet18_kagn_moe.untrained': _cfg(),
+    'reskanet18_kagn_sa.untrained': _cfg(),
 })
 
 
@@ -272,3 +301,19 @@ def reskanet18_kan(pretrained: bool = False, **kwargs) -> ResKANet:
     """ResNet-18 layout, B-spline KAN convs."""
     model_args = dict(layers=(2, 2, 2, 2), block='basic', conv_type='kan')
     return _create_reskanet('reskanet18_kan', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def reskanet18_kagn_moe(pretrained: bool = False, **kwargs) -> ResKANet:
+    """ResNet-18 layout, Gram convs; the second 3x3 conv of blocks 2-8 is a mixture of 8 Gram-conv experts, top-2
+    (torch-conv-kan's MoE setting)."""
+    model_args = dict(layers=(2, 2, 2, 2), block='basic', conv_type='kagn', moe_experts=8, moe_top_k=2)
+    return _create_reskanet('reskanet18_kagn_moe', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def reskanet18_kagn_sa(pretrained: bool = False, **kwargs) -> ResKANet:
+    """ResNet-18 layout, Gram convs, a KAN self-attention block (Gram q/k/v conv, 3x3, 1 head) ending the last
+    stage."""
+    model_args = dict(layers=(2, 2, 2, 2), block='basic', conv_type='kagn', attn_type='self_attention')
+    return _create_reskanet('reskanet18_kagn_sa', pretrained, **dict(model_args, **kwargs))

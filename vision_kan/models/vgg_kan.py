@@ -31,7 +31,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from vision_kan.layers.kan_conv_families import BottleNeckKAGNConvNd, KAGNConvNd
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg
+from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg, stage_attention
 from ._published import (
     PublishedWeightsError, build_published, check_converted, require_keys, tag_model_args, unwrap_state_dict,
 )
@@ -75,6 +75,9 @@ class VGGKAN(PooledCNN):
         drop_rate: dropout before the classifier.
         head_type: 'linear' or a KAN layer name ('kan', 'fasterkan', 'grkan') for the classifier.
         head_kwargs: keywords of a KAN classifier.
+        attn_type: None, 'self_attention' or 'focal': a KAN attention block at the end of the stages attn_stages.
+        attn_stages: stage indices (negative from the end) that get the attention block.
+        attn_kwargs: the block's keywords (num_heads, focal_level, conv_type, conv_kwargs, ...).
     """
 
     def __init__(
@@ -90,12 +93,17 @@ class VGGKAN(PooledCNN):
             drop_rate: float = 0.0,
             head_type: str = 'linear',
             head_kwargs: Optional[Dict[str, Any]] = None,
+            attn_type: Optional[str] = None,
+            attn_stages: Tuple[int, ...] = (-1,),
+            attn_kwargs: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
         stage_widths = _stage_widths(layout)
         if not width_scale > 0:
             raise ValueError(f'VGGKAN: width_scale must be > 0, got {width_scale!r}')
         conv = conv_kan_layer(conv_type, norm_layer, owner='VGGKAN', **(conv_kwargs or {}))
+        attention = stage_attention(attn_type, attn_stages, len(stage_widths), conv_type, 'VGGKAN',
+                                    **(attn_kwargs or {}))
         self.num_classes, self.layout, self.conv_type = num_classes, layout, conv_type
         self.grad_checkpointing = False
 
@@ -108,6 +116,9 @@ class VGGKAN(PooledCNN):
                 out = max(1, int(round(w * width_scale)))
                 layers.append(conv(chs, out, 3, padding=1))  # (B, chs, H, W) -> (B, out, H, W)
                 chs = out
+            block = attention(i, chs)
+            if block is not None:
+                layers.append(block)
             stages.append(nn.Sequential(*layers))
             self.feature_info.append(dict(num_chs=chs, reduction=2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)

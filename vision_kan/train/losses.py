@@ -10,7 +10,7 @@ from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTarget
 
 from .kan_training import kan_regularization
 
-__all__ = ['build_base_criterion', 'DistillationLoss', 'KanRegularizedLoss']
+__all__ = ['build_base_criterion', 'DistillationLoss', 'KanRegularizedLoss', 'AuxiliaryLoss']
 
 Outputs = Union[torch.Tensor, tuple]
 
@@ -104,3 +104,37 @@ class KanRegularizedLoss(nn.Module):
 
     def forward(self, inputs: torch.Tensor, outputs: Outputs, targets: torch.Tensor) -> torch.Tensor:
         return self.criterion(inputs, outputs, targets) + self.weight * kan_regularization(self.kan_modules)
+
+
+class AuxiliaryLoss(nn.Module):
+    """criterion(inputs, outputs, targets) + weight * sum of auxiliary_loss() over the given modules: the losses a
+    layer computes in its forward, e.g. the load balancing of a mixture of experts (layers.MoEKANConv). The sum's mean
+    over the steps since the last `pop_mean()` is kept for the log (this rank's steps).
+
+    Args:
+        criterion: the wrapped (inputs, outputs, targets) criterion.
+        aux_modules: the modules with auxiliary_loss() of the unwrapped model (kan_training.outermost_modules_with).
+        weight: --moe-aux-weight.
+    """
+
+    def __init__(self, criterion: nn.Module, aux_modules: Iterable[nn.Module], weight: float):
+        super().__init__()
+        self.criterion = criterion
+        self.aux_modules = list(aux_modules)  # plain list: not registered as submodules, not in state_dict
+        self.weight = weight
+        if not self.aux_modules:
+            raise ValueError('AuxiliaryLoss: the model has no layer with auxiliary_loss()')
+        self._sum: Optional[torch.Tensor] = None
+        self._steps = 0
+
+    def forward(self, inputs: torch.Tensor, outputs: Outputs, targets: torch.Tensor) -> torch.Tensor:
+        aux = torch.stack([m.auxiliary_loss().float() for m in self.aux_modules]).sum()
+        self._sum = aux.detach() if self._sum is None else self._sum + aux.detach()  # no host sync per step
+        self._steps += 1
+        return self.criterion(inputs, outputs, targets) + self.weight * aux
+
+    def pop_mean(self) -> Optional[float]:
+        """Mean of the (unweighted) auxiliary sum over the steps since the last call; None if there were none."""
+        mean = None if self._sum is None else self._sum.item() / self._steps
+        self._sum, self._steps = None, 0
+        return mean
