@@ -9,7 +9,7 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from timm.layers import resample_abs_pos_embed
 
 from .errors import CheckpointError
 
-__all__ = ['save_atomic', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'load_model_state',
+__all__ = ['save_atomic', 'write_atomic', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'load_model_state',
            'load_finetune_state', 'model_state_from', 'checkpoint_payload']
 
 PathLike = Union[str, Path]
@@ -27,13 +27,19 @@ _TMP_TAG = '.tmp-'
 
 def save_atomic(obj: Any, path: PathLike) -> None:
     """torch.save(obj) to path through a fsynced temporary file in the same directory and os.replace."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def write_atomic(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """write(f) into a temporary file beside path, fsync it, os.replace it onto path, fsync the directory: a kill
+    at any point leaves either the old file or the new one, never a half-written path."""
     path = Path(path)
     for stale in path.parent.glob(f'.{path.name}{_TMP_TAG}*'):  # left behind by a killed save
         stale.unlink(missing_ok=True)
     tmp = path.parent / f'.{path.name}{_TMP_TAG}{os.getpid()}'
     try:
         with open(tmp, 'wb') as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -200,17 +206,7 @@ def save_model_safetensors(model: nn.Module, path: PathLike, metadata: Optional[
     from safetensors.torch import save
     tensors = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in model.state_dict().items()}
     data = save(tensors, metadata={'format': 'pt', **(metadata or {})})
-    path = Path(path)
-    tmp = path.parent / f'.{path.name}{_TMP_TAG}{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write(data))
 
 
 def load_model_weights(path: PathLike, what: str = '--finetune') -> Dict[str, torch.Tensor]:
