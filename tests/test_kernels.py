@@ -218,6 +218,28 @@ def _check_two_models() -> Dict[str, float]:
     }
 
 
+def _check_compile_follows_the_attribute() -> Dict[str, float]:
+    """One torch.compile'd layer, its kernel_backend changed between calls: Dynamo guards on the attribute and
+    recompiles, so each call takes the path the layer says (no stale graph, no graph break)."""
+    from vision_kan.layers import kernels
+    graphs: List[str] = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+
+    layer = kernels.set_backend(_make_layer('fasterkan', 6, 5, {}, seed=4), 'reference')
+    net = torch.compile(layer, fullgraph=True, backend=recording_backend)
+    x = torch.randn(7, 6)
+    with torch.no_grad():
+        y_ref = net(x)
+        in_ref = any('vision_kan.basis_linear' in g for g in graphs)
+        y_fused = kernels.set_backend(net, 'fused')(x)
+        in_fused = any('vision_kan.basis_linear' in g for g in graphs)
+    return {'reference_graph_without_op': 2.0 if in_ref else 0.0, 'fused_graph_with_op': 0.0 if in_fused else 2.0,
+            'recompiled': 0.0 if len(graphs) == 2 else 2.0, 'y': _rel(y_fused, y_ref) / FP32_TOL}
+
+
 def _check_opcheck() -> Dict[str, float]:
     """torch.library.opcheck of the forward custom op (schema, fake kernel, autograd registration) per kind."""
     from vision_kan.layers import kernels
@@ -245,6 +267,7 @@ def _worker() -> Dict[str, Dict[str, float]]:
     report['compile'] = _check_compile()
     report['nonuniform_fallback'] = _check_nonuniform_fallback()
     report['two_models'] = _check_two_models()
+    report['compile_follows_attribute'] = _check_compile_follows_the_attribute()
     return report
 
 
@@ -301,6 +324,10 @@ def test_nonuniform_grid_falls_back_with_one_warning(interpreter_report):
 
 def test_two_models_take_their_own_backends_at_once(interpreter_report):
     _assert_report(interpreter_report['two_models'])
+
+
+def test_compiled_layer_recompiles_when_its_backend_changes(interpreter_report):
+    _assert_report(interpreter_report['compile_follows_attribute'])
 
 
 # -- dispatch API, no interpreter needed --------------------------------------------------------------------------
