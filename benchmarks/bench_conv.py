@@ -134,7 +134,7 @@ def build(name: str, channels: int, norm: Optional[type], act: Optional[type], t
 def make_step(name: str, args, device: torch.device, amp: Optional[torch.dtype], tck=None) -> Step:
     norm, act = NORMS[args.norm], (nn.SiLU if args.act == 'silu' else None)
     torch.manual_seed(0)
-    layer = build(name, args.channels, norm, act, tck).to(device)
+    layer = kernels.set_backend(build(name, args.channels, norm, act, tck), args.backend).to(device)
     x = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
     if args.channels_last:  # the input (and nn.Conv2d's weight); conv-KAN weights are 5-d, their layers adapt
         x = x.contiguous(memory_format=torch.channels_last)
@@ -200,7 +200,7 @@ def cpu_name() -> str:
         return platform.processor() or 'CPU'
 
 
-def check_fp16(device: torch.device) -> str:
+def check_fp16(device: torch.device, backend: str) -> str:
     """fp16 weights + input (no autocast) and fp16 autocast: forward and input gradient finite for every family on
     values from -1e3 to 1e3, including the points where tanh rounds to +-1 in fp16 (|x| >= 4.5)."""
     values = torch.cat([torch.linspace(-1e3, 1e3, 2000), torch.linspace(-6, 6, 4000),
@@ -210,7 +210,7 @@ def check_fp16(device: torch.device) -> str:
              '|---|---|---|---|']
     for name in CONV_KAN_FAMILIES:
         torch.manual_seed(0)
-        layer = CONV_KAN_FAMILIES[name](3, 4, 3, padding=1).to(device)
+        layer = CONV_KAN_FAMILIES[name](3, 4, 3, padding=1, kernel_backend=backend).to(device)
         with torch.autocast(device.type, dtype=torch.float16):
             auto = bool(torch.isfinite(layer(x0)).all())
         half = layer.half()
@@ -309,7 +309,6 @@ def main(argv=None) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    kernels.set_backend(args.backend)
     amp = {'auto': torch.bfloat16 if device.type == 'cuda' else None, 'none': None, 'bf16': torch.bfloat16,
            'fp16': torch.float16}[args.amp]
     if device.type == 'cuda':
@@ -335,7 +334,7 @@ def main(argv=None) -> int:
     print(table(rows))
     if args.check_fp16:
         print('\nfp16 check (values -1e3..1e3 incl. |x| >= 4.5 where tanh rounds to 1):\n')
-        print(check_fp16(device))
+        print(check_fp16(device, args.backend))
     for family in args.profile:
         for which in [family] + ([f'tck:{family}'] if tck is not None else []):
             print(f'\nprofile of {label(which)} (3 steps):\n')

@@ -80,12 +80,13 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]
     return torch.cuda.max_memory_allocated(device) / 2 ** 30
 
 
-def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float]) -> Dict[str, float]:
-    """One row of the model table, under the KAN backend that is current (kernels.backend)."""
+def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float],
+                backend: str) -> Dict[str, float]:
+    """One row of the model table, with the model's KAN layers on `backend` (kernels.set_backend)."""
     name, kwargs = parse_model(spec)
     if args.patch_size:
         kwargs.setdefault('patch_size', args.patch_size)
-    model = timm.create_model(name, img_size=args.img_size, **kwargs)
+    model = kernels.set_backend(timm.create_model(name, img_size=args.img_size, **kwargs), backend)
     row = {'params': sum(p.numel() for p in model.parameters()) / 1e6}
     if args.macs and spec not in macs_cache:
         macs_cache[spec] = count_macs(model, (3, args.img_size, args.img_size))[0]
@@ -173,7 +174,7 @@ def bench_layers(args, device: torch.device, mode: str, backends: List[str]) -> 
     for label, make in layer_pairs().items():
         for name in backends if _has_kan(make()) else ['—']:
             torch.manual_seed(0)
-            layer = make().to(device)
+            layer = kernels.set_backend(make().to(device), name if name != '—' else 'reference')
             net = torch.compile(layer) if mode == 'compiled' else layer
             x = torch.randn(args.tokens, LAYER_DIM, device=device, requires_grad=True)
 
@@ -184,8 +185,7 @@ def bench_layers(args, device: torch.device, mode: str, backends: List[str]) -> 
 
             row = dict(layer=label, backend=name, ms=None, mem=None)
             try:
-                with kernels.backend(name if name != '—' else 'reference'):
-                    row.update(ms=1e3 * time_it(step, device, args.warmup, args.steps), mem=peak_memory(step, device))
+                row.update(ms=1e3 * time_it(step, device, args.warmup, args.steps), mem=peak_memory(step, device))
             except torch.OutOfMemoryError:
                 row['note'] = 'out of memory'
             except Exception as exc:
@@ -208,7 +208,7 @@ def layer_errors(make: Callable[[], nn.Module], args, device: torch.device) -> D
     for name in ('reference', 'fused'):
         layer.zero_grad(set_to_none=True)
         xx = x.clone().requires_grad_()
-        with kernels.backend(name), _amp(args, device):
+        with kernels.backend(layer, name), _amp(args, device):
             y = layer(xx)
         (y.float() * grad).sum().backward()
         out[name] = [y.detach().float(), xx.grad.float()] + [p.grad.float() for p in layer.parameters()]
@@ -357,8 +357,8 @@ def main():
         runs = [(BASELINE, '—')] if BASELINE in args.models else []
         runs += [(spec, b) for b in backends for spec in args.models if spec != BASELINE]
         for spec, backend_name in runs:
-            with kernels.backend('reference' if backend_name == '—' else backend_name):
-                row = bench_model(spec, args, device, mode, macs_cache)
+            kan_backend = 'reference' if backend_name == '—' else backend_name
+            row = bench_model(spec, args, device, mode, macs_cache, kan_backend)
             base = row if spec == BASELINE else base
             b = base or {}
             print(f"| {spec} | {backend_name} | {mode} | {row['params']:.2f} | {fmt(row['gmacs'])} | "

@@ -17,10 +17,10 @@ import vision_kan  # noqa: F401  registers the models
 from vision_kan.layers import kernels
 
 
-def profile_row(name: str, mode: str, args) -> None:
+def profile_row(name: str, mode: str, backend: str, args) -> None:
     torch.manual_seed(0)
     kw = {'patch_size': args.patch_size} if args.patch_size else {}
-    model = timm.create_model(name, img_size=args.img_size, **kw).cuda().train()
+    model = kernels.set_backend(timm.create_model(name, img_size=args.img_size, **kw), backend).cuda().train()
     net = torch.compile(model, mode=args.compile_mode) if mode == 'compiled' else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device='cuda')
@@ -52,7 +52,7 @@ def profile_row(name: str, mode: str, args) -> None:
     gpu_events = [(getattr(e, 'self_device_time_total', 0) / 3e3, e.count // 3, e.key) for e in events]
     gpu_events = [g for g in gpu_events if g[0] > 0]
     gpu = sum(g[0] for g in gpu_events)
-    print(f'\n## {name} | backend {kernels.get_backend()} | {mode} | step {wall:.2f} ms | host {host:.1f} ms | '
+    print(f'\n## {name} | backend {backend} | {mode} | step {wall:.2f} ms | host {host:.1f} ms | '
           f'GPU {gpu:.2f} ms | launches/step {sum(g[1] for g in gpu_events)}', flush=True)
     for ms, count, key in sorted(gpu_events, reverse=True)[:args.top]:
         print(f'  {ms:7.3f} ms {100 * ms / gpu:5.1f}% x{count:<4d} {key[:110]}')
@@ -77,11 +77,10 @@ def main():
     for backend in args.backends.split(','):
         for mode in args.modes.split(','):
             for name in args.models:
-                with kernels.backend(backend):
-                    try:
-                        profile_row(name, mode, args)
-                    except Exception as exc:  # keep the rest of the run
-                        print(f'## {name} {backend} {mode}: failed: {type(exc).__name__}: {str(exc)[:300]}')
+                try:
+                    profile_row(name, mode, backend, args)
+                except Exception as exc:  # keep the rest of the run
+                    print(f'## {name} {backend} {mode}: failed: {type(exc).__name__}: {str(exc)[:300]}')
 
 
 if __name__ == '__main__':

@@ -334,7 +334,7 @@ def _fused_vs_reference(family, backend, monkeypatch):
     for name in ('reference', 'fused'):
         xx = x.clone().requires_grad_(True)
         layer.zero_grad()
-        with kernels.backend(name):
+        with kernels.backend(layer, name):
             y = layer(xx)
             y.backward(torch.cos(y))
         results[name] = [y.detach(), xx.grad] + [p.grad.clone() for p in layer.parameters()]
@@ -356,9 +356,7 @@ def test_fused_basis_inductor_code_matches_reference(monkeypatch):
 
 def test_fused_path_only_where_it_applies(monkeypatch):
     x = torch.zeros(1, 1, 2, 2)
-    assert not conv_basis_fused.applies(x, nn.SiLU())  # 'auto' on CPU: the reference path
-    with kernels.backend('fused'):
-        assert conv_basis_fused.applies(x, nn.SiLU()) and conv_basis_fused.applies(x, None)
-        assert not conv_basis_fused.applies(x, nn.GELU())  # its vjp needs autograd: reference path
-    with kernels.backend('reference'):
-        assert not conv_basis_fused.applies(x, nn.SiLU())
+    assert not conv_basis_fused.applies(x, nn.SiLU(), 'auto')  # 'auto' on CPU: the reference path
+    assert conv_basis_fused.applies(x, nn.SiLU(), 'fused') and conv_basis_fused.applies(x, None, 'fused')
+    assert not conv_basis_fused.applies(x, nn.GELU(), 'fused')  # its vjp needs autograd: reference path
+    assert not conv_basis_fused.applies(x, nn.SiLU(), 'reference')

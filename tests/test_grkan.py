@@ -99,11 +99,9 @@ FUSED_CHECK = textwrap.dedent('''
             print(m, d, g, dtype, name, err)
             assert err < tol, (m, d, name, err)
     x = torch.randn(4, 16)
-    with backend('fused'):
-        assert fused_path(GroupRational(16), x)
-        assert not fused_path(GroupRational(16, num_order=3), x)  # orders the kernel does not cover
-    with backend('reference'):
-        assert not fused_path(GroupRational(16), x)
+    assert fused_path(GroupRational(16, kernel_backend='fused'), x)
+    assert not fused_path(GroupRational(16, num_order=3, kernel_backend='fused'), x)  # orders without a kernel
+    assert not fused_path(GroupRational(16, kernel_backend='reference'), x)
 
     # the custom ops: schema, fake kernels, autograd registration (opcheck), fp32 and a bf16 output dtype
     a = (torch.randn(4, 6) * 0.5).requires_grad_()
@@ -131,7 +129,7 @@ FUSED_CHECK = textwrap.dedent('''
     def run(fn, name, amp):
         layer.zero_grad()
         xi = x.clone().requires_grad_()
-        with backend(name), torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+        with backend(layer, name), torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
             y = fn(xi)
         y.float().sum().backward()
         return [y.detach().float(), xi.grad.float()] + [p.grad.float() for p in layer.parameters()]
@@ -146,7 +144,7 @@ FUSED_CHECK = textwrap.dedent('''
             print(label, err)
             assert err < tol, (label, err)
     assert any('vision_kan.rational_fwd' in g for g in graphs), 'custom op not in the compiled graph'
-    with backend('fused'), torch.autocast('cpu', dtype=torch.bfloat16):
+    with backend(layer, 'fused'), torch.autocast('cpu', dtype=torch.bfloat16):
         assert layer.rational(x).dtype == torch.bfloat16
     print('FUSED_OK')
 ''')
@@ -164,8 +162,7 @@ def test_compiled_auto_takes_the_plain_torch_rational(monkeypatch):
     form, which inductor fuses with its neighbours: no custom op in the graph, the reference's values and gradients,
     and the autocast dtype out."""
     from vision_kan.layers import grkan, kernels
-    monkeypatch.setattr(kernels.dispatch, '_backend_wants_fused',
-                        lambda x: kernels.get_backend() != 'reference')  # as on a GPU
+    monkeypatch.setattr(kernels.dispatch, '_backend_wants_fused', lambda name, x: name != 'reference')  # as on a GPU
     monkeypatch.setattr(grkan, 'rational_call', lambda *a: pytest.fail('the fused kernel ran under compile'))
     torch.manual_seed(0)
     layer = GRKANLinear(16, 12, groups=4, rational_init='swish')
@@ -185,11 +182,11 @@ def test_compiled_auto_takes_the_plain_torch_rational(monkeypatch):
         y.sum().backward()
         return [y.detach(), xi.grad] + [p.grad.clone() for p in layer.parameters()]
 
-    with kernels.backend('auto'):
+    with kernels.backend(layer, 'auto'):
         got = run(torch.compile(layer, fullgraph=True, backend=recording_backend))
         with torch.autocast('cpu', dtype=torch.bfloat16):
             assert torch.compile(layer.rational, fullgraph=True, backend='aot_eager')(x).dtype == torch.bfloat16
-    with kernels.backend('reference'):
+    with kernels.backend(layer, 'reference'):
         ref = run(layer)
     assert graphs and not any('vision_kan' in g for g in graphs)
     for r, o in zip(ref, got):

@@ -81,7 +81,7 @@ def _run(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor, backen
     layer.zero_grad()
     x = x.clone().requires_grad_()
     amp = torch.autocast('cpu', dtype=autocast or torch.bfloat16, enabled=autocast is not None)
-    with kernels.backend(backend), amp:
+    with kernels.backend(layer, backend), amp:
         y = layer(x)
     (y.float() * grad_out).sum().backward()
     return [y.detach().double(), x.grad.double()] + [p.grad.double() for p in layer.parameters()]
@@ -132,12 +132,12 @@ def _check_compile() -> Dict[str, float]:
                                   num_classes=5)
         x = torch.randn(3, 3, 16, 16)
         graphs.clear()
-        with kernels.backend('fused'):
+        with kernels.backend(model, 'fused'):
             y = torch.compile(model, fullgraph=True, backend=recording_backend)(x)
         y.sum().backward()
         grads = [p.grad.clone() for p in model.parameters()]
         model.zero_grad()
-        with kernels.backend('reference'):
+        with kernels.backend(model, 'reference'):
             y_ref = model(x)
         y_ref.sum().backward()
         out[f'{name}_ops_in_graph'] = 0.0 if any('vision_kan.basis_linear' in g for g in graphs) else 2.0
@@ -155,13 +155,89 @@ def _check_nonuniform_fallback() -> Dict[str, float]:
     assert not layer.grid_uniform
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        with kernels.backend('fused'):
+        with kernels.backend(layer, 'fused'):
             y1, y2 = layer(x), layer(x)
-    with kernels.backend('reference'):
+    with kernels.backend(layer, 'reference'):
         y_ref = layer(x)
     n_warn = sum('non-uniform grid' in str(w.message) for w in caught)
     return {'warned_once': 0.0 if n_warn == 1 else 2.0, 'same_as_reference': float(not torch.equal(y1, y_ref)) * 2,
             'repeat': float(not torch.equal(y1, y2)) * 2}
+
+
+def _check_two_models() -> Dict[str, float]:
+    """Two copies of one small KAN-ViT in one process, one 'reference' and one 'fused', at the same time: called in
+    turn, one inside the other's `backend` block, and concurrently from two threads. The kernel runs for the fused
+    copy only (counted per thread), and the two agree to fp32 tolerance."""
+    import copy
+    import threading
+    import timm
+    import vision_kan  # noqa: F401  (registers the models)
+    from vision_kan.layers import kan_linear, kernels
+    torch.manual_seed(0)
+    slow = timm.create_model('vit_kan_tiny', img_size=16, patch_size=8, depth=1, embed_dim=24, num_heads=2,
+                             num_classes=5)
+    fast = kernels.set_backend(copy.deepcopy(slow), 'fused')
+    kernels.set_backend(slow, 'reference')
+    x = torch.randn(2, 3, 16, 16)
+    real_call, callers = kan_linear.basis_linear_call, []
+
+    def counting_call(*args):
+        callers.append(threading.get_ident())
+        return real_call(*args)
+
+    kan_linear.basis_linear_call = counting_call
+    try:
+        with torch.no_grad():
+            y_fast, y_slow = fast(x), slow(x)
+            kernel_calls_in_turn = len(callers)
+            with kernels.backend(slow, 'auto'):  # the other model's block leaves `fast` as it was
+                y_fast2 = fast(x)
+            callers.clear()
+            outputs: Dict[str, List[torch.Tensor]] = {'slow': [], 'fast': []}
+            idents: Dict[str, int] = {}
+
+            def work(name: str, model: torch.nn.Module) -> None:
+                idents[name] = threading.get_ident()
+                with torch.no_grad():
+                    outputs[name] += [model(x) for _ in range(3)]
+
+            threads = [threading.Thread(target=work, args=(n, m)) for n, m in (('slow', slow), ('fast', fast))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        kan_linear.basis_linear_call = real_call
+    return {
+        'fused_ran_for_fast_only': 0.0 if kernel_calls_in_turn == 2 else 2.0,  # fc1, fc2 of the fused copy
+        'y': _rel(y_fast, y_slow) / FP32_TOL,
+        'untouched_by_other_block': float(not torch.equal(y_fast, y_fast2)) * 2,
+        'threads_kernel_in_fast_only': 0.0 if len(callers) == 6 and set(callers) == {idents['fast']} else 2.0,
+        'threads_y': max(_rel(f, y_slow) / FP32_TOL for f in outputs['fast']) +
+                     max(float(not torch.equal(o, y_slow)) * 2 for o in outputs['slow']),
+    }
+
+
+def _check_compile_follows_the_attribute() -> Dict[str, float]:
+    """One torch.compile'd layer, its kernel_backend changed between calls: Dynamo guards on the attribute and
+    recompiles, so each call takes the path the layer says (no stale graph, no graph break)."""
+    from vision_kan.layers import kernels
+    graphs: List[str] = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+
+    layer = kernels.set_backend(_make_layer('fasterkan', 6, 5, {}, seed=4), 'reference')
+    net = torch.compile(layer, fullgraph=True, backend=recording_backend)
+    x = torch.randn(7, 6)
+    with torch.no_grad():
+        y_ref = net(x)
+        in_ref = any('vision_kan.basis_linear' in g for g in graphs)
+        y_fused = kernels.set_backend(net, 'fused')(x)
+        in_fused = any('vision_kan.basis_linear' in g for g in graphs)
+    return {'reference_graph_without_op': 2.0 if in_ref else 0.0, 'fused_graph_with_op': 0.0 if in_fused else 2.0,
+            'recompiled': 0.0 if len(graphs) == 2 else 2.0, 'y': _rel(y_fused, y_ref) / FP32_TOL}
 
 
 def _check_opcheck() -> Dict[str, float]:
@@ -190,6 +266,8 @@ def _worker() -> Dict[str, Dict[str, float]]:
     report['opcheck'] = _check_opcheck()
     report['compile'] = _check_compile()
     report['nonuniform_fallback'] = _check_nonuniform_fallback()
+    report['two_models'] = _check_two_models()
+    report['compile_follows_attribute'] = _check_compile_follows_the_attribute()
     return report
 
 
@@ -244,22 +322,83 @@ def test_nonuniform_grid_falls_back_with_one_warning(interpreter_report):
     _assert_report(interpreter_report['nonuniform_fallback'])
 
 
+def test_two_models_take_their_own_backends_at_once(interpreter_report):
+    _assert_report(interpreter_report['two_models'])
+
+
+def test_compiled_layer_recompiles_when_its_backend_changes(interpreter_report):
+    _assert_report(interpreter_report['compile_follows_attribute'])
+
+
 # -- dispatch API, no interpreter needed --------------------------------------------------------------------------
 
 def test_set_backend_rejects_unknown_name():
-    from vision_kan.layers import kernels
-    with pytest.raises(ValueError, match='set_backend'):
-        kernels.set_backend('cuda')
+    from vision_kan.layers import KANLinear, kernels
+    layer = KANLinear(4, 3)
+    for call in (lambda: kernels.set_backend(layer, 'cuda'), lambda: kernels.backend(layer, 'cuda').__enter__(),
+                 lambda: KANLinear(4, 3, kernel_backend='cuda')):
+        with pytest.raises(ValueError, match=r"kernel backend must be one of \('auto', 'reference', 'fused'\)"):
+            call()
+    assert layer.kernel_backend == 'auto'
+    with pytest.raises(TypeError, match='nn.Module'):
+        kernels.set_backend('fused', layer)  # the pre-model argument order
 
 
-def test_backend_context_restores_on_error():
+def test_backend_context_restores_each_layers_value_on_error():
+    """The context sets every fused-capable layer and gives each back its own value, also on an exception."""
+    import timm
+    import vision_kan  # noqa: F401  (registers the models)
     from vision_kan.layers import kernels
-    before = kernels.get_backend()
+    model = timm.create_model('vit_kan_tiny', img_size=16, patch_size=8, depth=2, embed_dim=24, num_heads=2,
+                              num_classes=5)
+    first, second = model.blocks[0].mlp.fc1, model.blocks[1].mlp.fc1
+    second.kernel_backend = 'fused'
+    layers = [m for m in model.modules() if hasattr(m, 'kernel_backend')]
+    assert len(layers) == 4  # fc1 and fc2 of two blocks
     with pytest.raises(KeyError):
-        with kernels.backend('reference'):
-            assert kernels.get_backend() == 'reference'
+        with kernels.backend(model, 'reference') as entered:
+            assert entered is model and all(m.kernel_backend == 'reference' for m in layers)
             raise KeyError('inside')
-    assert kernels.get_backend() == before
+    assert second.kernel_backend == 'fused' and first.kernel_backend == 'auto'
+    assert kernels.set_backend(model, 'reference') is model
+    assert all(m.kernel_backend == 'reference' for m in layers)
+
+
+def _every_fused_capable_layer() -> torch.nn.Sequential:
+    from vision_kan.layers import FasterKANLinear, GRKANLinear, KANLinear
+    from vision_kan.layers.kan_conv_families import BottleNeckKAGNConv2d
+    torch.manual_seed(0)
+    return torch.nn.Sequential(KANLinear(4, 4), FasterKANLinear(4, 4), GRKANLinear(4, 4, groups=2),
+                               BottleNeckKAGNConv2d(4, 4, 3, padding=1, min_internal=2))
+
+
+def test_backend_travels_with_the_model_not_its_state_dict():
+    """kernel_backend is a plain attribute of each layer: set on all of them (nested GroupRational and bottleneck
+    inner conv included), kept by .to() / deepcopy / timm's EMA copy / torch.compile's wrapper, never in the
+    state_dict (a checkpoint loads into a model of another backend and leaves its backend alone), shown in repr."""
+    import copy
+    from vision_kan.layers import kernels
+    from vision_kan.train.ema import KanModelEma
+    model = _every_fused_capable_layer()
+    fresh_state = _every_fused_capable_layer().state_dict()
+    layers = lambda m: [(n, type(mod).__name__, mod.kernel_backend)  # noqa: E731
+                        for n, mod in m.named_modules() if hasattr(mod, 'kernel_backend')]
+    assert {t for _, t, _ in layers(model)} == {'KANLinear', 'FasterKANLinear', 'GroupRational',
+                                               'BottleNeckKAGNConv2d', 'KAGNConvNd'}
+    kernels.set_backend(model, 'reference')
+    assert all(b == 'reference' for _, _, b in layers(model))
+    state = model.state_dict()
+    assert list(state) == list(fresh_state) and all(torch.equal(state[k], fresh_state[k]) for k in state)
+    assert not any('backend' in k for k in state)
+    assert layers(model.to(torch.float64)) == layers(model)
+    assert layers(copy.deepcopy(model)) == layers(model)
+    assert layers(KanModelEma(model, decay=0.9).module) == layers(model)
+    other = kernels.set_backend(_every_fused_capable_layer(), 'fused')
+    other.load_state_dict(model.float().state_dict())
+    assert all(b == 'fused' for _, _, b in layers(other))
+    kernels.set_backend(torch.compile(other), 'auto')  # reaches the layers through OptimizedModule
+    assert all(b == 'auto' for _, _, b in layers(other))
+    assert 'kernel_backend=reference' in repr(model) and 'kernel_backend' not in repr(other)
 
 
 @pytest.mark.parametrize('kind', ['kan', 'fasterkan'])
@@ -270,9 +409,9 @@ def test_auto_on_cpu_is_the_reference_path(kind, monkeypatch):
     monkeypatch.setattr(kan_linear, 'basis_linear_call', lambda *a: called.append(1))
     layer = _make_layer(kind, 6, 4, {}, seed=0)
     x = torch.randn(5, 6)
-    with kernels.backend('auto'):
+    with kernels.backend(layer, 'auto'):
         y_auto = layer(x)
-    with kernels.backend('reference'):
+    with kernels.backend(layer, 'reference'):
         y_ref = layer(x)
     assert not called and torch.equal(y_auto, y_ref)
 
@@ -282,9 +421,9 @@ def test_fused_without_triton_or_interpreter_raises(monkeypatch):
     layer = _make_layer('kan', 6, 4, {}, seed=0)
     monkeypatch.setattr(kernels.dispatch, '_triton_importable', lambda: False)  # as on an install without Triton
     assert not kernels.fused_available(torch.zeros(1))
-    with kernels.backend('fused'), pytest.raises(RuntimeError, match='fused'):
+    with kernels.backend(layer, 'fused'), pytest.raises(RuntimeError, match='fused'):
         layer(torch.randn(3, 6))
-    with kernels.backend('auto'):
+    with kernels.backend(layer, 'auto'):
         assert layer(torch.randn(3, 6)).shape == (3, 4)
 
 

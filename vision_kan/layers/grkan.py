@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels.dispatch import compute_dtype, fused_path, get_backend
+from .kernels.dispatch import backend_repr, check_backend, compute_dtype, fused_path
 from .kernels.rational_triton import DEN_COEFFS, NUM_COEFFS, rational_call, rational_inductor
 
 __all__ = ['rational', 'rational_sum_abs', 'fit_rational', 'GroupRational', 'GRKANLinear', 'DENOMINATORS']
@@ -100,12 +100,15 @@ class GroupRational(nn.Module):
 
     denominator: 'abs_sum' (Q = 1 + |b_1 x + ... + b_n x^n|, fused on CUDA) or 'sum_abs' (KAT's released kernels,
     Q = 1 + |b_1||x| + ... + |b_n||x|^n, reference path only). `init` fits are for 'abs_sum'; 'identity' is exact
-    for both.
+    for both. kernel_backend: 'auto', 'reference' or 'fused', this layer's path (`kernels.set_backend` sets a
+    model's).
     """
 
     def __init__(self, num_channels: int, groups: int = 8, num_order: int = 5, den_order: int = 4,
-                 init: str = 'identity', denominator: str = 'abs_sum', device=None, dtype=None):
+                 init: str = 'identity', denominator: str = 'abs_sum', device=None, dtype=None,
+                 kernel_backend: str = 'auto'):
         super().__init__()
+        self.kernel_backend = check_backend(kernel_backend, 'GroupRational')
         if denominator not in DENOMINATORS:
             raise ValueError(f'GroupRational: denominator must be one of {sorted(DENOMINATORS)}, got {denominator!r}')
         self.denominator = denominator
@@ -129,7 +132,7 @@ class GroupRational(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.num_channels:
             raise ValueError(f'GroupRational: input last dim must be {self.num_channels}, got {tuple(x.shape)}')
-        if fused_path(self, x):  # kernels.set_backend, the orders and the denominator
+        if fused_path(self, x):  # self.kernel_backend, x's device, the orders and the denominator
             return self.fused_forward(x)
         return DENOMINATORS[self.denominator](x, self.weight_numerator, self.weight_denominator)
 
@@ -144,15 +147,15 @@ class GroupRational(nn.Module):
         """The rational through the fused kernel (ask `kernels.fused_path` first), output in the autocast dtype
         under autocast (else x's), so the linear map after it reads it without a cast pass. Under torch.compile with
         backend 'auto' the plain-torch fp32 form instead, which inductor fuses with its neighbours (measured faster;
-        see kernels/rational_triton.py); backend 'fused' keeps the kernel there too."""
+        see kernels/rational_triton.py); kernel_backend 'fused' keeps the kernel there too."""
         out_dtype = compute_dtype(x)
-        if torch.compiler.is_compiling() and get_backend() == 'auto':
+        if torch.compiler.is_compiling() and self.kernel_backend == 'auto':
             return rational_inductor(x, self.weight_numerator, self.weight_denominator, out_dtype)
         return rational_call(x, self.weight_numerator, self.weight_denominator, out_dtype)
 
     def extra_repr(self) -> str:
         s = f'{self.num_channels}, groups={self.groups}, order=({self.num_order}, {self.den_order}), init={self.init}'
-        return s + (f', denominator={self.denominator}' if self.denominator != 'abs_sum' else '')
+        return s + (f', denominator={self.denominator}' if self.denominator != 'abs_sum' else '') + backend_repr(self)
 
 
 class GRKANLinear(nn.Module):

@@ -24,6 +24,7 @@ from torch.autograd.function import once_differentiable
 from .conv_basis import ConvBasis
 from .conv_basis_poly import silu_grad
 from .kernels import conv_basis_fused
+from .kernels.dispatch import backend_repr, check_backend
 
 __all__ = ['BasisKANConv']
 
@@ -115,28 +116,29 @@ def _features_vjp(x: torch.Tensor, grad: torch.Tensor, base_act: Optional[nn.Mod
     return gx, gt
 
 
-def _make_features(x, dtype, base_act, basis, tensors) -> torch.Tensor:
-    """`_features`, through the compiled (fused) expansion where it applies (CUDA by default)."""
-    if conv_basis_fused.applies(x, base_act):
+def _make_features(x, dtype, base_act, basis, tensors, fused: bool) -> torch.Tensor:
+    """`_features`, through the compiled (fused) expansion when `fused` (conv_basis_fused.applies)."""
+    if fused:
         return conv_basis_fused.features(x, dtype, base_act, basis, tensors)
     return _features(x, dtype, base_act, basis, tensors)
 
 
-def _make_features_vjp(x, grad, base_act, basis, tensors, needs):
-    """`_features_vjp`, through the compiled (fused) vjp where it applies."""
-    if conv_basis_fused.applies(x, base_act):
+def _make_features_vjp(x, grad, base_act, basis, tensors, needs, fused: bool):
+    """`_features_vjp`, through the compiled (fused) vjp when `fused`."""
+    if fused:
         return conv_basis_fused.features_vjp(x, grad.flatten(1, 2), base_act, basis, tensors, needs)
     return _features_vjp(x, grad, base_act, basis, tensors, needs)
 
 
 class _KANConvFunction(torch.autograd.Function):
-    """conv(features(x), W) that saves x, not the features. Inputs: x, W, geometry, b, basis, *basis tensors."""
+    """conv(features(x), W) that saves x, not the features. Inputs: x, W, geometry, b, basis, fused (whether the
+    compiled expansion runs, forward and backward alike), *basis tensors."""
 
     @staticmethod
-    def forward(ctx, x, weight, geom: _Geometry, base_act, basis, *tensors):
-        feats = _make_features(x, weight.dtype, base_act, basis, tensors)  # (B, C * K', *S)
+    def forward(ctx, x, weight, geom: _Geometry, base_act, basis, fused: bool, *tensors):
+        feats = _make_features(x, weight.dtype, base_act, basis, tensors, fused)  # (B, C * K', *S)
         y = _CONV[geom.ndim](feats, weight, None, geom.stride, geom.padding, geom.dilation, geom.groups)
-        ctx.geom, ctx.base_act, ctx.basis, ctx.feat_shape = geom, base_act, basis, feats.shape
+        ctx.geom, ctx.base_act, ctx.basis, ctx.feat_shape, ctx.fused = geom, base_act, basis, feats.shape, fused
         ctx.save_for_backward(x, weight, *tensors)
         return y
 
@@ -145,12 +147,12 @@ class _KANConvFunction(torch.autograd.Function):
     def backward(ctx, gy):
         x, weight, *tensors = ctx.saved_tensors
         geom = ctx.geom
-        needs_t = ctx.needs_input_grad[5:]
+        needs_t = ctx.needs_input_grad[6:]
         conv_args = (geom.stride, geom.padding, geom.dilation, False, [0] * geom.ndim, geom.groups)
         gx = gw = None
         gt = [None] * len(tensors)
         if ctx.needs_input_grad[1]:  # weight grad first, so the features are freed before the input grad
-            feats = _make_features(x, weight.dtype, ctx.base_act, ctx.basis, tensors)
+            feats = _make_features(x, weight.dtype, ctx.base_act, ctx.basis, tensors, ctx.fused)
             gw = torch.ops.aten.convolution_backward(gy, feats, weight, None, *conv_args, [False, True, False])[1]
             del feats
         if ctx.needs_input_grad[0] or any(needs_t):
@@ -159,8 +161,8 @@ class _KANConvFunction(torch.autograd.Function):
                                                          [True, False, False])[0]
             k_prime = ctx.feat_shape[1] // x.shape[1]  # explicit: an empty batch cannot infer it
             gfeats = gfeats.view(x.shape[0], x.shape[1], k_prime, *x.shape[2:])  # (B, C, K', *S)
-            gx, gt = _make_features_vjp(x, gfeats, ctx.base_act, ctx.basis, tensors, needs_t)
-        return (gx, gw, None, None, None, *gt)
+            gx, gt = _make_features_vjp(x, gfeats, ctx.base_act, ctx.basis, tensors, needs_t, ctx.fused)
+        return (gx, gw, None, None, None, None, *gt)
 
 
 class BasisKANConv(nn.Module):
@@ -179,6 +181,8 @@ class BasisKANConv(nn.Module):
         act_layer: optional activation class applied after the norm (torch-conv-kan uses SiLU for KAGN/KALN).
         dropout: channel dropout (nn.Dropout{n}d) on the input.
         bias: add a learned bias to the convolution.
+        kernel_backend: 'auto', 'reference' or 'fused': whether the basis expansion runs compiled
+            (`kernels.conv_basis_fused`); `kernels.set_backend` sets a model's.
     """
     fixed_ndim: Optional[int] = None
     _extra_branch = False  # subclasses that add their own branch may have neither basis nor base
@@ -202,9 +206,11 @@ class BasisKANConv(nn.Module):
             bias: bool = False,
             device=None,
             dtype=None,
+            kernel_backend: str = 'auto',
     ):
         super().__init__()
         owner = type(self).__name__
+        self.kernel_backend = check_backend(kernel_backend, owner)
         ndim = self._resolve_ndim(ndim, owner)
         for name, value in (('in_channels', in_channels), ('out_channels', out_channels), ('groups', groups)):
             _ntuple(value, 1, name, 1, owner)
@@ -305,7 +311,8 @@ class BasisKANConv(nn.Module):
             else x.dtype
         tensors = self.basis.tensors() if self.basis is not None else ()
         with torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext():
-            return _KANConvFunction.apply(x, weight.to(dtype), self._geom, self.base_act, self.basis, *tensors)
+            fused = conv_basis_fused.applies(x, self.base_act, self.kernel_backend)
+            return _KANConvFunction.apply(x, weight.to(dtype), self._geom, self.base_act, self.basis, fused, *tensors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -317,4 +324,4 @@ class BasisKANConv(nn.Module):
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, '
              f'padding={self.padding}, dilation={self.dilation}, groups={self.groups}, ndim={self.ndim}')
-        return s + (', bias=True' if self.bias is not None else '')
+        return s + (', bias=True' if self.bias is not None else '') + backend_repr(self)

@@ -1,7 +1,8 @@
 """The conv-KAN families (torch-conv-kan's collection) as thin subclasses of `BasisKANConv`.
 
 Each `<Family>ConvNd` picks its basis (`conv_basis`) and takes `ndim`; `<Family>Conv{1,2,3}d` fix ndim. Every
-class accepts BasisKANConv's keywords: base_activation, norm_layer, act_layer, dropout, bias, device, dtype.
+class accepts BasisKANConv's keywords: base_activation, norm_layer, act_layer, dropout, bias, device, dtype,
+kernel_backend.
 
     layer = KAGNConv2d(64, 128, 3, padding=1, degree=3, norm_layer=nn.BatchNorm2d, act_layer=nn.SiLU)
     loss = loss + layer.regularization_loss(l1=1e-5, l2=0.0)
@@ -146,7 +147,8 @@ class BottleNeckKAGNConvNd(BasisKANConv):
         dd = {'device': device, 'dtype': dtype}
         self.squeeze_weight = nn.Parameter(torch.empty(m, cin, *ones, **dd))  # (m*g, Cin/g, 1..)
         self.inner = KAGNConvNd(m, m, self.kernel_size, self.stride, self.padding, self.dilation, groups,
-                                degree=degree, ndim=self.ndim, base_activation=None, **dd)
+                                degree=degree, ndim=self.ndim, base_activation=None,
+                                kernel_backend=self.kernel_backend, **dd)
         self.expand_weight = nn.Parameter(torch.empty(out_channels, self.inner_channels, *ones, **dd))
         self.reset_parameters()
 

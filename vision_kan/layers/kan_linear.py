@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .basis import bspline_basis_auto, knots_are_uniform, rswaf_basis, uniform_knots
 from .kernels import KIND_BSPLINE, KIND_RSWAF, basis_linear_call, compute_dtype, fused_path
+from .kernels.dispatch import backend_repr, check_backend
 
 __all__ = ['KANLinear', 'FasterKANLinear', 'spline_regularization']
 
@@ -54,6 +55,7 @@ class KANLinear(nn.Module):
         grid_eps: in `update_grid`, weight of the uniform grid against the data quantiles.
         grid_range: initial grid span.
         bias: add a learned bias (efficient-KAN has none).
+        kernel_backend: 'auto', 'reference' or 'fused', this layer's path (`kernels.set_backend` sets a model's).
     """
 
     def __init__(
@@ -71,8 +73,10 @@ class KANLinear(nn.Module):
             bias: bool = False,
             device=None,
             dtype=None,
+            kernel_backend: str = 'auto',
     ):
         super().__init__()
+        self.kernel_backend = check_backend(kernel_backend, 'KANLinear')
         if not isinstance(grid_size, int) or grid_size < 1:
             raise ValueError(f'KANLinear: grid_size must be an integer >= 1, got {grid_size!r}')
         if not isinstance(spline_order, int) or spline_order < 0:
@@ -128,7 +132,7 @@ class KANLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'KANLinear')
-        if fused_path(self, x):  # kernels.set_backend and this layer's configuration
+        if fused_path(self, x):  # self.kernel_backend, x's device and this layer's configuration
             return self.fused_forward(x)
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)  # (M, d)
@@ -238,8 +242,9 @@ class KANLinear(nn.Module):
         return spline_regularization(self.spline_weight, regularize_activation, regularize_entropy)
 
     def extra_repr(self) -> str:
-        return (f'in_features={self.in_features}, out_features={self.out_features}, grid_size={self.grid_size}, '
-                f'spline_order={self.spline_order}, bias={self.bias is not None}')
+        s = (f'in_features={self.in_features}, out_features={self.out_features}, grid_size={self.grid_size}, '
+             f'spline_order={self.spline_order}, bias={self.bias is not None}')
+        return s + backend_repr(self)
 
 
 def _uniform_grid_params(grid: torch.Tensor) -> torch.Tensor:
@@ -268,6 +273,7 @@ class FasterKANLinear(nn.Module):
 
     The grid is symmetric, grid_range = (-r, r), with h the grid spacing by default, and the forward applies the
     1/h that FasterKAN's shipped code forgets; the input gradient is autograd's, the true derivative.
+    kernel_backend: 'auto', 'reference' or 'fused', this layer's path (`kernels.set_backend` sets a model's).
     """
 
     def __init__(
@@ -280,8 +286,10 @@ class FasterKANLinear(nn.Module):
             bias: bool = False,
             device=None,
             dtype=None,
+            kernel_backend: str = 'auto',
     ):
         super().__init__()
+        self.kernel_backend = check_backend(kernel_backend, 'FasterKANLinear')
         if not isinstance(num_grids, int) or num_grids < 2:
             raise ValueError(f'FasterKANLinear: num_grids must be an integer >= 2, got {num_grids!r}')
         if not grid_range[0] < grid_range[1]:
@@ -317,7 +325,7 @@ class FasterKANLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'FasterKANLinear')
-        if fused_path(self, x):  # kernels.set_backend
+        if fused_path(self, x):  # self.kernel_backend and x's device
             return self.fused_forward(x)
         lead = x.shape[:-1]
         basis = self.basis(x.reshape(-1, self.in_features)).flatten(1)  # (M, d * K)
@@ -344,5 +352,6 @@ class FasterKANLinear(nn.Module):
         return spline_regularization(weight, regularize_activation, regularize_entropy)
 
     def extra_repr(self) -> str:
-        return (f'in_features={self.in_features}, out_features={self.out_features}, num_grids={self.num_grids}, '
-                f'grid_range={self.grid_range}, bias={self.bias is not None}')
+        s = (f'in_features={self.in_features}, out_features={self.out_features}, num_grids={self.num_grids}, '
+             f'grid_range={self.grid_range}, bias={self.bias is not None}')
+        return s + backend_repr(self)

@@ -11,9 +11,9 @@ fused path and the reference compute the same function. One compiled function pe
 basis hyper-parameters) "signature", each under its own code object, so Dynamo's per-code recompile limit is
 spent per family, not shared by every family in a process; shapes are dynamic after the first recompile.
 
-`kan_conv` takes this path when `applies(x)` holds: the backend ('auto': CUDA tensors with Triton importable;
-'fused': any device; 'reference': never; see kernels.set_backend), a base activation that is None or SiLU, and not
-inside an outer torch.compile (which fuses the reference path itself).
+`kan_conv` takes this path when `applies(x, base_act, layer.kernel_backend)` holds: the layer's backend ('auto':
+CUDA tensors with Triton importable; 'fused': any device; 'reference': never; see kernels.set_backend), a base
+activation that is None or SiLU, and not inside an outer torch.compile (which fuses the reference path itself).
 """
 import copy
 import types
@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..conv_basis import ConvBasis
 from ..conv_basis_poly import silu_grad
-from .dispatch import _triton_importable, get_backend
+from .dispatch import _triton_importable
 
 __all__ = ['applies', 'features', 'features_vjp', 'COMPILE_OPTIONS']
 
@@ -35,13 +35,12 @@ _COMPILED: Dict[tuple, Callable] = {}  # signature -> compiled function
 _BY_OBJECT = weakref.WeakKeyDictionary()  # a layer's basis (or base activation) -> {direction: compiled function}
 
 
-def applies(x: torch.Tensor, base_act: Optional[nn.Module]) -> bool:
-    """Whether a conv-KAN layer evaluates its basis through the compiled functions for this input."""
+def applies(x: torch.Tensor, base_act: Optional[nn.Module], name: str) -> bool:
+    """Whether a conv-KAN layer with kernel backend `name` evaluates its basis through the compiled functions."""
     if base_act is not None and type(base_act) is not nn.SiLU:
         return False
     if torch.compiler.is_compiling():
         return False
-    name = get_backend()
     if name == 'reference':
         return False
     if name == 'auto':
