@@ -660,7 +660,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = parse_args(argv)
         dist_info = init_distributed(args.device)
-        return run(args, dist_info)
+        code = run(args, dist_info)
+        barrier()  # every rank is done: nothing in flight when the process group is torn down (torch 2.6's gloo
+        return code  # could deadlock in its destructor on a collective still being released)
     except (UserInputError, KeyboardInterrupt) as e:
         if isinstance(e, KeyboardInterrupt):
             print('interrupted; the last checkpoint is intact', file=sys.stderr)

@@ -59,13 +59,16 @@ def init_distributed(device: Optional[str] = None, env: Optional[Mapping[str, st
         dev = torch.device('cpu')
     if world_size > 1 and not dist.is_initialized():
         backend = 'nccl' if kind == 'cuda' else 'gloo'
-        dist.init_process_group(backend=backend, store=_attempt_store(env, rank, world_size), world_size=world_size,
-                                rank=rank, device_id=dev if kind == 'cuda' else None)
+        restarted = int(env.get('TORCHELASTIC_RESTART_COUNT', 0)) > 0
+        init = dict(store=_attempt_store(env, rank, world_size)) if restarted else dict(init_method='env://')
+        dist.init_process_group(backend=backend, world_size=world_size, rank=rank,
+                                device_id=dev if kind == 'cuda' else None, **init)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
 def _attempt_store(env: Mapping[str, str], rank: int, world_size: int) -> dist.Store:
-    """The env:// store (MASTER_ADDR:MASTER_PORT) under a prefix naming torchrun's restart attempt.
+    """The env:// store (MASTER_ADDR:MASTER_PORT) under a prefix naming torchrun's restart attempt (used only after
+    a restart: a first attempt takes plain env://, whose process group torch 2.6's gloo also tears down cleanly).
 
     Under `torchrun --max-restarts` the elastic agent's store outlives a failed attempt, and the process group's
     keys (gloo's listening addresses, NCCL's unique id) would be read from the attempt that died: rank 1 connects to
