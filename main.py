@@ -216,10 +216,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise ConfigError('--eval needs weights to evaluate: --resume CHECKPOINT (a main.py checkpoint: the model is '
                           'built from its config) or --finetune CHECKPOINT')
     for flag, path in (('--resume', args.resume), ('--finetune', args.finetune)):
-        if path:  # exists, readable, a checkpoint: checked before any data or model is built (tensors mapped, not read)
-            ckpt = ckpt_io.load_checkpoint(path, flag, mmap=True)
-            if args.eval and flag == '--resume':
-                _adopt_checkpoint_config(args, ckpt, explicit_dests(parser, argv))
+        if not path:  # else: exists, readable, weights, checked before any data or model is built (cheaply)
+            continue
+        if flag == '--finetune':  # a checkpoint or a .safetensors file
+            ckpt_io.check_weights_file(path, flag)
+            continue
+        ckpt = ckpt_io.load_checkpoint(path, flag, mmap=True)  # tensors mapped, not read
+        if args.eval:
+            _adopt_checkpoint_config(args, ckpt, explicit_dests(parser, argv))
     check_model_name(args.model)
     if args.distillation_type != 'none':
         check_model_name(args.teacher_model, '--teacher-model')

@@ -244,3 +244,8 @@ def test_main_writes_model_safetensors_and_finetune_reads_it(tmp_path, capsys):
     assert main.main(common_args(data, tmp_path / 'ft_kat', *kat, '--epochs', '1', '--batch-size', '8',
                                  '--finetune', str(ckpt_path))) == 0
     assert 'head.weight reset' in capsys.readouterr().out  # 10 published classes -> 3 here
+    cut = tmp_path / 'cut.safetensors'  # a truncated weights file: one line, exit 2, before anything is built
+    cut.write_bytes((src / 'model.safetensors').read_bytes()[:100])
+    assert main.main(common_args(data, tmp_path / 'ft_cut', *TINY_VIT, '--finetune', str(cut))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0 and 'not a complete safetensors file' in err and not (tmp_path / 'ft_cut').exists()

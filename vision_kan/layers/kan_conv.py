@@ -306,7 +306,8 @@ class BasisKANConv(nn.Module):
         if weight is None:
             return None
         device_type = x.device.type
-        autocast = torch.amp.is_autocast_available(device_type)  # False e.g. on 'meta'
+        # False e.g. on 'meta'; not asked under torch.compile (torch 2.6's dynamo cannot trace the query)
+        autocast = torch.compiler.is_compiling() or torch.amp.is_autocast_available(device_type)
         dtype = torch.get_autocast_dtype(device_type) if autocast and torch.is_autocast_enabled(device_type) \
             else x.dtype
         tensors = self.basis.tensors() if self.basis is not None else ()

@@ -195,7 +195,7 @@ def checkpoint_payload(
 
 # --- safetensors: the weights alone, in the format timm, torch.hub and the Hugging Face hub read ------------------
 
-__all__ += ['SAFETENSORS_NAME', 'save_model_safetensors', 'load_model_weights']
+__all__ += ['SAFETENSORS_NAME', 'save_model_safetensors', 'load_model_weights', 'check_weights_file']
 
 SAFETENSORS_NAME = 'model.safetensors'
 
@@ -220,5 +220,22 @@ def load_model_weights(path: PathLike, what: str = '--finetune') -> Dict[str, to
     try:
         return load_file(str(path), device='cpu')
     except Exception as e:  # safetensors raises its own SafetensorError for a truncated or foreign file
+        raise CheckpointError(f'{what}: cannot read {path}: not a complete safetensors file ({type(e).__name__})') \
+            from None
+
+
+def check_weights_file(path: PathLike, what: str = '--finetune') -> None:
+    """Up front, cheaply: a .safetensors file whose header reads, or a readable checkpoint (tensors mapped, not
+    read). CheckpointError names the flag and the file otherwise."""
+    if not str(path).endswith('.safetensors'):
+        load_checkpoint(path, what, mmap=True)
+        return
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{what}: weights file {path} does not exist')
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            f.keys()
+    except Exception as e:  # SafetensorError for a truncated or foreign file
         raise CheckpointError(f'{what}: cannot read {path}: not a complete safetensors file ({type(e).__name__})') \
             from None
