@@ -16,7 +16,6 @@ Problems in the input (paths, recipe, data, checkpoints, a NaN loss) end with on
 """
 import argparse
 import datetime
-import os
 import sys
 import tempfile
 import time
@@ -39,9 +38,8 @@ from vision_kan.train import checkpoint as ckpt_io
 from vision_kan.train.config import (
     ArgumentParser, ParseKwargs, explicit_dests, load_config, preparse, save_config,
 )
-from vision_kan.train.data import DataConfig, TransformConfig, build_grid_sample_loader, build_transform
+from vision_kan.train.data import DataConfig, TransformConfig, build_eval_data, build_grid_sample_loader
 from vision_kan.train.data import build_data as build_backend_data
-from vision_kan.train.data import _image_folder as image_folder  # one class folder tree, checked (no train/ needed)
 from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
 )
@@ -53,7 +51,6 @@ from vision_kan.train.kan_training import (
 from vision_kan.train.losses import AuxiliaryLoss, DistillationLoss, KanRegularizedLoss, build_base_criterion
 from vision_kan.train.model_factory import check_model_name, count_gflops, count_params, create_model, create_teacher
 from vision_kan.train.run_log import RunLog, results_table
-from vision_kan.train.samplers import ShardSampler
 
 DEMO_CONFIG = Path(__file__).resolve().parent / 'deit_configs' / 'demo_digits.yaml'
 AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -339,17 +336,13 @@ class RunData:
 
 def build_data(args: argparse.Namespace, dist_info: DistInfo) -> RunData:
     """The datasets and loaders from the chosen backend (pil, gpu, data on the GPU, synthetic) with DeiT's samplers;
-    with --eval and the pil backend only val/ (no train/ needed, no training batch-size check)."""
+    with --eval only val/ (no train/ needed, no training batch-size check)."""
     tcfg = TransformConfig.from_flags(args)
-    pin = args.pin_mem and dist_info.device.type == 'cuda'
     data_cfg = DataConfig.from_flags(args)
-    if args.eval and not data_cfg.on_gpu_backend and not data_cfg.synthetic_data:
-        if not os.path.isdir(args.data_path):
-            raise DataError(f'--data-path: {args.data_path} does not exist')
-        val_set = image_folder(os.path.join(args.data_path, 'val'), build_transform(False, tcfg))
-        val_loader = DataLoader(val_set, batch_size=max(1, int(1.5 * args.batch_size)), num_workers=args.num_workers,
-                                pin_memory=pin, sampler=ShardSampler(val_set, dist_info.world_size, dist_info.rank))
-        return RunData(None, val_set, len(val_set.classes), None, val_loader)
+    if args.eval:
+        val_set, num_classes, val_loader = build_eval_data(data_cfg, tcfg, dist_info.device, dist_info.world_size,
+                                                           dist_info.rank)
+        return RunData(None, val_set, num_classes, None, val_loader)
     return RunData(*build_backend_data(data_cfg, tcfg, dist_info.device, dist_info.world_size, dist_info.rank))
 
 

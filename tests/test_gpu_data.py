@@ -181,6 +181,31 @@ def test_main_trains_with_the_gpu_backends_on_cpu(tmp_path, capsys):
     assert len(err) == 1 and 'corrupt image file' in err[0] and 'zz_truncated.jpg' in err[0], err
 
 
+def test_eval_with_only_val_gives_the_same_top1_through_every_backend(tmp_path, capsys):
+    """--eval --resume on a folder with val/ alone: pil, gpu (decode + batched eval transform) and --data-on-gpu
+    rebuild the model from the checkpoint and report the same top-1 (CPU: the gpu backends run batched there)."""
+    data = make_image_folder(tmp_path / 'data', num_classes=3, train_per_class=8, val_per_class=6, size=16)
+    assert main.main(common_args(data, tmp_path / 'run', *TINY_VIT, '--epochs', '6', '--batch-size', '4', '--lr',
+                                 '1.0e-2', '--no-scale-lr', '--smoothing', '0')) == 0  # far from chance (loss ln 3)
+    capsys.readouterr()
+    only_val = tmp_path / 'only_val'
+    only_val.mkdir()
+    (data / 'val').rename(only_val / 'val')  # no train/ beside it
+    acc, loss = {}, {}
+    for name, flags in (('pil', []), ('gpu', ['--data-backend', 'gpu']), ('resident', ['--data-on-gpu'])):
+        argv = ['--eval', '--resume', str(tmp_path / 'run' / 'best.pth'), '--data-path', str(only_val), '--device',
+                'cpu', '--num-workers', '0', *flags]
+        assert main.main(argv) == 0, capsys.readouterr().err
+        line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('Accuracy on')][0]
+        acc[name] = float(line.split('acc1 ')[1].split()[0])
+        loss[name] = float(line.split('loss ')[1].split()[0])
+        assert 'Accuracy on 18 val images' in line
+    # the same weights through two resize implementations: <= 1 image apart, losses within 2 %
+    assert abs(acc['gpu'] - acc['pil']) <= 100 / 18 + 1e-6 and abs(loss['gpu'] - loss['pil']) < 0.02 * loss['pil']
+    assert (acc['resident'], loss['resident']) == (acc['gpu'], loss['gpu']), (acc, loss)
+    assert loss['pil'] < 0.9, loss  # trained weights were evaluated, not a fresh model (ln 3 = 1.10)
+
+
 def test_prefetch_thread_keeps_order_raises_and_stops():
     """The background-thread logic of the CUDA path (run here on the CPU, without streams)."""
     import threading

@@ -299,6 +299,33 @@ def build_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, wor
     return train_set, val_set, num_classes, train_loader, val_loader
 
 
+def build_eval_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, world_size: int, rank: int):
+    """--eval's data, from the pil or a GPU backend: (val_set, num_classes, val_loader) of data_path/val alone (no
+    train/ needed), with exact eval shards. Synthetic data has nothing to evaluate: ConfigError."""
+    if cfg.data_backend not in ('pil', 'gpu'):
+        raise ConfigError(f"--data-backend must be 'pil' or 'gpu', got {cfg.data_backend!r}")
+    if cfg.synthetic_data:
+        raise ConfigError('--eval measures accuracy on real images: drop --synthetic-data')
+    if not os.path.isdir(cfg.data_path):
+        raise DataError(f'--data-path: {cfg.data_path} does not exist')
+    val_root = os.path.join(cfg.data_path, 'val')
+    pin = cfg.pin_mem and device.type == 'cuda'
+    if not cfg.on_gpu_backend:
+        val_set = _image_folder(val_root, build_transform(False, tcfg))
+        val_loader = DataLoader(val_set, batch_size=max(1, int(1.5 * cfg.batch_size)), num_workers=cfg.num_workers,
+                                pin_memory=pin, sampler=ShardSampler(val_set, world_size, rank),
+                                worker_init_fn=_seed_worker)
+        return val_set, len(val_set.classes), val_loader
+    check_gpu_backend(cfg, device)
+    from .gpu_augment import build_gpu_transform
+    from .gpu_data import build_gpu_eval_data
+    val_folder = _image_folder(val_root, None)
+    val_set, val_loader = build_gpu_eval_data(
+        val_folder, cfg.data_on_gpu, build_gpu_transform(False, tcfg), cfg.batch_size, cfg.num_workers, pin, device,
+        world_size, rank, cfg.seed, ShardSampler, _seed_worker)
+    return val_set, len(val_folder.classes), val_loader
+
+
 def check_gpu_backend(cfg: DataConfig, device: torch.device) -> None:
     """The gpu backend runs on CUDA (nvjpeg), or on the CPU only when --device cpu asks for it (decode on the CPU,
     augment in batches there: tests and debugging). Raises DataError when this torchvision cannot decode JPEG on

@@ -357,6 +357,22 @@ def build_gpu_data(train_folder: Any, val_folder: Any, resident: bool, train_tra
     return train_set, val_set, train_loader, val_loader
 
 
+def build_gpu_eval_data(val_folder: Any, resident: bool, eval_transform: Transform, batch_size: int,
+                        num_workers: int, pin_memory: bool, device: torch.device, world_size: int, rank: int,
+                        seed: int, eval_sampler: Callable[..., Any],
+                        worker_init_fn: Optional[Callable[[int], None]] = None) -> Tuple[Any, Any]:
+    """(val_set, val_loader) alone, as build_gpu_data makes them (--eval: no train/ needed)."""
+    eval_batch = max(1, int(1.5 * batch_size))
+    if resident:
+        val_set = load_resident(val_folder.samples, val_folder.classes, device, num_workers)
+        return val_set, ResidentLoader(val_set, eval_sampler(val_set, world_size, rank), eval_batch, False,
+                                       eval_transform, seed, rank, False)
+    val_set = EncodedImageFolder(val_folder.samples, val_folder.classes, device.type == 'cuda', device)
+    return val_set, DecodeLoader(val_set, eval_sampler(val_set, world_size, rank), eval_batch, False, device,
+                                 eval_transform, num_workers, pin_memory, seed, rank, False,
+                                 worker_init_fn=worker_init_fn)
+
+
 def _check_fits(n: int, shape: Tuple[int, ...], device: torch.device, flag: str) -> None:
     """A resident set may take half of the device's free memory at most."""
     need = n * math.prod(shape)
