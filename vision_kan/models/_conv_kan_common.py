@@ -153,9 +153,16 @@ class PooledHead(nn.Module):
 
 
 class PooledCNN(nn.Module):
-    """The timm API of a CNN ending in a `PooledHead` (`self.head`): subclasses set `self.head`,
+    """The timm API of a CNN ending in a `PooledHead` (`self.head`): subclasses call `set_head`, set
     `self.grad_checkpointing`, and define `forward_features` (with `run_stages` for checkpointing) and
     `group_matcher`."""
+
+    def set_head(self, num_features: int, num_classes: int, global_pool: str, drop_rate: float, head_type: str,
+                 head_kwargs: Optional[Dict[str, Any]]) -> None:
+        """The classifier over the last stage's num_features channels, and the sizes timm reads off the model."""
+        self.num_features = num_features
+        self.head = PooledHead(num_features, num_classes, global_pool, drop_rate, head_type, head_kwargs)
+        self.head_hidden_size = self.head.num_features
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg, resolve_norm, \
+from ._conv_kan_common import NormArg, PooledCNN, conv_kan_layer, pooled_cnn_cfg, resolve_norm, \
     stage_attention
 
 __all__ = ['DenseKANet', 'DenseKANLayer', 'DenseKANBlock', 'DenseTransition']
@@ -153,9 +153,7 @@ class DenseKANet(PooledCNN):
             stages.append(nn.Sequential(*layers))
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
-        self.num_features = chs
-        self.head = PooledHead(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
-        self.head_hidden_size = self.head.num_features
+        self.set_head(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg, resolve_norm
+from ._conv_kan_common import NormArg, PooledCNN, conv_kan_layer, pooled_cnn_cfg, resolve_norm
 
 __all__ = ['KANCNN']
 
@@ -100,9 +100,7 @@ class KANCNN(PooledCNN):
             chs, reduction = w, reduction * s
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f'layers.{i}'))
         self.layers = nn.Sequential(*layers)
-        self.num_features = chs
-        self.head = PooledHead(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
-        self.head_hidden_size = self.head.num_features
+        self.set_head(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, moe_conv_kan_layer, pooled_cnn_cfg, \
+from ._conv_kan_common import NormArg, PooledCNN, conv_kan_layer, moe_conv_kan_layer, pooled_cnn_cfg, \
     stage_attention
 
 __all__ = ['ResKANet', 'KANBasicBlock', 'KANBottleneck']
@@ -187,9 +187,7 @@ class ResKANet(PooledCNN):
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
-        self.num_features = chs
-        self.head = PooledHead(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
-        self.head_hidden_size = self.head.num_features
+        self.set_head(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
         if zero_init_last:
             for m in self.modules():
                 if isinstance(m, (KANBasicBlock, KANBottleneck)):

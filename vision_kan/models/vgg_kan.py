@@ -31,7 +31,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from vision_kan.layers.kan_conv_families import BottleNeckKAGNConvNd, KAGNConvNd
 
-from ._conv_kan_common import NormArg, PooledCNN, PooledHead, conv_kan_layer, pooled_cnn_cfg, stage_attention
+from ._conv_kan_common import NormArg, PooledCNN, conv_kan_layer, pooled_cnn_cfg, stage_attention
 from ._published import (
     PublishedWeightsError, build_published, check_converted, require_keys, tag_model_args, unwrap_state_dict,
 )
@@ -122,9 +122,7 @@ class VGGKAN(PooledCNN):
             stages.append(nn.Sequential(*layers))
             self.feature_info.append(dict(num_chs=chs, reduction=2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
-        self.num_features = chs
-        self.head = PooledHead(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
-        self.head_hidden_size = self.head.num_features
+        self.set_head(chs, num_classes, global_pool, drop_rate, head_type, head_kwargs)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
