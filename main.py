@@ -90,6 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--data-on-gpu', action=bool_flag, default=False,
                    help='decode the data set once into device memory (small sets of one image size, e.g. CIFAR) '
                         'and augment there')
+    g.add_argument('--data-process', action=bool_flag, default=None,
+                   help='gpu backends: make the training batches in a process of their own, so that their host work '
+                        'runs beside the training loop instead of sharing its GIL (default: on with CUDA)')
     g.add_argument('--synthetic-data', action=bool_flag, default=False,
                    help='random images and labels made on the device (no read/decode/augment): the speed ceiling')
     g.add_argument('--synthetic-classes', type=int, default=1000, help='--synthetic-data without --data-path')
@@ -332,6 +335,12 @@ class RunData:
     num_classes: int
     train_loader: Optional[DataLoader]
     val_loader: DataLoader
+
+    def close(self) -> None:
+        """Stop what the loaders run besides this process (the --data-process producer)."""
+        for loader in (self.train_loader, self.val_loader):
+            if hasattr(loader, 'close'):
+                loader.close()
 
 
 def build_data(args: argparse.Namespace, dist_info: DistInfo) -> RunData:
@@ -606,6 +615,15 @@ def run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     _seed_all(args.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
 
     data = build_data(args, dist_info)
+    try:
+        return _run_on(args, dist_info, data, out, log)
+    finally:
+        data.close()
+
+
+def _run_on(args: argparse.Namespace, dist_info: DistInfo, data: RunData, out: Optional[Path], log) -> int:
+    """run() once the data is built: the model, then evaluation alone or training."""
+    device, is_main, world = dist_info.device, dist_info.is_main, dist_info.world_size
     if args.eval:
         _check_eval_classes(args, data)
     model = build_model(args, data.num_classes, device, log)

@@ -1,8 +1,10 @@
 """Training img/s of main.py with each data backend, as a ratio to --synthetic-data (the ceiling): pil (CPU workers),
-gpu (nvjpeg + batched GPU augmentations) and, at the CIFAR shape, gpu with --data-on-gpu.
+gpu (nvjpeg + batched GPU augmentations, in the data process and, --no-data-process, in a thread) and, at the CIFAR
+shape, gpu with --data-on-gpu.
 
     python benchmarks/bench_data_pipeline.py                        # makes its JPEGs in /tmp/vk_bench_data
     python benchmarks/bench_data_pipeline.py --models deit_tiny_patch16_224 --sizes 224 --steps 20 --warmup 5
+    torchrun --nproc_per_node=2 benchmarks/bench_data_pipeline.py --sizes 224 --backends synthetic,gpu  # img/s of all ranks
 
 The script writes synthetic ImageNet-shaped JPEGs itself (500x375, quality 90, smooth colour fields plus noise,
 ~100 KB each) and a 32x32 set for the CIFAR shape. Each measurement is a real `main.run` (recipe
@@ -22,14 +24,24 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main  # noqa: E402
 from vision_kan.train.data import DataConfig, TransformConfig, build_data  # noqa: E402
-from vision_kan.train.distributed import init_distributed  # noqa: E402
+from vision_kan.train.distributed import barrier, init_distributed  # noqa: E402
 
 RECIPES = {224: 'deit_configs/vit_kan_tiny_imagenet.yaml', 32: 'deit_configs/vit_kan_tiny_cifar10.yaml'}
 SHAPES = {224: (500, 375), 32: (32, 32)}  # (width, height) of the generated files
+BACKENDS = [  # (key for --backends, row name, main.py flags); the resident rows at 32 px only
+    ('synthetic', 'synthetic', ['--synthetic-data']),
+    ('pil', 'pil', []),
+    ('gpu', 'gpu', ['--data-backend', 'gpu']),
+    ('gpu-thread', 'gpu, --no-data-process', ['--data-backend', 'gpu', '--no-data-process']),
+    ('resident', 'gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']),
+    ('resident-thread', 'gpu, --data-on-gpu --no-data-process',
+     ['--data-backend', 'gpu', '--data-on-gpu', '--no-data-process']),
+]
 
 
 def _write_one(job: Tuple[str, int, int, int]) -> None:
@@ -75,6 +87,10 @@ class TimedSteps:
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
 
+    def close(self) -> None:  # main.run closes its loaders: the data process's producer ends
+        if hasattr(self.loader, 'close'):
+            self.loader.close()
+
     def __iter__(self) -> Iterator[Any]:
         it = iter(self.loader)
         try:
@@ -98,6 +114,10 @@ class FirstBatches:
 
     def __len__(self) -> int:
         return min(self.n, len(self.loader))
+
+    def close(self) -> None:
+        if hasattr(self.loader, 'close'):
+            self.loader.close()
 
     def __iter__(self) -> Iterator[Any]:
         it = iter(self.loader)
@@ -127,14 +147,19 @@ def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
         main.build_backend_data = real_build
         gc.collect()  # the run's loaders and their worker processes go before the next run
     t = timed['train']
-    return steps * args.batch_size / (t.t1 - t.t0)
+    speed = torch.tensor([steps * args.batch_size / (t.t1 - t.t0)], dtype=torch.float64)
+    if dist.is_initialized():  # under torchrun: every rank's images
+        speed = speed.to(torch.device('cuda', torch.cuda.current_device()) if args.device == 'cuda' else 'cpu')
+        dist.all_reduce(speed)
+    return float(speed)
 
 
 def stage_rates(argv: List[str], batches: int) -> Dict[str, float]:
     """The gpu backend's stages alone, img/s: workers reading bytes; nvjpeg decode of those batches; the train
-    GpuTransform on the decoded batches; the whole prefetching loader without a model."""
+    GpuTransform on the decoded batches; the whole loader without a model, in a thread of this process and in the
+    data process."""
     from vision_kan.train.gpu_data import decode_batch
-    args = main.parse_args(argv)
+    args = main.parse_args(argv + ['--no-data-process'])
     device = init_distributed(args.device).device
     _, _, _, loader, _ = build_data(DataConfig.from_flags(args), TransformConfig.from_flags(args), device, 1, 0)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
@@ -167,8 +192,21 @@ def stage_rates(argv: List[str], batches: int) -> Dict[str, float]:
     for _ in range(batches):
         next(whole)
     sync()
-    out['whole loader'] = batches * args.batch_size / (time.perf_counter() - t)
+    out['whole loader, thread'] = batches * args.batch_size / (time.perf_counter() - t)
     whole.close()
+    args = main.parse_args(argv + ['--data-process'])
+    _, _, _, loader, _ = build_data(DataConfig.from_flags(args), TransformConfig.from_flags(args), device, 1, 0)
+    whole = iter(loader)
+    for _ in range(2):  # the process start and its workers
+        next(whole)
+    sync()
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(whole)
+    sync()
+    out['whole loader, data process'] = batches * args.batch_size / (time.perf_counter() - t)
+    whole.close()
+    loader.close()
     return out
 
 
@@ -184,16 +222,22 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--warmup', type=int, default=10, help='untimed steps (worker start-up, autotuning)')
     p.add_argument('--steps', type=int, default=25, help='timed steps')
     p.add_argument('--stage-batches', type=int, default=12, help='batches for the stage table (0: none)')
+    p.add_argument('--backends', default='', help='comma list of BACKENDS keys to run (default: all; synthetic '
+                   'first: the ratios divide by it)')
     p.add_argument('--device', default='cuda')
     p.add_argument('--amp-dtype', default='bfloat16')
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(',')]
+    world = init_distributed(a.device)  # under torchrun: each rank trains on its shard, img/s summed over ranks
+    say = print if world.is_main else (lambda *args, **kw: None)
     rows, stages = [], {}
     for size in sizes:
-        data = make_jpegs(Path(a.root) / f'jpeg{size}', a.images, a.classes, SHAPES[size], mp.cpu_count())
-        backends = [('synthetic', ['--synthetic-data']), ('pil', []), ('gpu', ['--data-backend', 'gpu'])]
-        if size == 32:
-            backends.append(('gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']))
+        if world.is_main:
+            data = make_jpegs(Path(a.root) / f'jpeg{size}', a.images, a.classes, SHAPES[size], mp.cpu_count())
+        barrier()
+        data = Path(a.root) / f'jpeg{size}'
+        backends = [(key, name, flags) for key, name, flags in BACKENDS
+                    if (size == 32 or 'resident' not in key) and (not a.backends or key in a.backends.split(','))]
         for model in a.models.split(','):
             common = ['--config', RECIPES[size], '--model', model, '--data-path', str(data), '--batch-size',
                       str(a.batch_size), '--num-workers', str(a.workers), '--epochs', '1', '--warmup-epochs', '0',
@@ -202,18 +246,20 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
             if size == 32:
                 common += ['--model-kwargs', 'patch_size=4']
             speeds = {}
-            for name, flags in backends:
+            for _, name, flags in backends:
                 speeds[name] = train_img_per_s(common + flags, a.warmup, a.steps)
                 rows.append((model, size, name, speeds[name], speeds[name] / speeds['synthetic']))
-                print(f'# {model} {size}px {name}: {speeds[name]:.0f} img/s', flush=True)
-        if a.stage_batches:
+                say(f'# {model} {size}px {name}: {speeds[name]:.0f} img/s', flush=True)
+        if a.stage_batches and world.world_size == 1:
             stages[size] = stage_rates(common + ['--data-backend', 'gpu'], a.stage_batches)
+    if not world.is_main:
+        return 0
     dev = torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'
-    print(f'\n{dev}, torch {torch.__version__}, batch {a.batch_size}, {a.amp_dtype}, {a.workers} workers, '
-          f'{a.steps} timed steps after {a.warmup}')
-    print('\n| model | input | data backend | train img/s | x synthetic |\n|---|---|---|---|---|')
+    print(f'\n{dev} x {world.world_size}, torch {torch.__version__}, batch {a.batch_size} per GPU, {a.amp_dtype}, '
+          f'{a.workers} workers per GPU, {a.steps} timed steps after {a.warmup}')
+    print('\n| model | input | GPUs | data backend | train img/s | x synthetic |\n|---|---|---|---|---|---|')
     for model, size, name, speed, ratio in rows:
-        print(f'| {model} | {size} px | {name} | {speed:,.0f} | {ratio:.2f} |')
+        print(f'| {model} | {size} px | {world.world_size} | {name} | {speed:,.0f} | {ratio:.2f} |')
     if stages:
         names = list(next(iter(stages.values())))
         print('\n| gpu backend stage alone, img/s | ' + ' | '.join(f'{s} px' for s in stages) + ' |')

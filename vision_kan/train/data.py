@@ -251,6 +251,7 @@ class DataConfig:
     synthetic_data: bool = False  # random tensors on the device: no read, decode or augmentation
     synthetic_classes: int = 1000  # without --data-path
     synthetic_images: Optional[int] = None  # train images without --data-path (default ImageNet-1k's)
+    data_process: Optional[bool] = None  # gpu backends: training batches made in a process of their own (None: on CUDA)
     batch_size: int = 64
     num_workers: int = 10
     pin_mem: bool = True
@@ -276,6 +277,9 @@ def build_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, wor
     """
     if cfg.data_backend not in ('pil', 'gpu'):
         raise ConfigError(f"--data-backend must be 'pil' or 'gpu', got {cfg.data_backend!r}")
+    if cfg.data_process and (cfg.synthetic_data or not cfg.on_gpu_backend):
+        raise ConfigError('--data-process makes the batches of --data-backend gpu or --data-on-gpu; drop it '
+                          '(or add one of those)')
     if cfg.synthetic_data:
         if cfg.data_on_gpu:
             raise ConfigError('--synthetic-data makes its batches on the device: drop --data-on-gpu')
@@ -294,7 +298,8 @@ def build_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, wor
     train_set, val_set, train_loader, val_loader = build_gpu_data(
         train_folder, val_folder, cfg.data_on_gpu, build_gpu_transform(True, tcfg), build_gpu_transform(False, tcfg),
         cfg.batch_size, cfg.num_workers, cfg.pin_mem and device.type == 'cuda', device, world_size, rank,
-        cfg.repeated_aug, cfg.seed, train_sampler, ShardSampler, _seed_worker)
+        cfg.repeated_aug, cfg.seed, train_sampler, ShardSampler, _seed_worker,
+        data_process=cfg.data_process if cfg.data_process is not None else device.type == 'cuda')
     _check_steps(len(train_loader), cfg.batch_size, len(train_loader.sampler), len(train_set), world_size)
     return train_set, val_set, num_classes, train_loader, val_loader
 

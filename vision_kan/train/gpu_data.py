@@ -19,6 +19,7 @@ import queue
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -28,7 +29,8 @@ from .errors import DataError
 from .image_bytes import bytes_tensor, decode_jpegs, decode_on_cpu, nvjpeg_decodable, read_file_bytes
 
 __all__ = ['EncodedImageFolder', 'EncodedBatch', 'collate_encoded', 'DecodeLoader', 'ResidentDataset',
-           'ResidentLoader', 'load_resident', 'prefetch_on_device', 'epoch_generator', 'build_gpu_data']
+           'ResidentLoader', 'load_resident', 'prefetch_on_device', 'epoch_generator', 'build_gpu_data',
+           'decode_train_loader', 'resident_train_loader']
 
 Transform = Callable[..., torch.Tensor]  # GpuTransform: (list of uint8 (3, H_i, W_i) | uint8 (B, 3, H, W)) -> float
 
@@ -98,12 +100,21 @@ def prefetch_on_device(source: Iterable[Any], produce: Callable[[Any], Tuple[tor
             if cuda:
                 consumer = torch.cuda.current_stream(device)
                 consumer.wait_event(ready)
-                for t in out:
+                for t in _tensors(out):
                     t.record_stream(consumer)  # the allocator must not reuse them before the consumer is done
             yield out
     finally:
         stop.set()
         thread.join()
+
+
+def _tensors(out: Any) -> Iterator[torch.Tensor]:
+    """The tensors of a result: a tensor, or tuples / lists of them (a decoded batch is a list of images)."""
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, (tuple, list)):
+        for item in out:
+            yield from _tensors(item)
 
 
 class EncodedImageFolder(Dataset):
@@ -240,13 +251,19 @@ class _DeviceLoader:
 
 
 class DecodeLoader(_DeviceLoader):
-    """--data-backend gpu: workers read bytes, the main process decodes (nvjpeg) and augments (GpuTransform)."""
+    """--data-backend gpu: workers read bytes, the main process decodes (nvjpeg) and augments (GpuTransform).
+
+    Threaded (prefetch > 0), decode and augmentation run in the background thread; with augment_here, only the
+    decode does, and the augmentations run in the iterating thread (the data process's main thread, whose only other
+    work is handing batches over), so that the two stages' host work overlaps."""
 
     def __init__(self, dataset: EncodedImageFolder, sampler: Iterable[int], batch_size: int, drop_last: bool,
                  device: torch.device, transform: Transform, num_workers: int, pin_memory: bool, seed: int,
-                 rank: int, random: bool, prefetch: int = 2, worker_init_fn: Optional[Callable[[int], None]] = None):
+                 rank: int, random: bool, prefetch: int = 2, worker_init_fn: Optional[Callable[[int], None]] = None,
+                 augment_here: bool = False):
         super().__init__(sampler, batch_size, drop_last, device, transform, seed, rank, random, prefetch)
         self.dataset = dataset
+        self.augment_here = augment_here
         self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=num_workers,
                                  collate_fn=collate_encoded, pin_memory=pin_memory, worker_init_fn=worker_init_fn,
                                  persistent_workers=num_workers > 0)
@@ -257,6 +274,23 @@ class DecodeLoader(_DeviceLoader):
     def _produce(self, batch: EncodedBatch, generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, ...]:
         images = decode_batch(batch, self.dataset, self.device)
         return self.transform(images, generator=generator), batch.labels.to(self.device, non_blocking=True)
+
+    def _decode(self, batch: EncodedBatch) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        return decode_batch(batch, self.dataset, self.device), batch.labels.to(self.device, non_blocking=True)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        if not self.augment_here:
+            return super().__iter__()
+        return self._augment_here()
+
+    def _augment_here(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        generator = self._generator()
+        decoded = prefetch_on_device(self.loader, self._decode, self.device, self.prefetch)
+        try:
+            for images, labels in decoded:
+                yield self.transform(images, generator=generator), labels
+        finally:
+            decoded.close()
 
 
 class ResidentDataset:
@@ -322,25 +356,52 @@ def load_resident(samples: Sequence[Tuple[str, int]], classes: List[str], device
     return ResidentDataset(images, labels, classes)  # type: ignore[arg-type]
 
 
+def decode_train_loader(sampler: Iterable[int], samples: Sequence[Tuple[str, int]], classes: List[str],
+                        transform: Transform, batch_size: int, num_workers: int, pin_memory: bool,
+                        device: torch.device, seed: int, rank: int,
+                        worker_init_fn: Optional[Callable[[int], None]] = None) -> DecodeLoader:
+    """The data process's training loader of the decode backend (data_process.ProcessLoader builds it there):
+    decode in a background thread, augmentation in the iterating thread."""
+    dataset = EncodedImageFolder(samples, classes, device.type == 'cuda', device, transform, num_workers)
+    return DecodeLoader(dataset, sampler, batch_size, True, device, transform, num_workers, pin_memory, seed, rank,
+                        True, worker_init_fn=worker_init_fn, augment_here=True)
+
+
+def resident_train_loader(sampler: Iterable[int], images: torch.Tensor, labels: torch.Tensor, classes: List[str],
+                          transform: Transform, batch_size: int, seed: int, rank: int) -> ResidentLoader:
+    """The data process's training loader of the resident backend: the parent's device tensors (shared, not
+    copied), gathered and augmented inline."""
+    return ResidentLoader(ResidentDataset(images, labels, classes), sampler, batch_size, True, transform, seed, rank,
+                          True, prefetch=0)
+
+
 def build_gpu_data(train_folder: Any, val_folder: Any, resident: bool, train_transform: Transform,
                    eval_transform: Transform, batch_size: int, num_workers: int, pin_memory: bool,
                    device: torch.device, world_size: int, rank: int, repeated_aug: bool, seed: int,
                    make_train_sampler: Callable[..., Any], eval_sampler: Callable[..., Any],
-                   worker_init_fn: Optional[Callable[[int], None]] = None) -> Tuple[Any, Any, Any, Any]:
+                   worker_init_fn: Optional[Callable[[int], None]] = None,
+                   data_process: bool = False) -> Tuple[Any, Any, Any, Any]:
     """(train_set, val_set, train_loader, val_loader) of the decode backend, or of the resident one.
 
     train_folder, val_folder: the pil backend's ImageFolders (their checks already ran); their samples are used.
     make_train_sampler(dataset, world_size, rank, repeated_aug, seed) and eval_sampler(dataset, world_size, rank):
-    the pil backend's samplers.
+    the pil backend's samplers. data_process: the training batches are made in a process of their own
+    (data_process.ProcessLoader); evaluation and the KAN grid update's sample stay in this process.
     """
+    from .data_process import ProcessLoader
     eval_batch = max(1, int(1.5 * batch_size))
     if resident:
         train_set = load_resident(train_folder.samples, train_folder.classes, device, num_workers)
         train_set.train_transform = train_transform
         val_set = load_resident(val_folder.samples, val_folder.classes, device, num_workers)
         sampler = make_train_sampler(train_set, world_size, rank, repeated_aug, seed)
-        train_loader: _DeviceLoader = ResidentLoader(train_set, sampler, batch_size, True, train_transform, seed,
-                                                     rank, True)
+        if data_process:
+            make = partial(resident_train_loader, images=train_set.images, labels=train_set.labels,
+                           classes=train_set.classes, transform=train_transform, batch_size=batch_size, seed=seed,
+                           rank=rank)
+            train_loader: Any = ProcessLoader(make, sampler, batch_size, True, device)
+        else:
+            train_loader = ResidentLoader(train_set, sampler, batch_size, True, train_transform, seed, rank, True)
         val_loader: _DeviceLoader = ResidentLoader(val_set, eval_sampler(val_set, world_size, rank), eval_batch,
                                                    False, eval_transform, seed, rank, False)
         return train_set, val_set, train_loader, val_loader
@@ -349,8 +410,14 @@ def build_gpu_data(train_folder: Any, val_folder: Any, resident: bool, train_tra
                                    num_workers)
     val_set = EncodedImageFolder(val_folder.samples, val_folder.classes, gpu_decode, device)
     sampler = make_train_sampler(train_set, world_size, rank, repeated_aug, seed)
-    train_loader = DecodeLoader(train_set, sampler, batch_size, True, device, train_transform, num_workers,
-                                pin_memory, seed, rank, True, worker_init_fn=worker_init_fn)
+    if data_process:
+        make = partial(decode_train_loader, samples=train_set.samples, classes=train_set.classes,
+                       transform=train_transform, batch_size=batch_size, num_workers=num_workers,
+                       pin_memory=pin_memory, device=device, seed=seed, rank=rank, worker_init_fn=worker_init_fn)
+        train_loader = ProcessLoader(make, sampler, batch_size, True, device)
+    else:
+        train_loader = DecodeLoader(train_set, sampler, batch_size, True, device, train_transform, num_workers,
+                                    pin_memory, seed, rank, True, worker_init_fn=worker_init_fn)
     val_loader = DecodeLoader(val_set, eval_sampler(val_set, world_size, rank), eval_batch, False, device,
                               eval_transform, num_workers, pin_memory, seed, rank, False,
                               worker_init_fn=worker_init_fn)

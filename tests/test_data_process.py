@@ -1,0 +1,116 @@
+"""--data-process on the CPU: the producer process gives the batches of the in-process loader (order, labels and
+augmentations, two epochs, decode and resident backends), survives a loop left early, hands a bad file's error over
+as the same exception, reports a dead producer instead of hanging, and dies with its parent."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+from conftest import make_image_folder
+from vision_kan.train.data import DataConfig, TransformConfig, build_data
+from vision_kan.train.data_process import ProcessLoader
+from vision_kan.train.errors import ConfigError, CorruptImageError
+
+CPU = torch.device('cpu')
+TCFG = TransformConfig(input_size=16, aa='rand-m9-mstd0.5-inc1', reprob=0.25, train_crop='rrc')
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(data: Path, **kw) -> DataConfig:
+    base = dict(data_path=str(data), batch_size=4, num_workers=0, seed=3, device='cpu', repeated_aug=False,
+                data_backend='gpu')
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) and torch.equal(p, q) for (x, p), (y, q) in zip(a, b))
+
+
+@pytest.mark.parametrize('resident', [False, True], ids=['decode', 'resident'])
+def test_process_gives_the_in_process_batches(tmp_path, resident):
+    data = make_image_folder(tmp_path / 'data', num_classes=3, train_per_class=8, val_per_class=2, size=20)
+    here = build_data(_cfg(data, data_on_gpu=resident), TCFG, CPU, 1, 0)[3]
+    there = build_data(_cfg(data, data_on_gpu=resident, data_process=True), TCFG, CPU, 1, 0)[3]
+    assert isinstance(there, ProcessLoader) and not isinstance(here, ProcessLoader)
+    try:
+        assert len(there) == len(here) == 6
+        for epoch in (0, 1):
+            here.sampler.set_epoch(epoch)
+            there.sampler.set_epoch(epoch)
+            expected = list(here)
+            assert _same(list(there), expected), epoch
+        it = iter(there)  # a loop left early (a cut benchmark epoch, an exception in the step) ...
+        next(it)
+        it.close()
+        assert _same(list(there), expected)  # ... and the next epoch is whole, from its first batch
+        process = there._process
+        assert process.is_alive()
+    finally:
+        there.close()
+    assert not process.is_alive()
+
+
+def test_bad_file_raises_the_same_error_and_a_dead_producer_is_reported(tmp_path):
+    data = make_image_folder(tmp_path / 'data', num_classes=2, train_per_class=4, val_per_class=1, size=20)
+    bad = data / 'train' / 'class_1' / '2.png'
+    bad.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 40)
+    loader = build_data(_cfg(data, data_process=True), TCFG, CPU, 1, 0)[3]
+    try:
+        with pytest.raises(CorruptImageError, match=str(bad)):
+            list(loader)
+        bad.unlink()  # the producer survives the error: the next epoch reads the files again
+        make_image_folder(tmp_path / 'data', num_classes=2, train_per_class=4, val_per_class=1, size=20)
+        assert len(list(loader)) == 2
+        os.kill(loader._process.pid, signal.SIGKILL)
+        t = time.time()
+        with pytest.raises(RuntimeError, match='data process .*exited with code -9'):
+            list(loader)
+        assert time.time() - t < 30
+    finally:
+        loader.close()
+
+
+def test_producer_dies_with_its_parent(tmp_path):
+    """A trainer killed with SIGKILL leaves no producer behind (PR_SET_PDEATHSIG)."""
+    data = make_image_folder(tmp_path / 'data', num_classes=2, train_per_class=4, val_per_class=1, size=20)
+    script = textwrap.dedent(f'''
+        import os, sys, torch
+        sys.path[:0] = [{str(ROOT)!r}]
+        from vision_kan.train.data import DataConfig, TransformConfig, build_data
+        if __name__ == '__main__':
+            cfg = DataConfig(data_path={str(data)!r}, batch_size=2, num_workers=0, device='cpu', repeated_aug=False,
+                             data_backend='gpu', data_process=True)
+            loader = build_data(cfg, TransformConfig(input_size=16), torch.device('cpu'), 1, 0)[3]
+            next(iter(loader))
+            print(loader._process.pid, flush=True)
+            os.kill(os.getpid(), 9)
+    ''')
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == -9, out.stderr
+    pid = int(out.stdout.split()[-1])
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f'the producer {pid} outlived its parent')
+
+
+def test_data_process_without_a_gpu_backend_is_a_config_error(tmp_path, capsys):
+    data = make_image_folder(tmp_path / 'data', num_classes=2, train_per_class=4, val_per_class=1, size=20)
+    with pytest.raises(ConfigError, match='--data-process'):
+        build_data(_cfg(data, data_backend='pil', data_process=True), TCFG, CPU, 1, 0)
+    code = main.main(['--data-path', str(data), '--device', 'cpu', '--data-process', '--output-dir',
+                      str(tmp_path / 'out')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and '--data-process' in err[0], err
