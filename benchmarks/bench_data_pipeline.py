@@ -247,7 +247,11 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
                 common += ['--model-kwargs', 'patch_size=4']
             speeds = {}
             for _, name, flags in backends:
-                speeds[name] = train_img_per_s(common + flags, a.warmup, a.steps)
+                try:
+                    speeds[name] = train_img_per_s(common + flags, a.warmup, a.steps)
+                except Exception as e:  # noqa: BLE001  one failing row must not lose the others
+                    say(f'# {model} {size}px {name}: failed: {type(e).__name__}: {e}', flush=True)
+                    speeds[name] = float('nan')
                 rows.append((model, size, name, speeds[name], speeds[name] / speeds['synthetic']))
                 say(f'# {model} {size}px {name}: {speeds[name]:.0f} img/s', flush=True)
         if a.stage_batches and world.world_size == 1:
