@@ -22,12 +22,12 @@ quiet() { grep -E '^#|^\||^[A-Z].*torch|failed|rror'; }
 echo "=== 1 GPU, 224 px"
 CUDA_VISIBLE_DEVICES=0 python "${BENCH[@]}" --sizes 224 --models "$MODELS" --backends synthetic,gpu,gpu-thread \
   --stage-batches 6 2>&1 | tee "$RESULTS/gpus1_224.txt" | quiet
-echo "=== 1 GPU, 32 px"
-CUDA_VISIBLE_DEVICES=0 python "${BENCH[@]}" --sizes 32 --models deit_tiny_patch16_224 \
-  --backends synthetic,gpu,resident,resident-thread --stage-batches 0 2>&1 | tee "$RESULTS/gpus1_32.txt" | quiet
 echo "=== 2 GPUs, 224 px"
 python -m torch.distributed.run --standalone --nproc_per_node=2 "${BENCH[@]}" --sizes 224 --models "$MODELS" \
   --backends synthetic,gpu --stage-batches 0 2>&1 | tee "$RESULTS/gpus2_224.txt" | quiet
+echo "=== 1 GPU, 32 px"
+CUDA_VISIBLE_DEVICES=0 python "${BENCH[@]}" --sizes 32 --models deit_tiny_patch16_224 \
+  --backends synthetic,gpu,resident,resident-thread --stage-batches 0 2>&1 | tee "$RESULTS/gpus1_32.txt" | quiet
 echo "=== multi-GPU check, GPU data backend, generated 32 px JPEGs"
 DATA="$ROOT/jpeg32" DATA_BACKEND=gpu EXTRA=--data-on-gpu CHECK_DIR=/tmp/vk_multi_gpu_check WORKERS=8 \
   bash benchmarks/multi_gpu_check.sh 2>&1 | tee "$RESULTS/multi_gpu_check.txt" | tail -8
