@@ -1,10 +1,10 @@
 """Training img/s of main.py with each data backend, as a ratio to --synthetic-data (the ceiling): pil (CPU workers),
-gpu (nvjpeg + batched GPU augmentations, in the data process and, --no-data-process, in a thread) and, at the CIFAR
-shape, gpu with --data-on-gpu.
+gpu (nvjpeg + batched GPU augmentations, in a thread and, --data-process, in a process of their own) and, at the
+CIFAR shape, gpu with --data-on-gpu.
 
     python benchmarks/bench_data_pipeline.py                        # makes its JPEGs in /tmp/vk_bench_data
     python benchmarks/bench_data_pipeline.py --models deit_tiny_patch16_224 --sizes 224 --steps 20 --warmup 5
-    torchrun --nproc_per_node=2 benchmarks/bench_data_pipeline.py --sizes 224 --backends synthetic,gpu  # img/s of all ranks
+    torchrun --nproc_per_node=2 benchmarks/bench_data_pipeline.py --sizes 224 --backends synthetic,gpu-process  # all ranks
 
 The script writes synthetic ImageNet-shaped JPEGs itself (500x375, quality 90, smooth colour fields plus noise,
 ~100 KB each) and a 32x32 set for the CIFAR shape. Each measurement is a real `main.run` (recipe
@@ -37,10 +37,10 @@ BACKENDS = [  # (key for --backends, row name, main.py flags); the resident rows
     ('synthetic', 'synthetic', ['--synthetic-data']),
     ('pil', 'pil', []),
     ('gpu', 'gpu', ['--data-backend', 'gpu']),
-    ('gpu-thread', 'gpu, --no-data-process', ['--data-backend', 'gpu', '--no-data-process']),
+    ('gpu-process', 'gpu, --data-process', ['--data-backend', 'gpu', '--data-process']),
     ('resident', 'gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']),
-    ('resident-thread', 'gpu, --data-on-gpu --no-data-process',
-     ['--data-backend', 'gpu', '--data-on-gpu', '--no-data-process']),
+    ('resident-process', 'gpu, --data-on-gpu --data-process', ['--data-backend', 'gpu', '--data-on-gpu',
+                                                                '--data-process']),
 ]
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU data pipeline on one host with 2 GPUs, in one call (issue 13): the 1-GPU table on GPU 0 alone (224 px:
-# synthetic, gpu in the data process, gpu in a thread; 32 px: the same plus --data-on-gpu), the 2-GPU rows at 224 px
+# synthetic, gpu in a thread, gpu in the data process; 32 px: the same plus --data-on-gpu), the 2-GPU rows at 224 px
 # (torchrun, img/s summed over the ranks), then benchmarks/multi_gpu_check.sh on the generated 32 px JPEGs with the
 # GPU backend (replica digests, the 2-GPU checkpoint resumed on 1 GPU).
 #
@@ -20,15 +20,15 @@ BENCH=(benchmarks/bench_data_pipeline.py --root "$ROOT" --images 16384 --workers
 quiet() { grep -E '^#|^\||^[A-Z].*torch|failed|rror'; }
 
 echo "=== 1 GPU, 224 px"
-CUDA_VISIBLE_DEVICES=0 python "${BENCH[@]}" --sizes 224 --models "$MODELS" --backends synthetic,gpu,gpu-thread \
+CUDA_VISIBLE_DEVICES=0 python "${BENCH[@]}" --sizes 224 --models "$MODELS" --backends synthetic,gpu,gpu-process \
   --stage-batches 6 2>&1 | tee "$RESULTS/gpus1_224.txt" | quiet
 echo "=== 2 GPUs, 224 px"
 python -m torch.distributed.run --standalone --nproc_per_node=2 "${BENCH[@]}" --sizes 224 --models "$MODELS" \
-  --backends synthetic,gpu --stage-batches 0 2>&1 | tee "$RESULTS/gpus2_224.txt" | quiet
+  --backends synthetic,gpu,gpu-process --stage-batches 0 2>&1 | tee "$RESULTS/gpus2_224.txt" | quiet
 echo "=== 1 GPU, 32 px"
 CUDA_VISIBLE_DEVICES=0 python "${BENCH[@]}" --sizes 32 --models deit_tiny_patch16_224 \
-  --backends synthetic,gpu,resident,resident-thread --stage-batches 0 2>&1 | tee "$RESULTS/gpus1_32.txt" | quiet
+  --backends synthetic,gpu,resident,resident-process --stage-batches 0 2>&1 | tee "$RESULTS/gpus1_32.txt" | quiet
 echo "=== multi-GPU check, GPU data backend, generated 32 px JPEGs"
-DATA="$ROOT/jpeg32" DATA_BACKEND=gpu EXTRA=--data-on-gpu CHECK_DIR=/tmp/vk_multi_gpu_check WORKERS=8 \
+DATA="$ROOT/jpeg32" DATA_BACKEND=gpu EXTRA='--data-on-gpu --data-process' CHECK_DIR=/tmp/vk_multi_gpu_check WORKERS=8 \
   bash benchmarks/multi_gpu_check.sh 2>&1 | tee "$RESULTS/multi_gpu_check.txt" | tail -8
 cp /tmp/vk_multi_gpu_check.gpus*.txt "$RESULTS/" 2>/dev/null; true

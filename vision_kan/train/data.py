@@ -251,7 +251,7 @@ class DataConfig:
     synthetic_data: bool = False  # random tensors on the device: no read, decode or augmentation
     synthetic_classes: int = 1000  # without --data-path
     synthetic_images: Optional[int] = None  # train images without --data-path (default ImageNet-1k's)
-    data_process: Optional[bool] = None  # gpu backends: training batches made in a process of their own (None: on CUDA)
+    data_process: bool = False  # gpu backends: training batches made in a process of their own (opt-in for now)
     batch_size: int = 64
     num_workers: int = 10
     pin_mem: bool = True
@@ -299,7 +299,7 @@ def build_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, wor
         train_folder, val_folder, cfg.data_on_gpu, build_gpu_transform(True, tcfg), build_gpu_transform(False, tcfg),
         cfg.batch_size, cfg.num_workers, cfg.pin_mem and device.type == 'cuda', device, world_size, rank,
         cfg.repeated_aug, cfg.seed, train_sampler, ShardSampler, _seed_worker,
-        data_process=cfg.data_process if cfg.data_process is not None else device.type == 'cuda')
+        data_process=cfg.data_process)
     _check_steps(len(train_loader), cfg.batch_size, len(train_loader.sampler), len(train_set), world_size)
     return train_set, val_set, num_classes, train_loader, val_loader
 

@@ -1,11 +1,12 @@
-"""The GPU backends' training batches made in a process of their own (--data-process; the default on CUDA).
+"""The GPU backends' training batches made in a process of their own (--data-process, opt-in).
 
 Why: in one process the loader's host work (collating, the nvjpeg call, ~300 small augmentation ops a batch planned
 on the CPU) and the training loop's (eager dispatch of a step) share one GIL, so their host times add up instead of
-overlapping. H100, 2026-11-28, deit_tiny at 224 px: a step took ~45 ms of host time with synthetic data and the
-loader ~36 ms a batch, and the run with the loader in a thread trained at 0.63x synthetic. In a process of its own
-the loader's host work runs beside the training loop's; the batches cross as tensors through torch.multiprocessing
-(on CUDA an IPC handle and an event: no copy, and the training stream waits for the producer's kernels).
+overlapping: the loader in a thread trained deit_tiny at 224 px at 0.60x synthetic (H200, 2026-11-28), in this
+process at 0.80x (vit_grkan_tiny 0.59x -> 0.91x). The batches cross as tensors through torch.multiprocessing (on
+CUDA an IPC handle and an event: no copy, and the training stream waits for the producer's kernels).
+Opt-in because those GPU runs also spent ~165 s more per run than the thread rows outside their timed steps, not yet
+explained (benchmarks/data_process_check.py prints the producer's timeline and stacks to find it).
 
     parent (training)                                 producer (spawned once per rank, lives for the run)
     sampler.set_epoch(e); iter(loader)  -- (e, indices) -->  the in-process loader over these indices:
@@ -76,6 +77,9 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
              cancel: Any, parent_pid: int) -> None:
     """The producer's main loop: one command (epoch, indices) per epoch, None to stop."""
     _die_with_parent()
+    if os.environ.get('VISION_KAN_DATA_PROCESS_TRACE'):  # debugging: where the producer is, every N seconds
+        import faulthandler
+        faulthandler.dump_traceback_later(float(os.environ['VISION_KAN_DATA_PROCESS_TRACE']), repeat=True)
     if device.type == 'cuda':
         torch.cuda.set_device(device)
     order = EpochIndices()
@@ -100,10 +104,11 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
         except queue.Empty:
             continue
         if command is None:
-            return
+            break
         order.epoch, order.indices = command
+        batches = iter(loader)
         try:
-            for images, labels in loader:
+            for images, labels in batches:
                 if cancel.is_set() or not put(('batch', images, labels)):
                     break
                 del images, labels
@@ -112,7 +117,18 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
                     torch.cuda.ipc_collect()  # free the blocks the parent has released
         except BaseException as e:  # noqa: BLE001  (handed to the parent, raised there)
             put(('error', _picklable(e), None))
+        finally:
+            # an epoch left early: stop its prefetch thread now, so that the next epoch's iterator resets the
+            # persistent workers from a quiet state
+            getattr(batches, 'close', lambda: None)()
         put(('end', None, None))
+    # leave without the interpreter's teardown: freeing CUDA blocks that carry stream events (record_stream) while
+    # the driver unloads aborts with 'driver shutting down'; the DataLoader workers see their parent gone and end
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class ProcessLoader:
