@@ -7,6 +7,9 @@ stack every N seconds (faulthandler), so a stall shows where it waits.
 Why it exists: on 2 x H200 (2026-11-28) the data process gave 0.80x / 0.91x synthetic on the timed steps of
 bench_data_pipeline.py (deit_tiny / vit_grkan_tiny, 224 px) but each of those runs spent ~165 s more in its
 epoch than the thread rows, outside the timed steps; on the CPU the producer's first batch comes after ~5 s.
+One guess it tests: main.py's start-up check (data.check_gpu_backend) decodes a probe JPEG with nvjpeg in the
+trainer, so two processes hold a hardware-decoder handle on one GPU. Phase A starts a producer while this process
+has not touched nvjpeg; phase B decodes a probe here first (as main.py does), then starts a second producer.
 """
 import argparse
 import faulthandler
@@ -43,26 +46,37 @@ def main() -> int:
     device = torch.device('cuda', 0) if torch.cuda.is_available() else torch.device('cpu')
     data = make_jpegs(Path(a.root) / 'jpeg224', a.images, 10, (500, 375), os.cpu_count() or 1)
     say('jpegs ready', data)
+    import vision_kan.train.data as data_module
     cfg = DataConfig(data_path=str(data), data_backend='gpu', batch_size=a.batch_size, num_workers=a.workers,
                      repeated_aug=False, data_process=True, device=device.type)
-    loader = build_data(cfg, TransformConfig(input_size=224), device, 1, 0)[3]
-    say('built', type(loader).__name__, len(loader), 'batches an epoch')
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    it = iter(loader)
-    for k in range(10):
-        x, _ = next(it)
-        sync()
-        say('batch', k, tuple(x.shape))
-    it.close()
-    say('epoch left early (drained)')
-    it = iter(loader)
-    for k in range(3):
-        next(it)
-        sync()
-        say('second epoch, batch', k)
-    it.close()
-    loader.close()
-    say('closed')
+    for phase, parent_probe in (('A', False), ('B', True)):
+        real_check = data_module.check_gpu_backend
+        if parent_probe:
+            real_check(cfg, device)
+            say(phase, 'this process decoded a probe JPEG (nvjpeg)')
+        else:
+            data_module.check_gpu_backend = lambda *args: None  # this process never calls nvjpeg in phase A
+        try:
+            loader = build_data(cfg, TransformConfig(input_size=224), device, 1, 0)[3]
+        finally:
+            data_module.check_gpu_backend = real_check
+        say(phase, 'built', type(loader).__name__, len(loader), 'batches an epoch')
+        it = iter(loader)
+        for k in range(10):
+            x, _ = next(it)
+            sync()
+            say(phase, 'batch', k, tuple(x.shape))
+        it.close()
+        say(phase, 'epoch left early (drained)')
+        it = iter(loader)
+        for k in range(3):
+            next(it)
+            sync()
+            say(phase, 'second epoch, batch', k)
+        it.close()
+        loader.close()
+        say(phase, 'closed')
     return 0
 
 
