@@ -109,9 +109,16 @@ def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Di
         with torch.no_grad(), autocast:
             net(x)
 
+    graphs = mode == 'compiled' and 'reduce-overhead' in (args.compile_mode or '')
     try:
+        if graphs and device.type == 'cuda':  # CUDA graphs: the pool is allocated while recording (warm-up)
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
         row['train'] = args.batch_size / time_it(train_step, device, args.warmup, args.steps)
-        row['mem'] = peak_memory(train_step, device)
+        if graphs and device.type == 'cuda':
+            row['mem'] = torch.cuda.max_memory_allocated(device) / 2 ** 30  # warm-up and timed steps
+        else:
+            row['mem'] = peak_memory(train_step, device)
         if args.profile:
             row['host_ms'], row['gpu_ms'] = profile_step(train_step, device)
         model.eval()
@@ -175,6 +182,8 @@ def bench_layers(args, device: torch.device, mode: str, backends: List[str]) -> 
         for name in backends if _has_kan(make()) else ['—']:
             torch.manual_seed(0)
             layer = kernels.set_backend(make().to(device), name if name != '—' else 'reference')
+            if mode == 'compiled':
+                torch._dynamo.reset()  # one compile per row: else the 9th row hits dynamo's recompile limit
             net = torch.compile(layer) if mode == 'compiled' else layer
             x = torch.randn(args.tokens, LAYER_DIM, device=device, requires_grad=True)
 
@@ -279,6 +288,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--models', nargs='+', default=DEFAULT_MODELS)
+    parser.add_argument('--baseline', default=BASELINE,
+                        help='the ratio row (run first): e.g. deit_base_patch16_224 for the base KAN-ViTs')
     parser.add_argument('--modes', default='eager,compiled', help='comma list of eager, compiled')
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--img-size', type=int, default=224)
@@ -354,12 +365,12 @@ def main():
     macs_cache: Dict[str, float] = {}
     for mode in modes:
         base = None
-        runs = [(BASELINE, '—')] if BASELINE in args.models else []
-        runs += [(spec, b) for b in backends for spec in args.models if spec != BASELINE]
+        runs = [(args.baseline, '—')] if args.baseline in args.models else []
+        runs += [(spec, b) for b in backends for spec in args.models if spec != args.baseline]
         for spec, backend_name in runs:
             kan_backend = 'reference' if backend_name == '—' else backend_name
             row = bench_model(spec, args, device, mode, macs_cache, kan_backend)
-            base = row if spec == BASELINE else base
+            base = row if spec == args.baseline else base
             b = base or {}
             print(f"| {spec} | {backend_name} | {mode} | {row['params']:.2f} | {fmt(row['gmacs'])} | "
                   f"{fmt(row['train'], '.0f')} | {fmt(ratio(row['train'], b.get('train')))} | "
