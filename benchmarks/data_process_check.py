@@ -9,7 +9,9 @@ bench_data_pipeline.py (deit_tiny / vit_grkan_tiny, 224 px) but each of those ru
 epoch than the thread rows, outside the timed steps; on the CPU the producer's first batch comes after ~5 s.
 One guess it tests: main.py's start-up check (data.check_gpu_backend) decodes a probe JPEG with nvjpeg in the
 trainer, so two processes hold a hardware-decoder handle on one GPU. Phase A starts a producer while this process
-has not touched nvjpeg; phase B decodes a probe here first (as main.py does), then starts a second producer.
+has not touched nvjpeg; phase B decodes a probe here first (as main.py does), then starts a second producer;
+phase C is B with no DataLoader workers in the producer (nothing forked from a process that holds a CUDA context).
+With --trace the producer also prints its milestones (started, device ready, loader built, each early batch).
 """
 import argparse
 import faulthandler
@@ -50,7 +52,9 @@ def main() -> int:
     cfg = DataConfig(data_path=str(data), data_backend='gpu', batch_size=a.batch_size, num_workers=a.workers,
                      repeated_aug=False, data_process=True, device=device.type)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    for phase, parent_probe in (('A', False), ('B', True)):
+    phases = (('A', False, a.workers), ('B', True, a.workers), ('C', True, 0))
+    for phase, parent_probe, workers in phases:
+        cfg.num_workers = workers
         real_check = data_module.check_gpu_backend
         if parent_probe:
             real_check(cfg, device)

@@ -77,13 +77,26 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
              cancel: Any, parent_pid: int) -> None:
     """The producer's main loop: one command (epoch, indices) per epoch, None to stop."""
     _die_with_parent()
-    if os.environ.get('VISION_KAN_DATA_PROCESS_TRACE'):  # debugging: where the producer is, every N seconds
+    trace = os.environ.get('VISION_KAN_DATA_PROCESS_TRACE')
+    if trace:  # debugging (benchmarks/data_process_check.py): milestones, and every thread's stack every N seconds
         import faulthandler
-        faulthandler.dump_traceback_later(float(os.environ['VISION_KAN_DATA_PROCESS_TRACE']), repeat=True)
+        import time
+        faulthandler.dump_traceback_later(float(trace), repeat=True)
+        started = time.time()
+
+        def mark(what: str) -> None:
+            print(f'[data process {os.getpid()}, {time.time() - started:7.2f} s] {what}', file=sys.stderr, flush=True)
+    else:
+        def mark(what: str) -> None:
+            pass
+    mark('started')
     if device.type == 'cuda':
         torch.cuda.set_device(device)
+        torch.zeros(1, device=device)
+    mark(f'{device} ready')
     order = EpochIndices()
     loader = make_loader(order)
+    mark('loader built')
 
     def alive() -> bool:
         return os.getppid() == parent_pid
@@ -106,12 +119,17 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
         if command is None:
             break
         order.epoch, order.indices = command
+        mark(f'epoch {order.epoch}: {len(order.indices)} indices')
         batches = iter(loader)
         try:
             for images, labels in batches:
+                if sent < 2:
+                    mark(f'batch {sent} made')
                 if cancel.is_set() or not put(('batch', images, labels)):
                     break
                 del images, labels
+                if sent < 2:
+                    mark(f'batch {sent} handed over')
                 sent += 1
                 if device.type == 'cuda' and sent % 16 == 0:
                     torch.cuda.ipc_collect()  # free the blocks the parent has released
