@@ -154,6 +154,21 @@ def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
     return float(speed)
 
 
+def _loader_rate(loader: Any, batches: int, batch_size: int, untimed: int, sync: Any) -> float:
+    """img/s of a whole loader without a model: `untimed` batches (start-up), then `batches` timed."""
+    whole = iter(loader)
+    for _ in range(untimed):
+        next(whole)
+    sync()
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(whole)
+    sync()
+    rate = batches * batch_size / (time.perf_counter() - t)
+    whole.close()
+    return rate
+
+
 def stage_rates(argv: List[str], batches: int) -> Dict[str, float]:
     """The gpu backend's stages alone, img/s: workers reading bytes; nvjpeg decode of those batches; the train
     GpuTransform on the decoded batches; the whole loader without a model, in a thread of this process and in the
@@ -185,27 +200,10 @@ def stage_rates(argv: List[str], batches: int) -> Dict[str, float]:
         loader.transform(d, generator=g)
     sync()
     out['augment'] = batches * args.batch_size / (time.perf_counter() - t)
-    whole = iter(loader)
-    next(whole)
-    sync()
-    t = time.perf_counter()
-    for _ in range(batches):
-        next(whole)
-    sync()
-    out['whole loader, thread'] = batches * args.batch_size / (time.perf_counter() - t)
-    whole.close()
+    out['whole loader, thread'] = _loader_rate(loader, batches, args.batch_size, 1, sync)
     args = main.parse_args(argv + ['--data-process'])
     _, _, _, loader, _ = build_data(DataConfig.from_flags(args), TransformConfig.from_flags(args), device, 1, 0)
-    whole = iter(loader)
-    for _ in range(2):  # the process start and its workers
-        next(whole)
-    sync()
-    t = time.perf_counter()
-    for _ in range(batches):
-        next(whole)
-    sync()
-    out['whole loader, data process'] = batches * args.batch_size / (time.perf_counter() - t)
-    whole.close()
+    out['whole loader, data process'] = _loader_rate(loader, batches, args.batch_size, 2, sync)
     loader.close()
     return out
 
