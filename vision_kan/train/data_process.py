@@ -165,7 +165,6 @@ class ProcessLoader:
         self._ctx = torch_mp.get_context('spawn')
         self._process: Optional[Any] = None
         self._pending = False  # an epoch was started and its ('end',) not yet read
-        atexit.register(self.close)
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -181,6 +180,7 @@ class ProcessLoader:
             args=(self.make_loader, self.device, self._commands, self._results, self._cancel, os.getpid()))
         self._process.start()
         self._pending = False
+        atexit.register(self.close)  # a producer left running would keep the interpreter from exiting
 
     def _get(self) -> Tuple[str, Any, Any]:
         while True:
@@ -229,6 +229,7 @@ class ProcessLoader:
     def close(self) -> None:
         """Stop the producer (called at exit too): the stop command, the results emptied meanwhile so that a producer
         blocked on a full queue sees it, then terminate() if it has not ended within ~10 s."""
+        atexit.unregister(self.close)  # a closed loader need not be kept alive until exit
         process, self._process = self._process, None
         self._pending = False
         if process is None:
