@@ -140,8 +140,9 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
             # persistent workers from a quiet state
             getattr(batches, 'close', lambda: None)()
         put(('end', None, None))
+    getattr(loader, 'close', lambda: None)()  # the decode backend's DataLoader workers
     # leave without the interpreter's teardown: freeing CUDA blocks that carry stream events (record_stream) while
-    # the driver unloads aborts with 'driver shutting down'; the DataLoader workers see their parent gone and end
+    # the driver unloads aborts with 'driver shutting down'
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     sys.stdout.flush()
