@@ -248,10 +248,23 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
         a = torch.randn(m, j * d, device=device, dtype=dt)  # the materialised basis a GEMM would read
         b = torch.randn(j * d, n, device=device, dtype=dt)
         flops = 2.0 * m * j * d * n
+        from vision_kan.layers.kernels import triton_kan
+
+        def forced(kernel, config, fn):  # one variant, whatever the autotuner picked for the plain row
+            def run():
+                with triton_kan.forced_config(kernel, config):
+                    return fn()
+            return run
+        fwd = lambda: ops.basis_linear(x, w, params, None, kind, inv_h)  # noqa: E731
+        dw = lambda: ops.basis_linear_dw(g, x, w, params, kind, inv_h)  # noqa: E731
         timings = {
-            'forward': (lambda: ops.basis_linear(x, w, params, None, kind, inv_h), lambda: a @ b),
+            'forward': (fwd, lambda: a @ b),
+            'forward, fused kernel only': (forced('fwd', triton_kan._FWD_CONFIGS[0], fwd), lambda: a @ b),
+            'forward, basis + cuBLAS only': (forced('fwd', ('g', 32, 128, 1 << 26, 4), fwd), lambda: a @ b),
             'input grad': (lambda: ops.basis_linear_dx(g, x, w, params, kind, inv_h), lambda: g @ b.t()),
-            'weight grad': (lambda: ops.basis_linear_dw(g, x, w, params, kind, inv_h), lambda: g.t() @ a),
+            'weight grad': (dw, lambda: g.t() @ a),
+            'weight grad, fused kernel only': (forced('dw', triton_kan._DW_CONFIGS[0], dw), lambda: g.t() @ a),
+            'weight grad, basis + cuBLAS only': (forced('dw', ('g', 32, 128, 1 << 26, 4, 1), dw), lambda: g.t() @ a),
             # the layers pass LayerNorm's fp32 output unrounded (numerics): the cost of reading x in fp32
             'forward, x fp32': (lambda: ops.basis_linear(x32, w, params, None, kind, inv_h), lambda: a @ b),
             'input grad, x fp32': (lambda: ops.basis_linear_dx(g, x32, w, params, kind, inv_h), lambda: g @ b.t()),

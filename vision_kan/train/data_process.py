@@ -5,8 +5,9 @@ on the CPU) and the training loop's (eager dispatch of a step) share one GIL, so
 overlapping: the loader in a thread trained deit_tiny at 224 px at 0.60x synthetic (H200, 2026-11-28), in this
 process at 0.80x (vit_grkan_tiny 0.59x -> 0.91x). The batches cross as tensors through torch.multiprocessing (on
 CUDA an IPC handle and an event: no copy, and the training stream waits for the producer's kernels).
-Opt-in because those GPU runs also spent ~165 s more per run than the thread rows outside their timed steps, not yet
-explained (benchmarks/data_process_check.py prints the producer's timeline and stacks to find it).
+Opt-in: it is not faster in every measured row yet (README, "GPU data backends"). Its workers are forked
+(gpu_data.decode_train_loader): spawned, as a spawned process's children are by default, 14 of them took 162 s to
+start (benchmarks/data_process_check.py found it).
 
     parent (training)                                 producer (spawned once per rank, lives for the run)
     sampler.set_epoch(e); iter(loader)  -- (e, indices) -->  the in-process loader over these indices:

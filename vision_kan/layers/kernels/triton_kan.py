@@ -297,16 +297,46 @@ def _dw_kernel_t(
 # ---------------------------------------------------------------------------------------------------------------
 
 # Candidates checked with ptxas for sm_90 (triton 3.8, bf16, dims divisible by 16): all use wgmma, none spills.
+@triton.jit
+def _expand_kernel(
+        x_ptr, p_ptr, out_ptr, M, D, inv_h,
+        KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
+        UPCAST: tl.constexpr,
+):
+    """out (M, J, D) = [SiLU(x)], B_0(x), ..., B_{J-FIRST-1}(x) in out's dtype: every slot of a (BM, BD) tile of x
+    evaluated once, for the weight grad as one GEMM (dw_gemm). One program: a (BM, BD) tile, all J slots."""
+    pid_m, pid_d = tl.program_id(0), tl.program_id(1)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    d_mask = offs_d < D
+    mask = (offs_m < M)[:, None] & d_mask[None, :]
+    x = tl.load(x_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    rows = out_ptr + offs_m.to(tl.int64)[:, None] * (J * D) + offs_d[None, :]
+    dt = out_ptr.dtype.element_ty
+    if FIRST == 1:
+        tl.store(rows, _cast(_silu(x), dt, UPCAST), mask=mask)
+    for s in range(0, J - FIRST):
+        b = _slot_basis(x, p_ptr, offs_d, d_mask, D, s, inv_h, KIND)
+        tl.store(rows + (FIRST + s) * D, _cast(b, dt, UPCAST), mask=mask)
+
+
 # fwd: (BM, BN, BD, warps, stages); the accumulator is (BM, BN), x and W_j^T tiles stream through shared memory
-_FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3)]
+# ('g', BM, BD, cap, warps): fwd_gemm, the basis per chunk of rows (_expand_kernel) then one cuBLAS GEMM per chunk
+_FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3),
+                ('g', 32, 128, 1 << 25, 4), ('g', 32, 128, 1 << 26, 4)]
 # dx: (BM, BD, BN, ...); three (BM, BD) fp32 tiles stay live (z, G_j, running sum)
 _DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2)]
 # dw: ('n', BN, BD, BM, ...) = _dw_kernel, basis tile through shared memory, accumulator (BN, BD);
 #     ('t', BD, BN, BM, ...) = _dw_kernel_t, basis tile as the register operand, accumulator (BD, BN).
 # Measured on an H100 (2026-11-23, M = 50432): 'n' reached 83-143 TFLOP/s, a third of the forward's rate per FLOP;
 # its SASS waits for each MMA before the next basis tile (no overlap), which 't' does not.
+#     ('g', BM, BD, cap, warps, 1) = dw_gemm: the basis written once per chunk of rows (at most `cap` elements) by
+#     _expand_kernel, then dW = dY^T @ basis as one cuBLAS GEMM per chunk. Its case (H100, 2026-11-28): the fused
+#     weight-grad kernel ran at 105-147 TFLOP/s where cuBLAS runs the same-size GEMM at 512-681, and the basis of
+#     one 192-wide layer (M = 50,432) is 174 MB in bf16 (~0.07 ms to write); the autotuner times it against the rest.
 _DW_CONFIGS = [('t', 128, 128, 64, 8, 3), ('t', 128, 256, 32, 8, 3), ('t', 64, 128, 64, 4, 3),
-               ('n', 128, 64, 64, 8, 3), ('n', 128, 128, 64, 8, 3)]
+               ('n', 128, 64, 64, 8, 3), ('n', 128, 128, 64, 8, 3),
+               ('g', 32, 128, 1 << 25, 4, 1), ('g', 32, 128, 1 << 26, 4, 1)]
 _INTERP_CONFIGS = {'fwd': (16, 16, 16, 1, 1), 'dx': (16, 16, 16, 1, 1), 'dw': ('t', 16, 16, 16, 1, 1)}
 _TUNED: Dict[Tuple, Tuple] = {}
 _TUNE = {'enabled': True}
@@ -387,6 +417,9 @@ def fwd(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.
     upcast = _interpreting(x)
 
     def launch(c):
+        if c[0] == 'g':
+            fwd_gemm(x, w, p, bias, kind, first, inv_h, *c[1:], out=y)
+            return
         bm, bn, bd, warps, stages = c
         grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
         _fwd_kernel[grid](
@@ -439,6 +472,9 @@ def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: 
 
     def launch(c):
         variant, b0, b1, bm, warps, stages = c
+        if variant == 'g':
+            result['part'] = dw_gemm(g, x, p, j, kind, first, inv_h, dtype, b0, b1, bm, warps)[None]
+            return
         bn, bd = (b0, b1) if variant == 'n' else (b1, b0)
         tiles = triton.cdiv(n, bn) * triton.cdiv(d, bd)
         # enough programs for ~2 waves of the SMs, each split a multiple of BM rows and at least 4 blocks
@@ -460,3 +496,60 @@ def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: 
     _pick('dw', (kind, dtype, _m_bucket(m), n, d), _DW_CONFIGS, launch, x)
     part = result['part']
     return (part[0] if part.shape[0] == 1 else part.sum(0)).to(dtype)
+
+
+def dw_gemm(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: int, first: int,
+            inv_h: float, dtype: torch.dtype, bm: int, bd: int, cap: int, warps: int) -> torch.Tensor:
+    """dY (M, N), x (M, D) -> dW (J, N, D) fp32: per chunk of rows, the basis (rows, J, D) in `dtype` by
+    _expand_kernel, then dW (N, J * D) += dY_chunk^T (N, rows) @ basis (rows, J * D) with fp32 output.
+
+    cap: most basis elements held at once (rows per chunk = cap // (J * D), at least bm): the transient memory is
+    2 * cap bytes in bf16, one layer at a time, never saved for later."""
+    m, d = x.shape
+    n, j = g.shape[1], num_slots
+    rows = max(bm, cap // (j * d))
+    acc = torch.zeros(n, j * d, dtype=torch.float32, device=x.device)
+    basis = torch.empty(min(rows, m), j, d, dtype=dtype, device=x.device)
+    for r0 in range(0, m, rows):
+        r = min(rows, m - r0)
+        flat = _expand(x[r0:r0 + r], p, basis[:r], kind, first, inv_h, bm, bd, warps)
+        g_t = g[r0:r0 + r].t()
+        if x.is_cuda and dtype != torch.float32:
+            acc += torch.mm(g_t, flat, out_dtype=torch.float32)  # cuBLAS, fp32 accumulation and output
+        elif x.is_cuda:
+            acc += torch.mm(g_t, flat)  # TF32 where allowed, as the kernels' _prec
+        else:  # the interpreter (tests): the same products, fp32 sums
+            acc += torch.mm(g_t.float(), flat.float())
+    return acc.view(n, j, d).permute(1, 0, 2).contiguous()
+
+
+def _expand(x: torch.Tensor, p: torch.Tensor, out: torch.Tensor, kind: int, first: int, inv_h: float, bm: int,
+            bd: int, warps: int) -> torch.Tensor:
+    """out (r, J, D) <- every basis slot of x (r, D) in out's dtype (_expand_kernel); returns out as (r, J * D)."""
+    r, d = x.shape
+    j = out.shape[1]
+    _expand_kernel[(triton.cdiv(r, bm), triton.cdiv(d, bd))](
+        x, p, out, r, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, UPCAST=_interpreting(x), num_warps=warps)
+    return out.view(r, j * d)
+
+
+def fwd_gemm(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.Tensor], kind: int,
+             first: int, inv_h: float, bm: int, bd: int, cap: int, warps: int, out: torch.Tensor) -> torch.Tensor:
+    """y (M, N) = basis(x) (M, J * D) @ W (N, J * D)^T (+ bias) into `out`, per chunk of rows (at most `cap` basis
+    elements at once, in W's dtype; transient, never saved)."""
+    m, d = x.shape
+    j, n, _ = w.shape
+    rows = max(bm, cap // (j * d))
+    w_flat = w.permute(1, 0, 2).reshape(n, j * d)  # (N, J * D): slot-major columns, as the basis rows
+    basis = torch.empty(min(rows, m), j, d, dtype=w.dtype, device=x.device)
+    for r0 in range(0, m, rows):
+        r = min(rows, m - r0)
+        a = _expand(x[r0:r0 + r], p, basis[:r], kind, first, inv_h, bm, bd, warps)
+        if _interpreting(x):  # the interpreter (tests): the same products, fp32 sums
+            y = a.float() @ w_flat.float().t() + (0 if bias is None else bias.float())
+            out[r0:r0 + r] = y.to(out.dtype)
+        elif bias is None:
+            torch.mm(a, w_flat.t(), out=out[r0:r0 + r])
+        else:
+            torch.addmm(bias, a, w_flat.t(), out=out[r0:r0 + r])
+    return out

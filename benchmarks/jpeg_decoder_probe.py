@@ -1,0 +1,145 @@
+"""Which GPU JPEG decoder can feed a 224 px training step: torchvision's nvjpeg (the gpu backend's today) against
+NVIDIA nvImageCodec (`nvidia-nvimgcodec-cu13`, with the hardware JPEG engines of A100/H100/H200), on the same
+ImageNet-shaped files. Prints one table: img/s of each decoder alone, the process CPU seconds it spends per
+1,000 images (host-bound or not), and how much it slows a bf16 GEMM loop running beside it on the same GPU
+(the share of the SMs a decoder takes from a training step).
+
+    python benchmarks/jpeg_decoder_probe.py                     # 3,072 generated 500x375 JPEGs in /tmp/vk_probe
+
+Why it exists: on 2 x H200 (2026-11-28) the gpu backend's nvjpeg stage alone decoded 7,311 img/s while
+DeiT-tiny's synthetic step runs at 7,706 img/s, so no scheduling of the other stages reaches 0.9x synthetic.
+Rows whose decoder is not installed print why and the others still run.
+"""
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def gemm_rate(stop: threading.Event, out: Dict[str, float], stream: torch.cuda.Stream) -> None:
+    """bf16 4096^3 GEMMs on their own stream until stop; out['tflops'] = the rate over that time."""
+    a = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
+    b = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
+    n, t = 0, time.perf_counter()
+    with torch.cuda.stream(stream):
+        while not stop.is_set():
+            for _ in range(8):
+                a @ b
+            stream.synchronize()
+            n += 8
+    out['tflops'] = n * 2 * 4096 ** 3 / (time.perf_counter() - t) / 1e12
+
+
+def timed(decode: Callable[[List[bytes]], None], batches: List[List[bytes]], repeat: int) -> Dict[str, float]:
+    decode(batches[0])  # handles, first allocations
+    torch.cuda.synchronize()
+    cpu, t = time.process_time(), time.perf_counter()
+    images = 0
+    for _ in range(repeat):
+        for b in batches:
+            decode(b)
+            images += len(b)
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t
+    return {'img/s': images / wall, 'cpu s / 1k img': (time.process_time() - cpu) / images * 1000}
+
+
+def beside_gemm(decode: Callable[[List[bytes]], None], batches: List[List[bytes]], repeat: int,
+                alone_tflops: float) -> float:
+    """GEMM TFLOP/s while decoding, as a fraction of the GEMM alone."""
+    stop, out = threading.Event(), {}
+    worker = threading.Thread(target=gemm_rate, args=(stop, out, torch.cuda.Stream()))
+    worker.start()
+    time.sleep(0.5)
+    timed(decode, batches, repeat)
+    stop.set()
+    worker.join()
+    return out['tflops'] / alone_tflops
+
+
+def torchvision_decoder(device: torch.device) -> Callable[[List[bytes]], None]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def run(batch: List[bytes]) -> None:
+        decode_jpeg([torch.frombuffer(bytearray(x), dtype=torch.uint8) for x in batch], mode=ImageReadMode.RGB,
+                    device=device)
+    return run
+
+
+def nvimgcodec_decoder(kind: Optional[str], roi: bool) -> Callable[[List[bytes]], None]:
+    from nvidia import nvimgcodec
+    backends = None if kind is None else [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))]
+    decoder = nvimgcodec.Decoder(device_id=torch.cuda.current_device(), backends=backends)
+    params = nvimgcodec.DecodeParams(apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.SRGB,
+                                    allow_any_depth=False, sample_format=nvimgcodec.SampleFormat.P_RGB)
+    g = torch.Generator().manual_seed(0)
+
+    def run(batch: List[bytes]) -> None:
+        streams = [nvimgcodec.CodeStream(x) for x in batch]
+        if roi:  # a centred crop of a random area in [0.08, 1] (RandomResizedCrop's mean is ~0.54)
+            cut = []
+            for s in streams:
+                f = float(torch.empty(1).uniform_(0.08, 1.0, generator=g)) ** 0.5
+                h, w = max(1, int(s.height * f)), max(1, int(s.width * f))
+                y, x = (s.height - h) // 2, (s.width - w) // 2
+                cut.append(s.get_sub_code_stream(region=nvimgcodec.Region(y, x, y + h, x + w)))
+            streams = cut
+        out = decoder.decode(streams, params=params, cuda_stream=torch.cuda.current_stream().cuda_stream)
+        if any(o is None for o in out):
+            raise RuntimeError('nvimgcodec returned None for an image')
+        [torch.as_tensor(o, device='cuda') for o in out]  # zero-copy views (__cuda_array_interface__), (3, H, W)
+    return run
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--root', default='/tmp/vk_probe')
+    p.add_argument('--images', type=int, default=3072)
+    p.add_argument('--batch-size', type=int, default=256)
+    p.add_argument('--repeat', type=int, default=2)
+    a = p.parse_args()
+    from bench_data_pipeline import make_jpegs
+    root = make_jpegs(Path(a.root), a.images, 10, (500, 375), os.cpu_count() or 1)
+    files = sorted((root / 'train').rglob('*.jpg'))[:a.images]
+    data = [f.read_bytes() for f in files]
+    batches = [data[i:i + a.batch_size] for i in range(0, len(data) - a.batch_size + 1, a.batch_size)]
+    device = torch.device('cuda', 0)
+    torch.cuda.set_device(device)
+    stop, out = threading.Event(), {}
+    worker = threading.Thread(target=gemm_rate, args=(stop, out, torch.cuda.Stream()))
+    worker.start()
+    time.sleep(3.0)
+    stop.set()
+    worker.join()
+    alone = out['tflops']
+    print(f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}, {len(files)} files 500x375, '
+          f'batch {a.batch_size}, {os.cpu_count()} CPUs; bf16 GEMM alone {alone:.0f} TFLOP/s', flush=True)
+    rows = [('torchvision decode_jpeg (nvjpeg)', lambda: torchvision_decoder(device)),
+            ('nvimgcodec, default backends', lambda: nvimgcodec_decoder(None, False)),
+            ('nvimgcodec, HW_GPU_ONLY', lambda: nvimgcodec_decoder('HW_GPU_ONLY', False)),
+            ('nvimgcodec, GPU_ONLY', lambda: nvimgcodec_decoder('GPU_ONLY', False)),
+            ('nvimgcodec, HYBRID_CPU_GPU', lambda: nvimgcodec_decoder('HYBRID_CPU_GPU', False)),
+            ('nvimgcodec, HW_GPU_ONLY, crop region', lambda: nvimgcodec_decoder('HW_GPU_ONLY', True)),
+            ('nvimgcodec, default, crop region', lambda: nvimgcodec_decoder(None, True))]
+    print('| decoder | img/s | CPU s / 1k img | GEMM beside it, x alone |\n|---|---|---|---|', flush=True)
+    for name, make in rows:
+        try:
+            decode = make()
+            r = timed(decode, batches, a.repeat)
+            share = beside_gemm(decode, batches, a.repeat, alone)
+            print(f"| {name} | {r['img/s']:,.0f} | {r['cpu s / 1k img']:.2f} | {share:.2f} |", flush=True)
+        except Exception as e:  # noqa: BLE001  (a missing package or an unsupported backend: say so, go on)
+            print(f'| {name} | failed: {type(e).__name__}: {str(e)[:160]} | | |', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
