@@ -320,6 +320,9 @@ def main():
     parser.add_argument('--compile-mode', default=None,
                         help="torch.compile mode of the compiled model rows, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument('--layer-modes', default=None, help='modes of the layer table (default: --modes)')
+    parser.add_argument('--gemm-variants', action=argparse.BooleanOptionalAction, default=True,
+                        help="let the autotuner pick the basis + cuBLAS variants (--no-gemm-variants: fused kernels "
+                             "only, the A/B)")
     parser.add_argument('--kernels', action=argparse.BooleanOptionalAction, default=True,
                         help='per-kernel table (CUDA with the fused backend only)')
     args = parser.parse_args()
@@ -332,6 +335,9 @@ def main():
         if b not in kernels.BACKENDS:
             parser.error(f'--backends: each must be one of {kernels.BACKENDS}, got {b!r}')
 
+    if not args.gemm_variants and device.type == 'cuda':
+        from vision_kan.layers.kernels import triton_kan
+        triton_kan.set_gemm_variants(False)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     try:
         import triton
@@ -340,7 +346,8 @@ def main():
         triton_version = 'absent'
     print(f'# {name}, torch {torch.__version__}, triton {triton_version}, timm {timm.__version__}, '
           f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px, compile mode {args.compile_mode}'
-          f'{f", patch {args.patch_size}" if args.patch_size else ""}, autocast {args.amp_dtype}',
+          f'{f", patch {args.patch_size}" if args.patch_size else ""}, autocast {args.amp_dtype}'
+          f'{"" if args.gemm_variants else ", fused kernels only (--no-gemm-variants)"}',
           flush=True)
 
     if args.kernels and device.type == 'cuda' and set(backends) - {'reference'}:

@@ -7,6 +7,9 @@ stack every N seconds (faulthandler), so a stall shows where it waits.
 Why it exists: on 2 x H200 (2026-11-28) the data process gave 0.80x / 0.91x synthetic on the timed steps of
 bench_data_pipeline.py (deit_tiny / vit_grkan_tiny, 224 px) but each of those runs spent ~165 s more in its
 epoch than the thread rows, outside the timed steps; on the CPU the producer's first batch comes after ~5 s.
+What it found (H100, 2026-11-28): phases A and B each waited 162 s while the producer's DataLoader spawned its 14
+workers one after another (a spawned process hands spawn on to its children); phase C, without workers, had its
+first batch after 1.5 s. The producer's loader now forks its workers.
 One guess it tests: main.py's start-up check (data.check_gpu_backend) decodes a probe JPEG with nvjpeg in the
 trainer, so two processes hold a hardware-decoder handle on one GPU. Phase A starts a producer while this process
 has not touched nvjpeg; phase B decodes a probe here first (as main.py does), then starts a second producer;

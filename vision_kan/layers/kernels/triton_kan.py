@@ -339,7 +339,7 @@ _DW_CONFIGS = [('t', 128, 128, 64, 8, 3), ('t', 128, 256, 32, 8, 3), ('t', 64, 1
                ('g', 32, 128, 1 << 25, 4, 1), ('g', 32, 128, 1 << 26, 4, 1)]
 _INTERP_CONFIGS = {'fwd': (16, 16, 16, 1, 1), 'dx': (16, 16, 16, 1, 1), 'dw': ('t', 16, 16, 16, 1, 1)}
 _TUNED: Dict[Tuple, Tuple] = {}
-_TUNE = {'enabled': True}
+_TUNE = {'enabled': True, 'gemm': True}
 _FORCED: Dict[str, Tuple] = {}
 
 
@@ -368,7 +368,7 @@ def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor
             cfg = configs[0]
         else:
             times = []
-            for c in configs:
+            for c in configs if _TUNE['gemm'] else [c for c in configs if c[0] != 'g']:
                 try:
                     times.append((triton.testing.do_bench(lambda: launch(c), warmup=5, rep=20), c))
                 except Exception:  # a config that does not fit (shared memory, registers) is skipped
@@ -378,6 +378,13 @@ def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor
             cfg = min(times)[1]
         _TUNED[full_key] = cfg
     launch(cfg)
+
+
+def set_gemm_variants(enabled: bool) -> None:
+    """Let the autotuner consider the basis + cuBLAS ('g') variants (True, the default) or the fused kernels only
+    (benchmarks: the A/B of the two in one run). Clears the configurations chosen so far."""
+    _TUNE['gemm'] = bool(enabled)
+    _TUNED.clear()
 
 
 def set_tuning(enabled: bool) -> None:
