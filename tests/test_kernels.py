@@ -443,3 +443,23 @@ def test_fused_available_on_cpu_follows_the_interpreter(monkeypatch):
     monkeypatch.setattr(kernels.dispatch, '_interpreter_on', lambda: True)
     assert kernels.fused_available(torch.zeros(1))
     assert not kernels.fused_available(torch.zeros(1, device='meta'))
+
+
+def test_autotuner_times_the_gemm_variants_unless_switched_off(monkeypatch):
+    pytest.importorskip('triton')
+    from vision_kan.layers.kernels import triton_kan
+    timed = []
+    monkeypatch.setattr(triton_kan, '_interpreting', lambda t: False)  # take the tuning path, launch nothing
+    monkeypatch.setattr(torch.cuda, 'is_current_stream_capturing', lambda: False)
+    monkeypatch.setattr(triton_kan.triton.testing, 'do_bench', lambda fn, **kw: (fn(), float(len(timed)))[1])
+    ref = torch.zeros(1)
+    try:
+        triton_kan._pick('dw', ('test', 1), triton_kan._DW_CONFIGS, timed.append, ref)
+        assert any(c[0] == 'g' for c in timed) and any(c[0] == 't' for c in timed)
+        triton_kan.set_gemm_variants(False)
+        timed.clear()
+        triton_kan._pick('dw', ('test', 1), triton_kan._DW_CONFIGS, timed.append, ref)  # tuned again: cleared
+        assert timed and not any(c[0] == 'g' for c in timed)
+    finally:
+        triton_kan.set_gemm_variants(True)  # also forgets the choices made here
+    assert ('dw', 'test', 1) not in triton_kan.tuned_configs()
