@@ -4,6 +4,7 @@ ImageNet-shaped files. Prints one table: img/s of each decoder alone, the proces
 1,000 images (host-bound or not), and how much it slows a bf16 GEMM loop running beside it on the same GPU
 (the share of the SMs a decoder takes from a training step).
 
+    pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg              # the nvImageCodec rows (CUDA 13 builds of torch)
     python benchmarks/jpeg_decoder_probe.py                     # 3,072 generated 500x375 JPEGs in /tmp/vk_probe
 
 Why it exists: on 2 x H200 (2026-11-28) the gpu backend's nvjpeg stage alone decoded 7,311 img/s while
