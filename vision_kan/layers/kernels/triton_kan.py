@@ -292,11 +292,6 @@ def _dw_kernel_t(
     tl.store(out, acc, mask=d_mask[:, None] & n_mask[None, :])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Launch configurations and a small tuner (first call per shape times the candidates on the GPU, then caches)
-# ---------------------------------------------------------------------------------------------------------------
-
-# Candidates checked with ptxas for sm_90 (triton 3.8, bf16, dims divisible by 16): all use wgmma, none spills.
 @triton.jit
 def _expand_kernel(
         x_ptr, p_ptr, out_ptr, M, D, inv_h,
@@ -304,7 +299,7 @@ def _expand_kernel(
         UPCAST: tl.constexpr,
 ):
     """out (M, J, D) = [SiLU(x)], B_0(x), ..., B_{J-FIRST-1}(x) in out's dtype: every slot of a (BM, BD) tile of x
-    evaluated once, for the weight grad as one GEMM (dw_gemm). One program: a (BM, BD) tile, all J slots."""
+    evaluated once, the operand of the cuBLAS forms (fwd_gemm, dw_gemm). One program: a (BM, BD) tile, all J slots."""
     pid_m, pid_d = tl.program_id(0), tl.program_id(1)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_d = pid_d * BD + tl.arange(0, BD)
@@ -320,6 +315,12 @@ def _expand_kernel(
         tl.store(rows + (FIRST + s) * D, _cast(b, dt, UPCAST), mask=mask)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Launch configurations and a small tuner (first call per shape times the candidates on the GPU, then caches)
+# ---------------------------------------------------------------------------------------------------------------
+
+# Fused candidates checked with ptxas for sm_90 (triton 3.8, bf16, dims divisible by 16): all use wgmma, none
+# spills. The 'g' entries are not kernels of their own: _expand_kernel plus cuBLAS.
 # fwd: (BM, BN, BD, warps, stages); the accumulator is (BM, BN), x and W_j^T tiles stream through shared memory
 # ('g', BM, BD, cap, warps): fwd_gemm, the basis per chunk of rows (_expand_kernel) then one cuBLAS GEMM per chunk
 _FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3),
@@ -331,9 +332,9 @@ _DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2)]
 # Measured on an H100 (2026-11-23, M = 50432): 'n' reached 83-143 TFLOP/s, a third of the forward's rate per FLOP;
 # its SASS waits for each MMA before the next basis tile (no overlap), which 't' does not.
 #     ('g', BM, BD, cap, warps, 1) = dw_gemm: the basis written once per chunk of rows (at most `cap` elements) by
-#     _expand_kernel, then dW = dY^T @ basis as one cuBLAS GEMM per chunk. Its case (H100, 2026-11-28): the fused
-#     weight-grad kernel ran at 105-147 TFLOP/s where cuBLAS runs the same-size GEMM at 512-681, and the basis of
-#     one 192-wide layer (M = 50,432) is 174 MB in bf16 (~0.07 ms to write); the autotuner times it against the rest.
+#     _expand_kernel, then dW = dY^T @ basis as one cuBLAS GEMM per chunk. Measured (H100, 2026-11-28, M = 50,432,
+#     NOTES.md): faster than the fused kernels at 192 -> 768 (0.484 ms against 1.297 for the first fused config),
+#     slower at 192 -> 192 (0.657 against 0.323 tuned); the autotuner times it against the rest per shape.
 _DW_CONFIGS = [('t', 128, 128, 64, 8, 3), ('t', 128, 256, 32, 8, 3), ('t', 64, 128, 64, 4, 3),
                ('n', 128, 64, 64, 8, 3), ('n', 128, 128, 64, 8, 3),
                ('g', 32, 128, 1 << 25, 4, 1), ('g', 32, 128, 1 << 26, 4, 1)]
