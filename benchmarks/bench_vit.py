@@ -225,6 +225,9 @@ def layer_errors(make: Callable[[], nn.Module], args, device: torch.device) -> D
     return {'abs': max(d for d, _ in diffs), 'rel': max(d / max(m, 1e-30) for d, m in diffs)}
 
 
+EXPAND_TILES = [(32, 128, 4), (64, 64, 4), (128, 64, 8), (16, 256, 4)]  # (BM, BD, warps) of _expand_kernel
+
+
 def bench_kernels(args, device: torch.device) -> List[Dict]:
     """Each fused kernel alone at the ViT-tiny layer shapes (M = tokens), against cuBLAS on the dense GEMM it
     replaces: (M, J*d) @ (J*d, d') for the forward and the input grad, (d', M) @ (M, J*d) for the weight grad."""
@@ -269,6 +272,14 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
             'forward, x fp32': (lambda: ops.basis_linear(x32, w, params, None, kind, inv_h), lambda: a @ b),
             'input grad, x fp32': (lambda: ops.basis_linear_dx(g, x32, w, params, kind, inv_h), lambda: g @ b.t()),
         }
+        # the basis + cuBLAS form split in two: the expansion alone (whole M at once, per tile shape), whose time
+        # plus the cuBLAS column is that form's floor
+        basis = torch.empty(m, j, d, device=device, dtype=dt)
+        first = 1 if kind == kernels.KIND_BSPLINE else 0
+        for bm, bd, warps in EXPAND_TILES:
+            timings[f'basis expansion alone, tile {bm}x{bd}, {warps} warps'] = (
+                lambda bm=bm, bd=bd, warps=warps: triton_kan._expand(x, params, basis, kind, first, inv_h, bm, bd,
+                                                                      warps), lambda: a @ b)
         for what, (fused, gemm) in timings.items():
             try:
                 fused()  # compile + tune outside the timing
@@ -279,7 +290,7 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
             except Exception as exc:
                 rows.append(dict(kernel=f'{label} {what}', shape=f'd={d} d\'={n}', ms=None, tflops=None,
                                  gemm_ms=None, gemm_tflops=None, note=f'failed: {type(exc).__name__}: {str(exc)[:300]}'))
-        del x, x32, w, g, a, b
+        del x, x32, w, g, a, b, basis
     return rows
 
 

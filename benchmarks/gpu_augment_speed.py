@@ -7,11 +7,17 @@ device (torch.cuda.set_sync_debug_mode('error')).
 
     python benchmarks/gpu_augment_speed.py                       # CUDA: batch 256, 224 px and CIFAR's 32 px
     python benchmarks/gpu_augment_speed.py --device cpu --batch 8 --reps 1 --size 64
+    python benchmarks/gpu_augment_speed.py --profile 8          # + host ms and GPU kernel ms per batch, top kernels
+
+Wall ms (synchronised) is what a lone loader gets; host ms (calls queued without waiting) and GPU kernel ms (the
+sum of the kernels' durations in torch.profiler) say which side bounds it, and the kernel ms is what the
+augmentations take from a training step that shares the GPU.
 """
+from collections import defaultdict
 import argparse
 import statistics
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +53,36 @@ def timed(fn: Callable[[], object], device: torch.device, reps: int) -> float:
     return statistics.median(times)
 
 
+def host_ms(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Mean host ms per call with the calls queued back to back (no sync between them)."""
+    fn()
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    host = (time.perf_counter() - t0) / reps
+    torch.cuda.synchronize(device)
+    return host * 1e3
+
+
+def kernel_ms(fn: Callable[[], object], device: torch.device, reps: int) -> Tuple[float, Dict[str, float]]:
+    """GPU ms per call: the summed durations of the device events (kernels and copies) torch.profiler records,
+    and the same per kernel name."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize(device)
+    per_name: Dict[str, float] = defaultdict(float)
+    for e in prof.events():
+        if e.device_type == DeviceType.CUDA:
+            per_name[e.name] += e.time_range.elapsed_us() / 1e3 / reps
+    return sum(per_name.values()), per_name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--device', default='cuda')
@@ -54,6 +90,8 @@ def main() -> None:
     ap.add_argument('--size', type=int, default=224, help='train/eval output side (DeiT: 224)')
     ap.add_argument('--reps', type=int, default=10)
     ap.add_argument('--cpu-images', type=int, default=64, help='images timed through the CPU (PIL) path')
+    ap.add_argument('--profile', type=int, default=0, metavar='K',
+                    help='CUDA: also host ms and GPU kernel ms per batch, and the top K kernels of each row')
     args = ap.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
@@ -66,6 +104,9 @@ def main() -> None:
     cifar = torch.stack(synthetic_photos(args.batch, 32, 32, seed=1)).to(device)
     deit = TransformConfig(input_size=args.size)
     rows = [('decode_jpeg, batched (500x375)', lambda: decode_jpeg(jpegs, device=device))]
+    if device.type == 'cuda':  # nvjpeg copies the bytes to the device itself: from pinned memory, does it go faster?
+        pinned = [j.pin_memory() for j in jpegs]
+        rows.append(('decode_jpeg, batched, bytes in pinned memory', lambda: decode_jpeg(pinned, device=device)))
     cases = [
         ('train crop+flip+normalise (aa none, reprob 0)',
          TransformConfig(input_size=args.size, aa='none', color_jitter=0.0, reprob=0.0), True, decoded),
@@ -88,6 +129,20 @@ def main() -> None:
     for label, fn in rows:
         sec = timed(fn, device, args.reps)
         print(f'| {label:72s} | {sec * 1e3:10.2f} | {args.batch / sec:7.0f} |')
+
+    if args.profile and device.type == 'cuda':
+        tops = []
+        print(f'\n| {"step":72s} | wall ms | host ms | GPU kernel ms |')
+        print(f'|{"-" * 74}|--------:|--------:|--------------:|')
+        for label, fn in rows:
+            wall, host = timed(fn, device, args.reps) * 1e3, host_ms(fn, device, args.reps)
+            gpu, per_name = kernel_ms(fn, device, args.reps)
+            print(f'| {label:72s} | {wall:7.2f} | {host:7.2f} | {gpu:13.2f} |')
+            tops.append((label, sorted(per_name.items(), key=lambda kv: -kv[1])[:args.profile]))
+        for label, top in tops:
+            print(f'\n{label}: top kernels, ms per batch')
+            for name, ms in top:
+                print(f'  {ms:7.3f}  {name[:110]}')
 
     if device.type == 'cuda':
         tf = build_gpu_transform(True, deit)

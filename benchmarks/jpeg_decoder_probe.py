@@ -6,12 +6,17 @@ ImageNet-shaped files. Prints one table: img/s of each decoder alone, the proces
 
     pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg              # the nvImageCodec rows (CUDA 13 builds of torch)
     python benchmarks/jpeg_decoder_probe.py                     # 3,072 generated 500x375 JPEGs in /tmp/vk_probe
+    python benchmarks/jpeg_decoder_probe.py --processes 1,2,4   # torchvision's decoder in N processes at once
+
+torchvision's decoder holds one process-wide lock, so one process decodes one batch at a time; --processes says
+whether the GPU's JPEG engines decode more when N processes (each its own decoder) share them: the summed img/s.
 
 Why it exists: on 2 x H200 (2026-11-28) the gpu backend's nvjpeg stage alone decoded 7,311 img/s while
 DeiT-tiny's synthetic step runs at 7,706 img/s, so no scheduling of the other stages reaches 0.9x synthetic.
 Rows whose decoder is not installed print why and the others still run.
 """
 import argparse
+import multiprocessing as mp
 import os
 import sys
 import threading
@@ -100,18 +105,57 @@ def nvimgcodec_decoder(kind: Optional[str], roi: bool) -> Callable[[List[bytes]]
     return run
 
 
+def _decode_in_process(batches: List[List[bytes]], repeat: int, start: 'mp.synchronize.Barrier', out: 'mp.Queue'
+                       ) -> None:
+    """One process of --processes: warm its decoder, wait for the others, decode every batch `repeat` times."""
+    device = torch.device('cuda', 0)
+    torch.cuda.set_device(device)
+    decode = torchvision_decoder(device)
+    decode(batches[0])
+    torch.cuda.synchronize()
+    start.wait()
+    t = time.perf_counter()
+    for _ in range(repeat):
+        for b in batches:
+            decode(b)
+    torch.cuda.synchronize()
+    out.put((sum(len(b) for b in batches) * repeat, time.perf_counter() - t))
+
+
+def processes_table(batches: List[List[bytes]], repeat: int, counts: List[int]) -> None:
+    """torchvision's decoder in N processes at once: summed img/s, and per process."""
+    ctx = mp.get_context('spawn')
+    print('| processes | img/s, all | img/s per process |\n|---|---|---|', flush=True)
+    for n in counts:
+        start, out = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_decode_in_process, args=(batches, repeat, start, out)) for _ in range(n)]
+        for pr in procs:
+            pr.start()
+        done = [out.get(timeout=600) for _ in procs]
+        for pr in procs:
+            pr.join()
+        images, slowest = sum(d[0] for d in done), max(d[1] for d in done)
+        print(f'| {n} | {images / slowest:,.0f} | {images / slowest / n:,.0f} |', flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--root', default='/tmp/vk_probe')
     p.add_argument('--images', type=int, default=3072)
     p.add_argument('--batch-size', type=int, default=256)
     p.add_argument('--repeat', type=int, default=2)
+    p.add_argument('--processes', default='', help='comma-separated process counts: only the processes table')
     a = p.parse_args()
     from bench_data_pipeline import make_jpegs
     root = make_jpegs(Path(a.root), a.images, 10, (500, 375), os.cpu_count() or 1)
     files = sorted((root / 'train').rglob('*.jpg'))[:a.images]
     data = [f.read_bytes() for f in files]
     batches = [data[i:i + a.batch_size] for i in range(0, len(data) - a.batch_size + 1, a.batch_size)]
+    if a.processes:
+        print(f'{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {len(files)} files 500x375, '
+              f'batch {a.batch_size}, {os.cpu_count()} CPUs', flush=True)
+        processes_table(batches, a.repeat, [int(n) for n in a.processes.split(',')])
+        return 0
     device = torch.device('cuda', 0)
     torch.cuda.set_device(device)
     stop, out = threading.Event(), {}

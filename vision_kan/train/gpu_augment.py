@@ -208,7 +208,7 @@ class GpuTransform:
     # ------------------------------------------------------------------------------------------------ applying
     def apply(self, images: ImageBatch, params: TransformParams) -> torch.Tensor:
         """Run the drawn choices: uint8 images -> float32 (B, 3, S, S) normalised."""
-        x = resample_boxes(images, params.y, params.x, self.size).round_().clamp_(0, 255).to(torch.uint8)
+        x = resample_boxes(images, params.y, params.x, self.size, out_dtype=torch.uint8)
         if params.ra is not None:
             x = apply_rand_augment(x, self.policy, params.ra)
         if params.three is not None:
@@ -220,8 +220,10 @@ class GpuTransform:
             for pos in range(3):
                 order = params.jitter_order[:, pos]
                 x = enhance(x, kinds[order], params.jitter_factor.gather(1, order[:, None])[:, 0])
-        mean, std = to_device(torch.tensor([IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD]), x.device).view(2, 1, 3, 1, 1)
-        out = (x.float() / 255.0 - mean) / std
+        # (x / 255 - mean) / std as x * scale + shift: two passes over the batch (the uint8 product promotes to fp32)
+        mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
+        scale, shift = to_device(torch.stack([1.0 / (255.0 * std), -mean / std]), x.device).view(2, 1, 3, 1, 1)
+        out = torch.mul(x, scale).add_(shift)
         if params.erase_box is not None:
             out = self._erase(out, params.erase_box, params.noise_seed)
         return out
