@@ -93,6 +93,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--data-process', action=bool_flag, default=False,
                    help='gpu backends: make the training batches in a process of their own, so that their host work '
                         'runs beside the training loop instead of sharing its GIL (opt-in: see the README)')
+    g.add_argument('--data-processes', type=int, default=1,
+                   help='with --data-process: producer processes per training process; they take turns at the '
+                        "epoch's batches (the same batches as one) and share --num-workers")
     g.add_argument('--synthetic-data', action=bool_flag, default=False,
                    help='random images and labels made on the device (no read/decode/augment): the speed ceiling')
     g.add_argument('--synthetic-classes', type=int, default=1000, help='--synthetic-data without --data-path')

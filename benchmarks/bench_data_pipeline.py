@@ -38,6 +38,10 @@ BACKENDS = [  # (key for --backends, row name, main.py flags); the resident rows
     ('pil', 'pil', []),
     ('gpu', 'gpu', ['--data-backend', 'gpu']),
     ('gpu-process', 'gpu, --data-process', ['--data-backend', 'gpu', '--data-process']),
+    ('gpu-process2', 'gpu, --data-process, 2 producers', ['--data-backend', 'gpu', '--data-process',
+                                                          '--data-processes', '2']),
+    ('gpu-process3', 'gpu, --data-process, 3 producers', ['--data-backend', 'gpu', '--data-process',
+                                                          '--data-processes', '3']),
     ('resident', 'gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']),
     ('resident-process', 'gpu, --data-on-gpu --data-process', ['--data-backend', 'gpu', '--data-on-gpu',
                                                                 '--data-process']),
@@ -171,8 +175,8 @@ def _loader_rate(loader: Any, batches: int, batch_size: int, untimed: int, sync:
 
 def stage_rates(argv: List[str], batches: int) -> Dict[str, float]:
     """The gpu backend's stages alone, img/s: workers reading bytes; nvjpeg decode of those batches; the train
-    GpuTransform on the decoded batches; the whole loader without a model, in a thread of this process and in the
-    data process."""
+    GpuTransform on the decoded batches; the whole loader without a model, in a thread of this process and in 1, 2
+    and 3 data processes."""
     from vision_kan.train.gpu_data import decode_batch
     args = main.parse_args(argv + ['--no-data-process'])
     device = init_distributed(args.device).device
@@ -201,10 +205,12 @@ def stage_rates(argv: List[str], batches: int) -> Dict[str, float]:
     sync()
     out['augment'] = batches * args.batch_size / (time.perf_counter() - t)
     out['whole loader, thread'] = _loader_rate(loader, batches, args.batch_size, 1, sync)
-    args = main.parse_args(argv + ['--data-process'])
-    _, _, _, loader, _ = build_data(DataConfig.from_flags(args), TransformConfig.from_flags(args), device, 1, 0)
-    out['whole loader, data process'] = _loader_rate(loader, batches, args.batch_size, 2, sync)
-    loader.close()
+    for n in (1, 2, 3):
+        args = main.parse_args(argv + ['--data-process', '--data-processes', str(n)])
+        _, _, _, loader, _ = build_data(DataConfig.from_flags(args), TransformConfig.from_flags(args), device, 1, 0)
+        out[f'whole loader, {n} data process{"es" if n > 1 else ""}'] = _loader_rate(loader, batches,
+                                                                                 args.batch_size, 2 * n, sync)
+        loader.close()
     return out
 
 

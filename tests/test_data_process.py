@@ -34,13 +34,17 @@ def _same(a, b) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) and torch.equal(p, q) for (x, p), (y, q) in zip(a, b))
 
 
-@pytest.mark.parametrize('resident', [False, True], ids=['decode', 'resident'])
-def test_process_gives_the_in_process_batches(tmp_path, resident):
+@pytest.mark.parametrize('resident,processes', [(False, 1), (True, 1), (False, 3)],
+                         ids=['decode', 'resident', 'decode-3-processes'])
+def test_process_gives_the_in_process_batches(tmp_path, resident, processes):
+    """Also with 3 producers taking turns at the 6 batches (and sharing the 2 workers): the same batches, in order."""
     data = make_image_folder(tmp_path / 'data', num_classes=3, train_per_class=8, val_per_class=2, size=20)
     workers = 0 if resident else 2  # the decode loader's persistent workers, reset after an epoch left early
     here = build_data(_cfg(data, data_on_gpu=resident, num_workers=workers), TCFG, CPU, 1, 0)[3]
-    there = build_data(_cfg(data, data_on_gpu=resident, data_process=True, num_workers=workers), TCFG, CPU, 1, 0)[3]
+    there = build_data(_cfg(data, data_on_gpu=resident, data_process=True, data_processes=processes,
+                            num_workers=workers), TCFG, CPU, 1, 0)[3]
     assert isinstance(there, ProcessLoader) and not isinstance(here, ProcessLoader)
+    assert there.processes == processes
     try:
         assert len(there) == len(here) == 6
         for epoch in (0, 1):
@@ -54,11 +58,11 @@ def test_process_gives_the_in_process_batches(tmp_path, resident):
             next(it)
             it.close()
             assert _same(list(there), expected)  # ... and the next epoch is whole, from its first batch
-        process = there._process
-        assert process.is_alive()
+        producers = [p.process for p in there._producers]
+        assert len(producers) == processes and all(p.is_alive() for p in producers)
     finally:
         there.close()
-    assert not process.is_alive()
+    assert not any(p.is_alive() for p in producers)
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='the fork start method is the Linux choice')
@@ -89,7 +93,7 @@ def test_bad_file_raises_the_same_error_and_a_dead_producer_is_reported(tmp_path
         bad.unlink()  # the producer survives the error: the next epoch reads the files again
         make_image_folder(tmp_path / 'data', num_classes=2, train_per_class=4, val_per_class=1, size=20)
         assert len(list(loader)) == 2
-        os.kill(loader._process.pid, signal.SIGKILL)
+        os.kill(loader._producers[0].process.pid, signal.SIGKILL)
         t = time.time()
         with pytest.raises(RuntimeError, match='data process .*exited with code -9'):
             list(loader)
@@ -110,7 +114,7 @@ def test_producer_dies_with_its_parent(tmp_path):
                              data_backend='gpu', data_process=True)
             loader = build_data(cfg, TransformConfig(input_size=16), torch.device('cpu'), 1, 0)[3]
             next(iter(loader))
-            print(loader._process.pid, flush=True)
+            print(loader._producers[0].process.pid, flush=True)
             os.kill(os.getpid(), 9)
     ''')
     out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120)
@@ -134,3 +138,8 @@ def test_data_process_without_a_gpu_backend_is_a_config_error(tmp_path, capsys):
                       str(tmp_path / 'out')])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and '--data-process' in err[0], err
+    for extra in (['--data-processes', '2'], ['--data-process', '--data-processes', '0']):
+        code = main.main(['--data-path', str(data), '--device', 'cpu', '--data-backend', 'gpu', '--output-dir',
+                          str(tmp_path / 'out')] + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and '--data-processes' in err[0], (extra, err)

@@ -9,12 +9,18 @@ Opt-in: it is not faster in every measured row yet (README, "GPU data backends")
 (gpu_data.decode_train_loader): spawned, as a spawned process's children are by default, 14 of them took 162 s to
 start (benchmarks/data_process_check.py found it).
 
-    parent (training)                                 producer (spawned once per rank, lives for the run)
-    sampler.set_epoch(e); iter(loader)  -- (e, indices) -->  the in-process loader over these indices:
-                                                             decode in a thread, augment on its main thread
-                <-- ('batch', images, labels) x len(loader), then ('end',) --   (at most `depth` waiting)
-    a loop left early: the cancel event, then the parent drains up to ('end',)
+    parent (training)                                 producer k of N (spawned once per rank, lives for the run)
+    sampler.set_epoch(e); iter(loader)  -- (e, indices, batch numbers) -->  the in-process loader over the indices
+                                                             of batches k, k + N, ...: decode in a thread, augment
+                                                             on its main thread
+                <-- ('batch', images, labels) per batch, then ('end',) --   (at most `depth` waiting)
+    the parent reads batch b from producer b % N, so the order is the sampler's
+    a loop left early: the cancel event, then the parent drains every producer up to its ('end',)
     an error there: ('error', exception) then ('end',); raised here as the same exception (CorruptImageError ...)
+
+Why N (--data-processes): torchvision's nvjpeg decoder holds a process-wide lock and its host side runs for the
+whole call, so one producer decodes one batch at a time; on an H200 (2026-11-28, benchmarks/jpeg_decoder_probe.py
+--processes) the GPU's JPEG engines decoded 16,243 img/s for one process, 21,079 for two and 30,229 for four.
 
 The sampler stays in the parent (set_epoch, DDP shards, resume), so the batches are those of the loader run in the
 parent, augmentations included (the generator is a function of (seed, rank, epoch)). The producer dies with the
@@ -39,12 +45,13 @@ _POLL_S = 1.0  # queue waits are cut into polls of this length, checking that th
 
 
 class EpochIndices:
-    """The producer's stand-in for the parent's sampler: this epoch's indices and its number (the augmentation
-    generator's seed reads `epoch`)."""
+    """The producer's stand-in for the parent's sampler: the indices of this producer's batches of this epoch, the
+    epoch's number and those batches' numbers in the epoch (the augmentation generators' seeds read both)."""
 
     def __init__(self) -> None:
         self.indices: List[int] = []
         self.epoch = 0
+        self.batch_ids: Optional[List[int]] = None  # None: 0, 1, ... (a loader built outside a producer)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -119,8 +126,8 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
             continue
         if command is None:
             break
-        order.epoch, order.indices = command
-        mark(f'epoch {order.epoch}: {len(order.indices)} indices')
+        order.epoch, order.indices, order.batch_ids = command
+        mark(f'epoch {order.epoch}: {len(order.indices)} indices, {len(order.batch_ids)} batches')
         batches = iter(loader)
         try:
             for images, labels in batches:
@@ -151,104 +158,138 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
     os._exit(0)
 
 
+class _Producer:
+    """One spawned producer with its queues: commands in, results out (at most `depth` waiting)."""
+
+    def __init__(self, ctx: Any, make_loader: Callable[[EpochIndices], Any], device: torch.device, depth: int,
+                 cancel: Any, name: str):
+        self.commands = ctx.Queue()
+        self.results = ctx.Queue(maxsize=depth)
+        self.pending = False  # an epoch was started and its ('end',) not yet read
+        self.process = ctx.Process(target=_produce, name=name,
+                                   args=(make_loader, device, self.commands, self.results, cancel, os.getpid()))
+        self.process.start()
+
+    def get(self) -> Tuple[str, Any, Any]:
+        while True:
+            try:
+                return self.results.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self.process.is_alive():
+                    raise RuntimeError(f'the data process (--data-process) exited with code '
+                                       f'{self.process.exitcode} before its batches were made') from None
+
+    def stop(self) -> None:
+        """The stop command, the results emptied meanwhile so that a producer blocked on a full queue sees it, then
+        terminate() if it has not ended within ~10 s."""
+        try:
+            self.commands.put(None)
+            for _ in range(100):
+                if not self.process.is_alive():
+                    break
+                try:
+                    self.results.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=1)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+
+
 class ProcessLoader:
-    """A loader whose batches a spawned process makes: len(), `.sampler` (the parent's, set_epoch is called on it)
+    """A loader whose batches spawned processes make: len(), `.sampler` (the parent's, set_epoch is called on it)
     and iteration, like the in-process loader that make_loader builds.
 
     make_loader(sampler) -> loader: a picklable callable (a module-level function or a functools.partial of one)
-    that builds, in the producer, the in-process loader over `sampler` (an EpochIndices). depth: batches made ahead.
+    that builds, in a producer, the in-process loader over `sampler` (an EpochIndices). depth: batches made ahead
+    by each producer. processes: producers; producer k makes batches k, k + processes, ... of each epoch (its
+    EpochIndices holds their indices and numbers) and the parent reads them back in order. The augmentations'
+    generator is a function of the batch number (gpu_data.batch_generator), so any count gives the same batches.
     """
 
     def __init__(self, make_loader: Callable[[EpochIndices], Any], sampler: Sequence[int], batch_size: int,
-                 drop_last: bool, device: torch.device, depth: int = 3):
+                 drop_last: bool, device: torch.device, depth: int = 3, processes: int = 1):
+        if processes < 1:
+            raise ValueError(f'processes must be at least 1, got {processes}')
         self.make_loader, self.sampler, self.device, self.depth = make_loader, sampler, device, depth
+        self.processes = processes
         self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)  # type: ignore[arg-type]
         self.batch_size = batch_size
         self._ctx = torch_mp.get_context('spawn')
-        self._process: Optional[Any] = None
-        self._pending = False  # an epoch was started and its ('end',) not yet read
+        self._producers: List[_Producer] = []
+        self._cancel: Any = None
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
     def _start(self) -> None:
-        if self._process is not None and self._process.is_alive():
+        if self._producers and all(p.process.is_alive() for p in self._producers):
             return
-        self._commands = self._ctx.Queue()
-        self._results = self._ctx.Queue(maxsize=self.depth)
+        for p in self._producers:  # one of them died: start afresh
+            p.stop()
         self._cancel = self._ctx.Event()
-        self._process = self._ctx.Process(
-            target=_produce, name='vision-kan-data',
-            args=(self.make_loader, self.device, self._commands, self._results, self._cancel, os.getpid()))
-        self._process.start()
-        self._pending = False
+        self._producers = [_Producer(self._ctx, self.make_loader, self.device, self.depth, self._cancel,
+                                     f'vision-kan-data-{k}') for k in range(self.processes)]
         atexit.register(self.close)  # a producer left running would keep the interpreter from exiting
 
-    def _get(self) -> Tuple[str, Any, Any]:
-        while True:
-            try:
-                return self._results.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not self._process.is_alive():
-                    code = self._process.exitcode
-                    self._process = None
-                    raise RuntimeError(f'the data process (--data-process) exited with code {code} '
-                                       f'before its batches were made') from None
-
     def _drain(self) -> None:
-        """Read up to the running epoch's ('end',), the producer told to stop early."""
-        if not self._pending or self._process is None:
-            self._pending = False
+        """Read up to each running epoch's ('end',), the producers told to stop early."""
+        if not any(p.pending for p in self._producers):
             return
         self._cancel.set()
         try:
-            while self._get()[0] != 'end':
-                pass
+            for p in self._producers:
+                while p.pending:
+                    p.pending = p.get()[0] != 'end'
         finally:
-            self._pending = False
+            for p in self._producers:
+                p.pending = False
             self._cancel.clear()
+
+    def _shares(self) -> List[Tuple[List[int], List[int]]]:
+        """(indices, batch numbers) of each producer for this epoch: batch b goes to producer b % processes."""
+        indices, size, n = list(self.sampler), self.batch_size, len(self)
+        shares = []
+        for k in range(self.processes):
+            ids = list(range(k, n, self.processes))
+            shares.append(([i for b in ids for i in indices[b * size:(b + 1) * size]], ids))
+        return shares
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         self._start()
         self._drain()
-        indices = list(self.sampler)
-        self._commands.put((int(getattr(self.sampler, 'epoch', 0)), indices))
-        self._pending = True
+        epoch = int(getattr(self.sampler, 'epoch', 0))
+        for p, (indices, ids) in zip(self._producers, self._shares()):
+            p.commands.put((epoch, indices, ids))
+            p.pending = True
         try:
-            while True:
-                kind, a, b = self._get()
-                if kind == 'batch':
-                    yield a, b
-                    del a, b
-                elif kind == 'error':
+            for b in range(len(self)):
+                kind, a, c = self._producers[b % self.processes].get()
+                if kind == 'error':
                     raise a
-                else:
-                    self._pending = False
-                    return
+                if kind != 'batch':
+                    raise RuntimeError(f'the data process ended its epoch after {b} of {len(self)} batches')
+                yield a, c
+                del a, c
+            for p in self._producers:
+                kind, a, _ = p.get()
+                if kind == 'error':
+                    raise a
+                p.pending = kind != 'end'
         finally:
             self._drain()
 
     def close(self) -> None:
-        """Stop the producer (called at exit too): the stop command, the results emptied meanwhile so that a producer
-        blocked on a full queue sees it, then terminate() if it has not ended within ~10 s."""
+        """Stop the producers (called at exit too)."""
         atexit.unregister(self.close)  # a closed loader need not be kept alive until exit
-        process, self._process = self._process, None
-        self._pending = False
-        if process is None:
-            return
-        try:
-            self._cancel.set()
-            self._commands.put(None)
-            for _ in range(100):
-                if not process.is_alive():
-                    break
-                try:
-                    self._results.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-        except (OSError, ValueError):
-            pass
-        process.join(timeout=1)
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=5)
+        producers, self._producers = self._producers, []
+        if self._cancel is not None and producers:
+            try:
+                self._cancel.set()
+            except (OSError, ValueError):
+                pass
+        for p in producers:
+            p.stop()

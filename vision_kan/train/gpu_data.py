@@ -14,6 +14,7 @@ seeded by (seed, rank, epoch), so a resumed epoch repeats the uninterrupted run'
 next batches are decoded and augmented by a background thread on a stream of their own (`prefetch` batches ahead)
 while the model trains on the current one.
 """
+import itertools
 import math
 import queue
 import sys
@@ -30,17 +31,19 @@ from .errors import DataError
 from .image_bytes import bytes_tensor, decode_jpegs, decode_on_cpu, nvjpeg_decodable, read_file_bytes
 
 __all__ = ['EncodedImageFolder', 'EncodedBatch', 'collate_encoded', 'DecodeLoader', 'ResidentDataset',
-           'ResidentLoader', 'load_resident', 'prefetch_on_device', 'epoch_generator', 'build_gpu_data',
+           'ResidentLoader', 'load_resident', 'prefetch_on_device', 'batch_generator', 'build_gpu_data',
            'decode_train_loader', 'resident_train_loader']
 
 Transform = Callable[..., torch.Tensor]  # GpuTransform: (list of uint8 (3, H_i, W_i) | uint8 (B, 3, H, W)) -> float
 
 
-def epoch_generator(seed: int, rank: int, epoch: int) -> torch.Generator:
-    """The augmentations' generator for one epoch of one rank, a function of (seed, rank, epoch) only. A CPU
-    generator: the GpuTransform draws its per-sample choices on the host (no device sync)."""
+def batch_generator(seed: int, rank: int, epoch: int, batch: int) -> torch.Generator:
+    """The augmentations' generator for one batch (its number in the epoch) of one epoch of one rank, a function of
+    (seed, rank, epoch, batch) only, so that the batches are the same however an epoch's batches are shared among
+    producers (--data-processes). A CPU generator: the GpuTransform draws its per-sample choices on the host (no
+    device sync). Python's hash of a tuple of ints does not depend on PYTHONHASHSEED."""
     g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + rank * 10_007 + epoch * 101 + 17) % 2 ** 63)
+    g.manual_seed(hash((seed, rank, epoch, batch, 17)) % 2 ** 63)
     return g
 
 
@@ -234,10 +237,13 @@ class _DeviceLoader:
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
-    def _generator(self) -> Optional[torch.Generator]:
-        if not self.random:
-            return None
-        return epoch_generator(self.seed, self.rank, getattr(self.sampler, 'epoch', 0))
+    def _generators(self) -> Iterator[Optional[torch.Generator]]:
+        """One generator per batch, in batch order (None for evaluation). The batch numbers are the sampler's
+        `batch_ids` where it has them (a data process's share of an epoch: data_process.EpochIndices), else 0, 1, ..."""
+        epoch = getattr(self.sampler, 'epoch', 0)
+        ids = getattr(self.sampler, 'batch_ids', None)
+        for batch in (itertools.count() if ids is None else ids):
+            yield batch_generator(self.seed, self.rank, epoch, batch) if self.random else None
 
     def _source(self) -> Iterable[Any]:
         raise NotImplementedError
@@ -246,8 +252,8 @@ class _DeviceLoader:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        generator = self._generator()
-        return prefetch_on_device(self._source(), lambda item: self._produce(item, generator), self.device,
+        generators = self._generators()
+        return prefetch_on_device(self._source(), lambda item: self._produce(item, next(generators)), self.device,
                                   self.prefetch)
 
 
@@ -294,11 +300,11 @@ class DecodeLoader(_DeviceLoader):
         return self._augment_here()
 
     def _augment_here(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        generator = self._generator()
+        generators = self._generators()
         decoded = prefetch_on_device(self.loader, self._decode, self.device, self.prefetch)
         try:
             for images, labels in decoded:
-                yield self.transform(images, generator=generator), labels
+                yield self.transform(images, generator=next(generators)), labels
         finally:
             decoded.close()
 
@@ -396,13 +402,14 @@ def build_gpu_data(train_folder: Any, val_folder: Any, resident: bool, train_tra
                    device: torch.device, world_size: int, rank: int, repeated_aug: bool, seed: int,
                    make_train_sampler: Callable[..., Any], eval_sampler: Callable[..., Any],
                    worker_init_fn: Optional[Callable[[int], None]] = None,
-                   data_process: bool = False) -> Tuple[Any, Any, Any, Any]:
+                   data_process: bool = False, data_processes: int = 1) -> Tuple[Any, Any, Any, Any]:
     """(train_set, val_set, train_loader, val_loader) of the decode backend, or of the resident one.
 
     train_folder, val_folder: the pil backend's ImageFolders (their checks already ran); their samples are used.
     make_train_sampler(dataset, world_size, rank, repeated_aug, seed) and eval_sampler(dataset, world_size, rank):
     the pil backend's samplers. data_process: the training batches are made in a process of their own
-    (data_process.ProcessLoader); evaluation and the KAN grid update's sample stay in this process.
+    (data_process.ProcessLoader), by `data_processes` producers that share the epoch's batches and the workers;
+    evaluation and the KAN grid update's sample stay in this process.
     """
     from .data_process import ProcessLoader
     eval_batch = max(1, int(1.5 * batch_size))
@@ -415,7 +422,7 @@ def build_gpu_data(train_folder: Any, val_folder: Any, resident: bool, train_tra
             make = partial(resident_train_loader, images=train_set.images, labels=train_set.labels,
                            classes=train_set.classes, transform=train_transform, batch_size=batch_size, seed=seed,
                            rank=rank)
-            train_loader: Any = ProcessLoader(make, sampler, batch_size, True, device)
+            train_loader: Any = ProcessLoader(make, sampler, batch_size, True, device, processes=data_processes)
         else:
             train_loader = ResidentLoader(train_set, sampler, batch_size, True, train_transform, seed, rank, True)
         val_loader: _DeviceLoader = ResidentLoader(val_set, eval_sampler(val_set, world_size, rank), eval_batch,
@@ -426,11 +433,12 @@ def build_gpu_data(train_folder: Any, val_folder: Any, resident: bool, train_tra
                                    num_workers)
     val_set = EncodedImageFolder(val_folder.samples, val_folder.classes, gpu_decode, device)
     sampler = make_train_sampler(train_set, world_size, rank, repeated_aug, seed)
-    if data_process:
+    if data_process:  # the workers (file reads) shared among the producers
         make = partial(decode_train_loader, samples=train_set.samples, classes=train_set.classes,
-                       transform=train_transform, batch_size=batch_size, num_workers=num_workers,
-                       pin_memory=pin_memory, device=device, seed=seed, rank=rank, worker_init_fn=worker_init_fn)
-        train_loader = ProcessLoader(make, sampler, batch_size, True, device)
+                       transform=train_transform, batch_size=batch_size,
+                       num_workers=-(-num_workers // data_processes), pin_memory=pin_memory, device=device, seed=seed,
+                       rank=rank, worker_init_fn=worker_init_fn)
+        train_loader = ProcessLoader(make, sampler, batch_size, True, device, processes=data_processes)
     else:
         train_loader = DecodeLoader(train_set, sampler, batch_size, True, device, train_transform, num_workers,
                                     pin_memory, seed, rank, True, worker_init_fn=worker_init_fn)
