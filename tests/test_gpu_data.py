@@ -237,7 +237,7 @@ def test_prefetch_thread_keeps_order_raises_and_stops():
 
 def test_gpu_backend_resume_continues_exactly(image_folder, tmp_path, monkeypatch):
     """2 epochs straight == 1 epoch, killed, resumed: the same sampler order and the same augmentations
-    (generator from (seed, rank, epoch)), mixup and RandAugment and erasing on."""
+    (generators from (seed, rank, epoch, batch)), mixup and RandAugment and erasing on."""
     flags = [*TINY_VIT, '--epochs', '2', '--batch-size', '8', '--warmup-epochs', '0', '--data-backend', 'gpu',
              '--mixup', '0.8', '--cutmix', '1.0', '--aa', 'rand-m9-mstd0.5-inc1', '--reprob', '0.25']
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'

@@ -23,8 +23,8 @@ whole call, so one producer decodes one batch at a time; on an H200 (2026-11-28,
 --processes) the GPU's JPEG engines decoded 16,243 img/s for one process, 21,079 for two and 30,229 for four.
 
 The sampler stays in the parent (set_epoch, DDP shards, resume), so the batches are those of the loader run in the
-parent, augmentations included (the generator is a function of (seed, rank, epoch)). The producer dies with the
-parent (PR_SET_PDEATHSIG on Linux, and a check of its parent on every queue wait).
+parent, augmentations included (each batch's generator is a function of (seed, rank, epoch, batch number)). The
+producers die with the parent (PR_SET_PDEATHSIG on Linux, and a check of its parent on every queue wait).
 """
 import atexit
 import ctypes

@@ -10,9 +10,9 @@ them from the pil backend's loader.
 
 All three draw their indices from the pil backend's samplers (DistributedSampler, RepeatedAugSampler, ShardSampler),
 so DDP shards and the data order of a resumed run are the pil backend's. The augmentations draw from a generator
-seeded by (seed, rank, epoch), so a resumed epoch repeats the uninterrupted run's augmentations too. On CUDA the
-next batches are decoded and augmented by a background thread on a stream of their own (`prefetch` batches ahead)
-while the model trains on the current one.
+seeded per batch by (seed, rank, epoch, batch number), so a resumed epoch repeats the uninterrupted run's
+augmentations too. On CUDA the next batches are decoded and augmented by a background thread on a stream of their
+own (`prefetch` batches ahead) while the model trains on the current one.
 """
 import itertools
 import math
