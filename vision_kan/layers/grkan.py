@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .kernels.dispatch import backend_repr, check_backend, compute_dtype, fused_path
-from .kernels.rational_triton import DEN_COEFFS, NUM_COEFFS, rational_call, rational_inductor
+from .kernels.rational_triton import DEN_COEFFS, NUM_COEFFS, rational_call
 
 __all__ = ['rational', 'rational_sum_abs', 'fit_rational', 'GroupRational', 'GRKANLinear', 'DENOMINATORS']
 
@@ -145,13 +145,9 @@ class GroupRational(nn.Module):
 
     def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The rational through the fused kernel (ask `kernels.fused_path` first), output in the autocast dtype
-        under autocast (else x's), so the linear map after it reads it without a cast pass. Under torch.compile with
-        backend 'auto' the plain-torch fp32 form instead, which inductor fuses with its neighbours (measured faster;
-        see kernels/rational_triton.py); kernel_backend 'fused' keeps the kernel there too."""
-        out_dtype = compute_dtype(x)
-        if torch.compiler.is_compiling() and self.kernel_backend == 'auto':
-            return rational_inductor(x, self.weight_numerator, self.weight_denominator, out_dtype)
-        return rational_call(x, self.weight_numerator, self.weight_denominator, out_dtype)
+        under autocast (else x's), so the linear map after it reads it without a cast pass. Under torch.compile the
+        kernels are a triton_op that inductor launches itself (see kernels/rational_triton.py)."""
+        return rational_call(x, self.weight_numerator, self.weight_denominator, compute_dtype(x))
 
     def extra_repr(self) -> str:
         s = f'{self.num_channels}, groups={self.groups}, order=({self.num_order}, {self.den_order}), init={self.init}'

@@ -33,8 +33,18 @@ def fwd_kernel(x_ptr, a_ptr, b_ptr, y_ptr, M, D, group_size,
 
 
 @triton.jit
+def _fold(acc, v, FOLD_ROWS: tl.constexpr):
+    """acc += v, v (BLOCK_M, BLOCK_D): summed over rows now (acc (1, BLOCK_D)) or kept per row (acc like v)."""
+    if FOLD_ROWS:
+        out = acc + tl.sum(v, axis=0)[None, :]
+    else:
+        out = acc + v
+    return out
+
+
+@triton.jit
 def bwd_kernel(x_ptr, dy_ptr, a_ptr, b_ptr, dx_ptr, part_ptr, M, D, group_size, iters,
-               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, FOLD_ROWS: tl.constexpr, STAGES: tl.constexpr):
     split = tl.program_id(0)
     splits = tl.num_programs(0)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -50,11 +60,12 @@ def bwd_kernel(x_ptr, dy_ptr, a_ptr, b_ptr, dx_ptr, part_ptr, M, D, group_size, 
     b2 = coeff(b_ptr, grp, 1, 4, cmask)
     b3 = coeff(b_ptr, grp, 2, 4, cmask)
     b4 = coeff(b_ptr, grp, 3, 4, cmask)
-    # (BLOCK_M, BLOCK_D) running sums, folded over rows once at the end: no cross-thread reduction in the loop
-    zero = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    # 10 running sums: (1, BLOCK_D) folded over the rows of every tile (FOLD_ROWS: few registers, so large tiles),
+    # or (BLOCK_M, BLOCK_D) folded once at the end (no cross-thread reduction in the loop, small tiles)
+    zero = tl.zeros((1 if FOLD_ROWS else BLOCK_M, BLOCK_D), dtype=tl.float32)
     sa0, sa1, sa2, sa3, sa4, sa5 = zero, zero, zero, zero, zero, zero
     sb1, sb2, sb3, sb4 = zero, zero, zero, zero
-    for it in range(iters):
+    for it in tl.range(iters, num_stages=STAGES):
         rows = (split + it * splits) * BLOCK_M + tl.arange(0, BLOCK_M)
         mask = (rows[:, None] < M) & cmask[None, :]
         offs = rows[:, None].to(tl.int64) * D + cols[None, :]
@@ -72,16 +83,16 @@ def bwd_kernel(x_ptr, dy_ptr, a_ptr, b_ptr, dx_ptr, part_ptr, M, D, group_size, 
         g = dy / q
         h = -g * p * sign / q
         tl.store(dx_ptr + offs, (g * dp + h * dt).to(dx_ptr.dtype.element_ty), mask=mask)
-        sa0 += g
-        sa1 += g * x
-        sa2 += g * x2
-        sa3 += g * x3
-        sa4 += g * x4
-        sa5 += g * x4 * x
-        sb1 += h * x
-        sb2 += h * x2
-        sb3 += h * x3
-        sb4 += h * x4
+        sa0 = _fold(sa0, g, FOLD_ROWS)
+        sa1 = _fold(sa1, g * x, FOLD_ROWS)
+        sa2 = _fold(sa2, g * x2, FOLD_ROWS)
+        sa3 = _fold(sa3, g * x3, FOLD_ROWS)
+        sa4 = _fold(sa4, g * x4, FOLD_ROWS)
+        sa5 = _fold(sa5, g * x4 * x, FOLD_ROWS)
+        sb1 = _fold(sb1, h * x, FOLD_ROWS)
+        sb2 = _fold(sb2, h * x2, FOLD_ROWS)
+        sb3 = _fold(sb3, h * x3, FOLD_ROWS)
+        sb4 = _fold(sb4, h * x4, FOLD_ROWS)
     base = part_ptr + split * 10 * D + cols
     tl.store(base + 0 * D, tl.sum(sa0, axis=0), mask=cmask)
     tl.store(base + 1 * D, tl.sum(sa1, axis=0), mask=cmask)
