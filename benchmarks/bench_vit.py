@@ -134,7 +134,10 @@ def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Di
 
 
 def profile_step(fn: Callable[[], None], device: torch.device, steps: int = 3):
-    """(host CPU ms, GPU kernel ms) per call of fn, from torch.profiler's self times summed over every event."""
+    """(host CPU ms, GPU kernel ms) per call of fn, from torch.profiler: the self CPU time of every CPU event, and
+    the time of the device's kernel (and copy) events only: an op's device time is its kernels', so summing both
+    counted each kernel twice (the 2026-11-28 32 px table's GPU column did)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     synchronize(device)
@@ -143,10 +146,12 @@ def profile_step(fn: Callable[[], None], device: torch.device, steps: int = 3):
             fn()
         synchronize(device)
     events = [e for e in prof.key_averages() if 'synchronize' not in e.key.lower()]  # not the final wait
-    host = sum(e.self_cpu_time_total for e in events) / steps / 1e3
+    host = sum(e.self_cpu_time_total for e in events if e.device_type == DeviceType.CPU) / steps / 1e3
     if device.type != 'cuda':
         return host, None
-    gpu = sum(getattr(e, 'self_device_time_total', getattr(e, 'self_cuda_time_total', 0)) for e in events)
+    # kernels only; user annotations (the optimizer's record_function) also appear on the GPU timeline: not kernels
+    gpu = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA and
+              not e.key.startswith(('Optimizer.', '## ', 'ProfilerStep')))
     return host, gpu / steps / 1e3
 
 
