@@ -8,9 +8,9 @@ The choice is the model's: each fused-capable layer carries its own `kernel_back
 
 The kernels never write the (tokens x J*d) basis tensor: the forward computes each basis tile in registers and
 feeds it to the matmul; the backward recomputes it for dW and contracts dY @ W_j with the basis derivative for dx.
-They are torch.library custom ops (`torch.ops.vision_kan.basis_linear*`, `rational_*`) with fake kernels and
-autograd, so torch.compile traces a KAN-ViT without graph breaks; eager calls take a lighter autograd.Function over
-the same kernels. Every fused-capable layer asks `fused_path(self, x)` and packs its own operands. Triton is
+They are torch.library ops with autograd, so torch.compile traces a KAN-ViT without graph breaks: custom ops with
+fake kernels (`torch.ops.vision_kan.basis_linear*`), and triton_ops whose kernels inductor launches itself
+(`rational_*`); eager calls take a lighter autograd.Function over the same kernels. Every fused-capable layer asks `fused_path(self, x)` and packs its own operands. Triton is
 imported on first use only.
 """
 from .dispatch import BACKENDS, backend, check_backend, compute_dtype, fused_available, fused_path, set_backend
