@@ -149,10 +149,15 @@ def profile_step(fn: Callable[[], None], device: torch.device, steps: int = 3):
     host = sum(e.self_cpu_time_total for e in events if e.device_type == DeviceType.CPU) / steps / 1e3
     if device.type != 'cuda':
         return host, None
-    # kernels only; user annotations (the optimizer's record_function) also appear on the GPU timeline: not kernels
-    gpu = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA and
-              not e.key.startswith(('Optimizer.', '## ', 'ProfilerStep')))
-    return host, gpu / steps / 1e3
+    return host, sum(e.self_device_time_total for e in kernel_events(events)) / steps / 1e3
+
+
+def kernel_events(events) -> list:
+    """The device's kernel (and copy) events of a profile's key_averages(): an op's device time is its kernels', and
+    user annotations (the optimizer's record_function, compiled-graph calls) also show on the GPU timeline."""
+    from torch.autograd import DeviceType
+    return [e for e in events if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 and
+            not e.key.startswith(('Optimizer.', '## ', 'ProfilerStep'))]
 
 
 LAYER_DIM = 192

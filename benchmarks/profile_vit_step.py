@@ -16,6 +16,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import vision_kan  # noqa: F401  registers the models
+from bench_vit import kernel_events
 from vision_kan.layers import kernels
 
 
@@ -66,10 +67,7 @@ def profile_row(name: str, mode: str, backend: str, args) -> None:
     events = [e for e in prof.key_averages() if 'synchronize' not in e.key.lower()]
     host_events = [(e.self_cpu_time_total / 3e3, e.count // 3, e.key) for e in events
                    if e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0]
-    # kernels only (an op's device time is its kernels'); the optimizer's record_function also shows on the GPU
-    kernels_ = [(e.self_device_time_total / 3e3, e.count // 3, e.key) for e in events
-                if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 and
-                not e.key.startswith(('Optimizer.', '## ', 'ProfilerStep'))]
+    kernels_ = [(e.self_device_time_total / 3e3, e.count // 3, e.key) for e in kernel_events(events)]
     host, gpu = sum(h[0] for h in host_events), sum(k[0] for k in kernels_)
     print(f'\n## {name} | backend {backend} | {mode}{" | inference" if args.infer else ""} | step {wall:.2f} ms '
           f'(synced {statistics.median(synced):.2f}) | host {host:.1f} ms | GPU kernels {gpu:.2f} ms | '

@@ -10,8 +10,8 @@ The kernels never write the (tokens x J*d) basis tensor: the forward computes ea
 feeds it to the matmul; the backward recomputes it for dW and contracts dY @ W_j with the basis derivative for dx.
 They are torch.library ops with autograd, so torch.compile traces a KAN-ViT without graph breaks: custom ops with
 fake kernels (`torch.ops.vision_kan.basis_linear*`), and triton_ops whose kernels inductor launches itself
-(`rational_*`); eager calls take a lighter autograd.Function over the same kernels. Every fused-capable layer asks `fused_path(self, x)` and packs its own operands. Triton is
-imported on first use only.
+(`rational_*`); eager calls take a lighter autograd.Function over the same kernels. Every fused-capable layer asks
+`fused_path(self, x)` and packs its own operands. Triton is imported on first use only.
 """
 from .dispatch import BACKENDS, backend, check_backend, compute_dtype, fused_available, fused_path, set_backend
 from .kinds import KIND_BSPLINE, KIND_RSWAF
