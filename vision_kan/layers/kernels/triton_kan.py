@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 import triton.testing
+from torch._subclasses.fake_tensor import is_fake
 
 from .kinds import KIND_BSPLINE, KIND_RSWAF  # noqa: F401  (the kernels branch on KIND == 0 / 1)
 _LOG2E = 1.4426950408889634
@@ -342,6 +343,23 @@ _INTERP_CONFIGS = {'fwd': (16, 16, 16, 1, 1), 'dx': (16, 16, 16, 1, 1), 'dw': ('
 _TUNED: Dict[Tuple, Tuple] = {}
 _TUNE = {'enabled': True, 'gemm': True}
 _FORCED: Dict[str, Tuple] = {}
+_MODE = {'traced': False}
+
+
+@contextlib.contextmanager
+def traced_launches() -> Iterator[None]:
+    """Launch every kernel through `torch.library.wrap_triton` (inside the triton_ops of ops.py, which torch.compile
+    traces into); the configuration must be tuned already (ops.py tunes on real tensors of the traced shapes)."""
+    previous = _MODE['traced']
+    _MODE['traced'] = True
+    try:
+        yield
+    finally:
+        _MODE['traced'] = previous
+
+
+def _k(kernel):
+    return torch.library.wrap_triton(kernel) if _MODE['traced'] else kernel
 
 
 def _interpreting(t: torch.Tensor) -> bool:
@@ -364,6 +382,9 @@ def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor
         return
     full_key = (name,) + key
     cfg = _TUNED.get(full_key)
+    if cfg is None and is_fake(ref):  # traced without a tuned entry (symbolic shapes): the first, not cached
+        launch(configs[0])
+        return
     if cfg is None:
         if not _TUNE['enabled'] or torch.cuda.is_current_stream_capturing():
             cfg = configs[0]
@@ -432,7 +453,7 @@ def fwd(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.
             return
         bm, bn, bd, warps, stages = c
         grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-        _fwd_kernel[grid](
+        _k(_fwd_kernel)[grid](
             x, w, p, bias if bias is not None else y, y, m, n, d, inv_h,
             KIND=kind, J=j, FIRST=first, HAS_BIAS=bias is not None, BM=bm, BN=bn, BD=bd,
             UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
@@ -454,7 +475,7 @@ def dx(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, kind:
     def launch(c):
         bm, bd, bn, warps, stages = c
         grid = (triton.cdiv(m, bm) * triton.cdiv(d, bd),)
-        _dx_kernel[grid](
+        _k(_dx_kernel)[grid](
             g, x, w, p, out, m, n, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, BN=bn,
             UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
 
@@ -495,11 +516,11 @@ def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: 
         common = dict(KIND=kind, J=j, FIRST=first, BM=bm, UPCAST=upcast, PREC=_prec(dtype), num_warps=warps,
                       num_stages=stages)
         if variant == 'n':
-            _dw_kernel[(j * tiles, splits)](g, x, p, part, m, n, d, inv_h, rows, BN=bn, BD=bd, **common)
+            _k(_dw_kernel)[(j * tiles, splits)](g, x, p, part, m, n, d, inv_h, rows, BN=bn, BD=bd, **common)
         else:  # one launch for the SiLU slot, one for the basis slots: no branch in the row loop
             if first:
-                _dw_kernel_t[(tiles, splits)](g, x, p, part, m, n, d, inv_h, rows, BASE=True, BD=bd, BN=bn, **common)
-            _dw_kernel_t[((j - first) * tiles, splits)](g, x, p, part, m, n, d, inv_h, rows, BASE=False, BD=bd,
+                _k(_dw_kernel_t)[(tiles, splits)](g, x, p, part, m, n, d, inv_h, rows, BASE=True, BD=bd, BN=bn, **common)
+            _k(_dw_kernel_t)[((j - first) * tiles, splits)](g, x, p, part, m, n, d, inv_h, rows, BASE=False, BD=bd,
                                                         BN=bn, **common)
         result['part'] = part
 
@@ -538,7 +559,7 @@ def _expand(x: torch.Tensor, p: torch.Tensor, out: torch.Tensor, kind: int, firs
     """out (r, J, D) <- every basis slot of x (r, D) in out's dtype (_expand_kernel); returns out as (r, J * D)."""
     r, d = x.shape
     j = out.shape[1]
-    _expand_kernel[(triton.cdiv(r, bm), triton.cdiv(d, bd))](
+    _k(_expand_kernel)[(triton.cdiv(r, bm), triton.cdiv(d, bd))](
         x, p, out, r, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, UPCAST=_interpreting(x), num_warps=warps)
     return out.view(r, j * d)
 
