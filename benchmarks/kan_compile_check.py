@@ -5,15 +5,18 @@
 Per layer pair (KANLinear 192 -> 192 -> 192, FasterKANLinear the same): max relative error of the output and every
 gradient, compiled fused (backend 'auto') against eager reference; then fwd + bwd ms (CUDA events, median of 20) of
 eager fused, compiled fused and compiled reference: the dispatch rule asks compiled fused <= compiled reference.
+With --profile, each compiled form's kernels (torch.profiler, GPU µs per fwd + bwd, largest first) follow the table.
 """
 import argparse
 import statistics
 
 import torch
 import torch.nn as nn
+from torch.profiler import ProfilerActivity, profile
 
 from vision_kan.layers import FasterKANLinear, KANLinear
 from vision_kan.layers import kernels
+from bench_vit import kernel_events
 
 
 def run(net: nn.Module, x: torch.Tensor, dy: torch.Tensor):
@@ -40,13 +43,30 @@ def timed(fn, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def kernel_table(title: str, fn, steps: int = 5, top: int = 12) -> str:
+    """The `top` kernels of fn() by GPU time, µs per call, from torch.profiler over `steps` calls."""
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    events = sorted(kernel_events(prof.key_averages()), key=lambda e: -e.self_device_time_total)
+    total = sum(e.self_device_time_total for e in events) / steps
+    lines = [f'{title}: {total:.0f} µs of kernels a call']
+    lines += [f'  {e.self_device_time_total / steps:8.1f} µs  x{e.count // steps:<3d} {e.key[:100]}' for e in events[:top]]
+    return '\n'.join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('--tokens', type=int, default=256 * 197)
+    p.add_argument('--profile', action='store_true', help='also list each compiled form\'s kernels')
     args = p.parse_args()
     print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.tokens} tokens, bf16 autocast')
     print('| layers | y | dx | worst parameter grad | eager fused ms | compiled fused ms | compiled reference ms |')
     print('|---|---|---|---|---|---|---|')
+    profiles = []
     for name, make in (('KANLinear 192-192-192', lambda: nn.Sequential(KANLinear(192, 192), KANLinear(192, 192))),
                        ('FasterKANLinear 192-192-192',
                         lambda: nn.Sequential(FasterKANLinear(192, 192), FasterKANLinear(192, 192)))):
@@ -61,13 +81,23 @@ def main():
         errs = [((o - r).abs().max() / r.abs().max()).item() for r, o in zip(ref, got)]
         eager_ms = timed(lambda: run(net, x, dy))
         fused_ms = timed(lambda: run(compiled, x, dy))
+        if args.profile:
+            profiles.append(kernel_table(f'{name}, compiled fused', lambda: run(compiled, x, dy)))
         torch._dynamo.reset()
         with kernels.backend(net, 'reference'):
             ref_compiled = torch.compile(net, fullgraph=True)
             ref_ms = timed(lambda: run(ref_compiled, x, dy))
+            if args.profile:
+                profiles.append(kernel_table(f'{name}, compiled reference', lambda: run(ref_compiled, x, dy)))
         print(f'| {name} | {errs[0]:.1e} | {errs[1]:.1e} | {max(errs[2:]):.1e} | {eager_ms:.3f} | {fused_ms:.3f} | '
               f'{ref_ms:.3f} |', flush=True)
         torch._dynamo.reset()
+    for table in profiles:
+        print('\n' + table)
+    from vision_kan.layers.kernels import triton_kan
+    print('\nconfigurations chosen (kernel, kind, dtype, M bucket, N, D[, gpu time]) -> config:')
+    for key, cfg in triton_kan.tuned_configs().items():
+        print(f'  {key} -> {cfg}')
 
 
 if __name__ == '__main__':

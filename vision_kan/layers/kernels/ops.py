@@ -92,7 +92,8 @@ def _real_like(args):
 def _tune_for_trace(x, weight, params, kind, inv_h) -> None:
     """Traced on fake tensors, the autotuner cannot time anything. So the first trace of a shape runs the three
     kernels once on real random tensors of the traced shapes and dtypes (outside every tracing mode), which picks and
-    caches their configurations; the trace, and the backward's later, take them from the cache."""
+    caches their configurations; the trace, and the backward's later, take them from the cache. Timed by GPU time
+    alone: the compiled graph launches them with little host time (triton_kan.tuning_by_gpu_time)."""
     if not all(isinstance(n, int) for t in (x, weight) for n in t.shape):
         return  # symbolic shapes: the first configuration (triton_kan._pick)
     key = (tuple(x.shape), x.dtype, tuple(weight.shape), weight.dtype, kind)
@@ -109,12 +110,13 @@ def _tune_for_trace(x, weight, params, kind, inv_h) -> None:
 
 def _traced(impl, *args):
     """impl(*args) with every kernel launched through wrap_triton (triton_kan.traced_launches), for torch.compile to
-    trace into; tuned first where the arguments are fake (see _tune_for_trace)."""
+    trace into; tuned first where the arguments are fake (see _tune_for_trace), by GPU time alone."""
     x, weight, params = (args[0], args[1], args[2]) if impl is _fwd_impl else (args[1], args[2], args[3])
-    if is_fake(x):
-        _tune_for_trace(x, weight, params, args[-2], args[-1])
-    with _kernels().traced_launches():
-        return impl(*args)
+    with _kernels().tuning_by_gpu_time():
+        if is_fake(x):
+            _tune_for_trace(x, weight, params, args[-2], args[-1])
+        with _kernels().traced_launches():
+            return impl(*args)
 
 
 # torch.library.triton_op: under torch.compile inductor traces into them and launches the Triton kernels (and the

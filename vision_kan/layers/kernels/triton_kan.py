@@ -107,6 +107,7 @@ def _fwd_kernel(
         BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
 ):
     """y (M, N) = sum_j B_j(x) @ W_j^T (+ bias). One program: a (BM, BN) tile of y."""
+    inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
     pid = tl.program_id(0)
     num_n = tl.cdiv(N, BN)
     pid_m, pid_n = pid // num_n, pid % num_n  # neighbours share the x rows (L2)
@@ -148,6 +149,7 @@ def _dx_kernel(
         BM: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
 ):
     """dx (M, D) = sum_j B_j'(x) * (dY @ W_j). One program: a (BM, BD) tile of dx; G_j tiles stay in registers."""
+    inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
     pid = tl.program_id(0)
     num_d = tl.cdiv(D, BD)
     pid_m, pid_d = pid // num_d, pid % num_d  # neighbours share the dY rows (L2)
@@ -207,6 +209,7 @@ def _dw_kernel(
         BN: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
 ):
     """Partial dW_j (N, D) = dY^T @ B_j(x) over one split of the rows. Grid: (J * tiles, splits)."""
+    inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
     pid = tl.program_id(0)
     split = tl.program_id(1)
     num_n = tl.cdiv(N, BN)
@@ -254,6 +257,7 @@ def _dw_kernel_t(
     then the register operand of the tensor-core MMA, as in the forward, instead of a shared-memory operand.
     One launch per slot family (BASE: the SiLU slot 0; else the basis slots), so the row loop has no branch.
     Grid: (slots * tiles, splits)."""
+    inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
     pid = tl.program_id(0)
     split = tl.program_id(1)
     num_d = tl.cdiv(D, BD)
@@ -301,6 +305,7 @@ def _expand_kernel(
 ):
     """out (M, J, D) = [SiLU(x)], B_0(x), ..., B_{J-FIRST-1}(x) in out's dtype: every slot of a (BM, BD) tile of x
     evaluated once, the operand of the cuBLAS forms (fwd_gemm, dw_gemm). One program: a (BM, BD) tile, all J slots."""
+    inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
     pid_m, pid_d = tl.program_id(0), tl.program_id(1)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_d = pid_d * BD + tl.arange(0, BD)
@@ -336,12 +341,15 @@ _DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2)]
 #     _expand_kernel, then dW = dY^T @ basis as one cuBLAS GEMM per chunk. Measured (H100, 2026-11-28, M = 50,432,
 #     NOTES.md): faster than the fused kernels at 192 -> 768 (0.484 ms against 1.297 for the first fused config),
 #     slower at 192 -> 192 (0.657 against 0.323 tuned); the autotuner times it against the rest per shape.
+#     The last entry of a 'g' config: 1 = each chunk's product written in fp32 by cuBLAS (out_dtype), 0 = written in
+#     dW's dtype (the plain bf16 GEMM, fp32 accumulation inside), then summed over chunks in fp32.
 _DW_CONFIGS = [('t', 128, 128, 64, 8, 3), ('t', 128, 256, 32, 8, 3), ('t', 64, 128, 64, 4, 3),
                ('n', 128, 64, 64, 8, 3), ('n', 128, 128, 64, 8, 3),
-               ('g', 32, 128, 1 << 25, 4, 1), ('g', 32, 128, 1 << 26, 4, 1)]
+               ('g', 32, 128, 1 << 25, 4, 1), ('g', 32, 128, 1 << 26, 4, 1),
+               ('g', 32, 128, 1 << 26, 4, 0), ('g', 32, 128, 1 << 27, 4, 0)]
 _INTERP_CONFIGS = {'fwd': (16, 16, 16, 1, 1), 'dx': (16, 16, 16, 1, 1), 'dw': ('t', 16, 16, 16, 1, 1)}
 _TUNED: Dict[Tuple, Tuple] = {}
-_TUNE = {'enabled': True, 'gemm': True}
+_TUNE = {'enabled': True, 'gemm': True, 'gpu_time': False}
 _FORCED: Dict[str, Tuple] = {}
 _MODE = {'traced': False}
 
@@ -380,7 +388,7 @@ def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor
     if _interpreting(ref):
         launch(_INTERP_CONFIGS[name])
         return
-    full_key = (name,) + key
+    full_key = (name,) + key + (('gpu time',) if _TUNE['gpu_time'] else ())
     cfg = _TUNED.get(full_key)
     if cfg is None and is_fake(ref):  # traced without a tuned entry (symbolic shapes): the first, not cached
         launch(configs[0])
@@ -392,9 +400,7 @@ def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor
             times = []
             for c in configs if _TUNE['gemm'] else [c for c in configs if c[0] != 'g']:
                 try:
-                    # the median of 40 ms: the mean of 20 ms let one slow sample decide between close candidates
-                    ms = triton.testing.do_bench(lambda: launch(c), warmup=10, rep=40, return_mode='median')
-                    times.append((ms, c))
+                    times.append((_time_launch(lambda: launch(c)), c))
                 except Exception:  # a config that does not fit (shared memory, registers) is skipped
                     continue
             if not times:
@@ -402,6 +408,29 @@ def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor
             cfg = min(times)[1]
         _TUNED[full_key] = cfg
     launch(cfg)
+
+
+def _time_launch(fn) -> float:
+    """Median ms of fn(). Wall time between CUDA events (do_bench), or with _TUNE['gpu_time'] the GPU's time alone:
+    fn captured in a CUDA graph and replayed (do_bench_cudagraph), so the host's launches and allocations drop out.
+    The 'g' forms issue several torch calls per launch: timed on the wall, an eager host decides between them and
+    the fused kernels; inside a compiled graph that host cost is mostly gone."""
+    if _TUNE['gpu_time']:
+        return triton.testing.do_bench_cudagraph(fn, rep=40, return_mode='median')
+    # the median of 40 ms: the mean of 20 ms let one slow sample decide between close candidates
+    return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode='median')
+
+
+@contextlib.contextmanager
+def tuning_by_gpu_time() -> Iterator[None]:
+    """Configurations tuned inside this block are timed by GPU time alone (_time_launch): ops.py tunes so for the
+    torch.compile path, whose generated code launches with little host time."""
+    previous = _TUNE['gpu_time']
+    _TUNE['gpu_time'] = True
+    try:
+        yield
+    finally:
+        _TUNE['gpu_time'] = previous
 
 
 def set_gemm_variants(enabled: bool) -> None:
@@ -429,7 +458,8 @@ def forced_config(kernel: str, config: Tuple) -> Iterator[None]:
 
 
 def tuned_configs() -> Dict[Tuple, Tuple]:
-    """The configurations chosen so far, {(kernel, kind, dtype, M bucket, N, D): (blocks..., warps, stages)}."""
+    """The configurations chosen so far, {(kernel, kind, dtype, M bucket, N, D[, 'gpu time']): (blocks..., warps,
+    stages)}; 'gpu time' marks those tuned by GPU time alone (tuning_by_gpu_time, the compiled path)."""
     return dict(_TUNED)
 
 
@@ -504,7 +534,7 @@ def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: 
     def launch(c):
         variant, b0, b1, bm, warps, stages = c
         if variant == 'g':
-            result['part'] = dw_gemm(g, x, p, j, kind, first, inv_h, dtype, b0, b1, bm, warps)[None]
+            result['part'] = dw_gemm(g, x, p, j, kind, first, inv_h, dtype, b0, b1, bm, warps, bool(stages))[None]
             return
         bn, bd = (b0, b1) if variant == 'n' else (b1, b0)
         tiles = triton.cdiv(n, bn) * triton.cdiv(d, bd)
@@ -530,9 +560,11 @@ def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: 
 
 
 def dw_gemm(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: int, first: int,
-            inv_h: float, dtype: torch.dtype, bm: int, bd: int, cap: int, warps: int) -> torch.Tensor:
+            inv_h: float, dtype: torch.dtype, bm: int, bd: int, cap: int, warps: int, out32: bool = True
+            ) -> torch.Tensor:
     """dY (M, N), x (M, D) -> dW (J, N, D) fp32: per chunk of rows, the basis (rows, J, D) in `dtype` by
-    _expand_kernel, then dW (N, J * D) += dY_chunk^T (N, rows) @ basis (rows, J * D) with fp32 output.
+    _expand_kernel, then dW (N, J * D) += dY_chunk^T (N, rows) @ basis (rows, J * D), the product written in fp32
+    (out32) or in `dtype` (cuBLAS's plain GEMM; still fp32 sums inside it and across chunks).
 
     cap: most basis elements held at once (rows per chunk = cap // (J * D), at least bm): the transient memory is
     2 * cap bytes in bf16, one layer at a time, never saved for later."""
@@ -545,8 +577,10 @@ def dw_gemm(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, k
         r = min(rows, m - r0)
         flat = _expand(x[r0:r0 + r], p, basis[:r], kind, first, inv_h, bm, bd, warps)
         g_t = g[r0:r0 + r].t()
-        if x.is_cuda and dtype != torch.float32:
+        if x.is_cuda and dtype != torch.float32 and out32:
             acc += torch.mm(g_t, flat, out_dtype=torch.float32)  # cuBLAS, fp32 accumulation and output
+        elif x.is_cuda and dtype != torch.float32:
+            acc += torch.mm(g_t, flat)  # cuBLAS, fp32 accumulation, output rounded to dtype once per chunk
         elif x.is_cuda:
             acc += torch.mm(g_t, flat)  # TF32 where allowed, as the kernels' _prec
         else:  # the interpreter (tests): the same products, fp32 sums
