@@ -270,25 +270,28 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
             return run
         fwd = lambda: ops.basis_linear(x, w, params, None, kind, inv_h)  # noqa: E731
         dw = lambda: ops.basis_linear_dw(g, x, w, params, kind, inv_h)  # noqa: E731
+        dx = lambda: ops.basis_linear_dx(g, x, w, params, kind, inv_h)  # noqa: E731
         timings = {
             'forward': (fwd, lambda: a @ b),
             'forward, fused kernel only': (forced('fwd', triton_kan._FWD_CONFIGS[0], fwd), lambda: a @ b),
             'forward, basis + cuBLAS only': (forced('fwd', ('g', 32, 128, 1 << 26, 4), fwd), lambda: a @ b),
-            'input grad': (lambda: ops.basis_linear_dx(g, x, w, params, kind, inv_h), lambda: g @ b.t()),
+            'input grad': (dx, lambda: g @ b.t()),
+            'input grad, cuBLAS + reduce only': (forced('dx', ('g', 32, 128, 1 << 27, 4), dx), lambda: g @ b.t()),
             'weight grad': (dw, lambda: g.t() @ a),
             'weight grad, fused kernel only': (forced('dw', triton_kan._DW_CONFIGS[0], dw), lambda: g.t() @ a),
             'weight grad, basis + cuBLAS only': (forced('dw', ('g', 32, 128, 1 << 26, 4, 1), dw), lambda: g.t() @ a),
+            'weight grad, basis + cuBLAS in dW dtype': (forced('dw', ('g', 32, 128, 1 << 27, 4, 0), dw),
+                                                        lambda: g.t() @ a),
             # the layers pass LayerNorm's fp32 output unrounded (numerics): the cost of reading x in fp32
             'forward, x fp32': (lambda: ops.basis_linear(x32, w, params, None, kind, inv_h), lambda: a @ b),
             'input grad, x fp32': (lambda: ops.basis_linear_dx(g, x32, w, params, kind, inv_h), lambda: g @ b.t()),
         }
         # the basis + cuBLAS form split in two: the expansion alone (whole M at once, per tile shape), whose time
         # plus the cuBLAS column is that form's floor
-        basis = torch.empty(m, j, d, device=device, dtype=dt)
         first = 1 if kind == kernels.KIND_BSPLINE else 0
         for bm, bd, warps in EXPAND_TILES:
             timings[f'basis expansion alone, tile {bm}x{bd}, {warps} warps'] = (
-                lambda bm=bm, bd=bd, warps=warps: triton_kan._expand(x, params, basis, kind, first, inv_h, bm, bd,
+                lambda bm=bm, bd=bd, warps=warps: triton_kan._expand(x, params, j, dt, kind, first, inv_h, bm, bd,
                                                                       warps), lambda: a @ b)
         for what, (fused, gemm) in timings.items():
             try:
@@ -300,7 +303,7 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
             except Exception as exc:
                 rows.append(dict(kernel=f'{label} {what}', shape=f'd={d} d\'={n}', ms=None, tflops=None,
                                  gemm_ms=None, gemm_tflops=None, note=f'failed: {type(exc).__name__}: {str(exc)[:300]}'))
-        del x, x32, w, g, a, b, basis
+        del x, x32, w, g, a, b
     return rows
 
 

@@ -37,7 +37,7 @@ CASES = {
 # cases re-run with a weight-grad kernel variant forced (the default under the interpreter is 't'):
 # 'n' = basis tile as the shared-memory operand (triton_kan._dw_kernel)
 # 'g' = the basis written by _expand_kernel, then one GEMM per chunk of rows (cap 2000 elements: several chunks),
-# for the weight grad and for the forward
+# for the weight grad and for the forward; for the input grad, dY @ W per chunk then _dx_reduce_kernel
 FORCED = {'kan_fp32_bias_dw_n': ('kan_fp32_bias', 'dw', ('n', 16, 16, 16, 1, 1)),
           'fasterkan_fp32_k5_dw_n': ('fasterkan_fp32_k5', 'dw', ('n', 16, 16, 16, 1, 1)),
           'kan_fp32_bias_dw_g': ('kan_fp32_bias', 'dw', ('g', 16, 16, 2000, 1, 1)),
@@ -45,7 +45,11 @@ FORCED = {'kan_fp32_bias_dw_n': ('kan_fp32_bias', 'dw', ('n', 16, 16, 16, 1, 1))
           'fasterkan_fp16_autocast_dw_g': ('fasterkan_fp16_autocast', 'dw', ('g', 16, 16, 2000, 1, 1)),
           'kan_fp32_bias_fwd_g': ('kan_fp32_bias', 'fwd', ('g', 16, 16, 2000, 1)),
           'kan_bf16_autocast_fwd_g': ('kan_bf16_autocast', 'fwd', ('g', 16, 16, 2000, 1)),
-          'fasterkan_fp16_autocast_fwd_g': ('fasterkan_fp16_autocast', 'fwd', ('g', 16, 16, 2000, 1))}
+          'fasterkan_fp16_autocast_fwd_g': ('fasterkan_fp16_autocast', 'fwd', ('g', 16, 16, 2000, 1)),
+          'kan_fp32_bias_dx_g': ('kan_fp32_bias', 'dx', ('g', 16, 16, 2000, 1)),
+          'kan_bf16_autocast_dx_g': ('kan_bf16_autocast', 'dx', ('g', 16, 16, 2000, 1)),
+          'fasterkan_fp16_autocast_dx_g': ('fasterkan_fp16_autocast', 'dx', ('g', 16, 16, 2000, 1)),
+          'kan_bf16_autocast_dw_g_in_dtype': ('kan_bf16_autocast', 'dw', ('g', 16, 16, 2000, 1, 0))}
 FP32_TOL = 2e-5  # relative L2 error, fp32 fused vs fp32 reference
 # low precision: fused error vs fp64 <= LOWP_FACTOR * (reference error vs fp64) + one unit roundoff of the dtype.
 # Both paths evaluate the basis from x as given (LayerNorm's fp32 output under autocast) and round the basis and

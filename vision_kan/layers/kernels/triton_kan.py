@@ -298,6 +298,46 @@ def _dw_kernel_t(
 
 
 @triton.jit
+def _dx_reduce_kernel(
+        gw_ptr, x_ptr, p_ptr, dx_ptr, M, D, inv_h,
+        KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
+        UPCAST: tl.constexpr,
+):
+    """dx (M, D) = sum_j B_j'(x) * GW_j for GW (M, J, D) = dY @ W (written by cuBLAS, dx_gemm): `_dx_kernel`
+    with its products read from memory. One program: a (BM, BD) tile, all J slots."""
+    inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
+    pid_m, pid_d = tl.program_id(0), tl.program_id(1)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    m_mask, d_mask = offs_m < M, offs_d < D
+    mask = m_mask[:, None] & d_mask[None, :]
+    x = tl.load(x_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    gw_rows = gw_ptr + offs_m.to(tl.int64)[:, None] * (J * D) + offs_d[None, :]
+    if KIND == 0:
+        t0 = tl.load(p_ptr + offs_d, mask=d_mask, other=0.0)
+        ih = tl.load(p_ptr + D + offs_d, mask=d_mask, other=0.0)
+        z = (x - t0[None, :]) * ih[None, :]  # u, knot units
+    else:
+        z = x * inv_h
+    dxs = tl.zeros((BM, BD), dtype=tl.float32)
+    for s in range(0, J - FIRST):
+        gs = tl.load(gw_rows + (FIRST + s) * D, mask=mask, other=0.0).to(tl.float32)
+        if KIND == 0:
+            dxs += gs * _cubic_du(z, s)
+        else:
+            phi, th = _sech2_tanh(z - tl.load(p_ptr + s) * inv_h)
+            dxs += gs * (th * phi)  # d phi / dz = -2 tanh(z) phi; the -2 is applied once below
+    if KIND == 0:
+        dx = dxs * ih[None, :]
+    else:
+        dx = dxs * (-2.0 * inv_h)
+    if FIRST == 1:
+        dx += tl.load(gw_rows, mask=mask, other=0.0).to(tl.float32) * _silu_dx(x)
+    dx_ptrs = dx_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :]
+    tl.store(dx_ptrs, _cast(dx, dx_ptr.dtype.element_ty, UPCAST), mask=mask)
+
+
+@triton.jit
 def _expand_kernel(
         x_ptr, p_ptr, out_ptr, M, D, inv_h,
         KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
@@ -332,7 +372,12 @@ def _expand_kernel(
 _FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3),
                 ('g', 32, 128, 1 << 25, 4), ('g', 32, 128, 1 << 26, 4)]
 # dx: (BM, BD, BN, ...); three (BM, BD) fp32 tiles stay live (z, G_j, running sum)
-_DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2)]
+#     ('g', BM, BD, cap, warps) = dx_gemm: GW = dY @ W by cuBLAS per chunk of rows (at most `cap` elements), then
+#     _dx_reduce_kernel. H200, 2026-11-28, M = 50,432, 192 -> 192, GPU time (tuning_by_gpu_time): chosen over the
+#     fused kernel for B-spline (its reduce kernel 128 µs, 3x its memory floor), not for RSWAF (NOTES.md). The
+#     64 x 64 tile (no masked half tile at D = 192) is a candidate not yet timed.
+_DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2),
+               ('g', 32, 128, 1 << 26, 4), ('g', 32, 128, 1 << 27, 4), ('g', 64, 64, 1 << 27, 4)]
 # dw: ('n', BN, BD, BM, ...) = _dw_kernel, basis tile through shared memory, accumulator (BN, BD);
 #     ('t', BD, BN, BM, ...) = _dw_kernel_t, basis tile as the register operand, accumulator (BD, BN).
 # Measured on an H100 (2026-11-23, M = 50432): 'n' reached 83-143 TFLOP/s, a third of the forward's rate per FLOP;
@@ -472,24 +517,26 @@ def fwd(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.
     """x (M, D), w (J, N, D), p params, bias (N,) or None -> y (M, N) in w's dtype."""
     m, d = x.shape
     j, n, _ = w.shape
-    y = torch.empty(m, n, dtype=w.dtype, device=x.device)
     if m == 0:
-        return y
+        return torch.empty(m, n, dtype=w.dtype, device=x.device)
     upcast = _interpreting(x)
+    result = {}
 
     def launch(c):
         if c[0] == 'g':
-            fwd_gemm(x, w, p, bias, kind, first, inv_h, *c[1:], out=y)
+            result['y'] = fwd_gemm(x, w, p, bias, kind, first, inv_h, *c[1:])
             return
         bm, bn, bd, warps, stages = c
+        y = torch.empty(m, n, dtype=w.dtype, device=x.device)
         grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
         _k(_fwd_kernel)[grid](
             x, w, p, bias if bias is not None else y, y, m, n, d, inv_h,
             KIND=kind, J=j, FIRST=first, HAS_BIAS=bias is not None, BM=bm, BN=bn, BD=bd,
             UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
+        result['y'] = y
 
     _pick('fwd', (kind, w.dtype, _m_bucket(m), n, d), _FWD_CONFIGS, launch, x)
-    return y
+    return result['y']
 
 
 def dx(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, kind: int, first: int,
@@ -497,20 +544,25 @@ def dx(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, kind:
     """dY (M, N), x (M, D), w (J, N, D) -> dx (M, D) in x's dtype."""
     m, d = x.shape
     j, n, _ = w.shape
-    out = torch.empty_like(x)
     if m == 0:
-        return out
+        return torch.empty_like(x)
     upcast = _interpreting(x)
+    result = {}
 
     def launch(c):
+        if c[0] == 'g':
+            result['dx'] = dx_gemm(g, x, w, p, kind, first, inv_h, *c[1:])
+            return
         bm, bd, bn, warps, stages = c
+        out = torch.empty_like(x)
         grid = (triton.cdiv(m, bm) * triton.cdiv(d, bd),)
         _k(_dx_kernel)[grid](
             g, x, w, p, out, m, n, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, BN=bn,
             UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
+        result['dx'] = out
 
     _pick('dx', (kind, w.dtype, _m_bucket(m), n, d), _DX_CONFIGS, launch, x)
-    return out
+    return result['dx']
 
 
 def _num_sms(device: torch.device) -> int:
@@ -570,51 +622,85 @@ def dw_gemm(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, k
     2 * cap bytes in bf16, one layer at a time, never saved for later."""
     m, d = x.shape
     n, j = g.shape[1], num_slots
-    rows = max(bm, cap // (j * d))
-    acc = torch.zeros(n, j * d, dtype=torch.float32, device=x.device)
-    basis = torch.empty(min(rows, m), j, d, dtype=dtype, device=x.device)
-    for r0 in range(0, m, rows):
-        r = min(rows, m - r0)
-        flat = _expand(x[r0:r0 + r], p, basis[:r], kind, first, inv_h, bm, bd, warps)
+    acc = None
+    for r0, r in _chunks(m, max(bm, cap // (j * d))):
+        flat = _expand(x[r0:r0 + r], p, j, dtype, kind, first, inv_h, bm, bd, warps)
         g_t = g[r0:r0 + r].t()
         if x.is_cuda and dtype != torch.float32 and out32:
-            acc += torch.mm(g_t, flat, out_dtype=torch.float32)  # cuBLAS, fp32 accumulation and output
-        elif x.is_cuda and dtype != torch.float32:
-            acc += torch.mm(g_t, flat)  # cuBLAS, fp32 accumulation, output rounded to dtype once per chunk
-        elif x.is_cuda:
-            acc += torch.mm(g_t, flat)  # TF32 where allowed, as the kernels' _prec
+            part = torch.mm(g_t, flat, out_dtype=torch.float32)  # cuBLAS, fp32 accumulation and output
+        elif x.is_cuda:  # fp32 accumulation, output rounded to dtype once per chunk (TF32 where allowed for fp32)
+            part = torch.mm(g_t, flat).float()
         else:  # the interpreter (tests): the same products, fp32 sums
-            acc += torch.mm(g_t.float(), flat.float())
+            part = torch.mm(g_t.float(), flat.float())
+        acc = part if acc is None else acc + part
+        del flat
     return acc.view(n, j, d).permute(1, 0, 2).contiguous()
 
 
-def _expand(x: torch.Tensor, p: torch.Tensor, out: torch.Tensor, kind: int, first: int, inv_h: float, bm: int,
-            bd: int, warps: int) -> torch.Tensor:
-    """out (r, J, D) <- every basis slot of x (r, D) in out's dtype (_expand_kernel); returns out as (r, J * D)."""
+def _chunks(m: int, rows: int) -> List[Tuple[int, int]]:
+    """(first row, rows) of each chunk of at most `rows` rows."""
+    return [(r0, min(rows, m - r0)) for r0 in range(0, m, rows)]
+
+
+def _expand(x: torch.Tensor, p: torch.Tensor, num_slots: int, dtype: torch.dtype, kind: int, first: int,
+            inv_h: float, bm: int, bd: int, warps: int) -> torch.Tensor:
+    """Every basis slot of x (r, D), a new (r, J * D) tensor in `dtype` (_expand_kernel). A new tensor per call,
+    not a slice of a reused buffer: under torch.compile a kernel that writes into a view makes functionalization copy
+    the whole buffer after it (measured, NOTES.md)."""
     r, d = x.shape
-    j = out.shape[1]
+    out = torch.empty(r, num_slots, d, dtype=dtype, device=x.device)
     _k(_expand_kernel)[(triton.cdiv(r, bm), triton.cdiv(d, bd))](
-        x, p, out, r, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, UPCAST=_interpreting(x), num_warps=warps)
-    return out.view(r, j * d)
+        x, p, out, r, d, inv_h, KIND=kind, J=num_slots, FIRST=first, BM=bm, BD=bd, UPCAST=_interpreting(x),
+        num_warps=warps)
+    return out.view(r, num_slots * d)
+
+
+def _flat_weight(w: torch.Tensor) -> torch.Tensor:
+    """(J, N, D) -> (N, J * D): slot-major columns, as the basis rows."""
+    j, n, d = w.shape
+    return w.permute(1, 0, 2).reshape(n, j * d)
 
 
 def fwd_gemm(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.Tensor], kind: int,
-             first: int, inv_h: float, bm: int, bd: int, cap: int, warps: int, out: torch.Tensor) -> torch.Tensor:
-    """y (M, N) = basis(x) (M, J * D) @ W (N, J * D)^T (+ bias) into `out`, per chunk of rows (at most `cap` basis
-    elements at once, in W's dtype; transient, never saved)."""
+             first: int, inv_h: float, bm: int, bd: int, cap: int, warps: int) -> torch.Tensor:
+    """y (M, N) = basis(x) (M, J * D) @ W (N, J * D)^T (+ bias), per chunk of rows (at most `cap` basis elements
+    at once, in W's dtype; transient, never saved)."""
     m, d = x.shape
     j, n, _ = w.shape
-    rows = max(bm, cap // (j * d))
-    w_flat = w.permute(1, 0, 2).reshape(n, j * d)  # (N, J * D): slot-major columns, as the basis rows
-    basis = torch.empty(min(rows, m), j, d, dtype=w.dtype, device=x.device)
-    for r0 in range(0, m, rows):
-        r = min(rows, m - r0)
-        a = _expand(x[r0:r0 + r], p, basis[:r], kind, first, inv_h, bm, bd, warps)
+    w_flat = _flat_weight(w)
+    parts = []
+    for r0, r in _chunks(m, max(bm, cap // (j * d))):
+        a = _expand(x[r0:r0 + r], p, j, w.dtype, kind, first, inv_h, bm, bd, warps)
         if _interpreting(x):  # the interpreter (tests): the same products, fp32 sums
             y = a.float() @ w_flat.float().t() + (0 if bias is None else bias.float())
-            out[r0:r0 + r] = y.to(out.dtype)
+            parts.append(y.to(w.dtype))
         elif bias is None:
-            torch.mm(a, w_flat.t(), out=out[r0:r0 + r])
+            parts.append(torch.mm(a, w_flat.t()))
         else:
-            torch.addmm(bias, a, w_flat.t(), out=out[r0:r0 + r])
-    return out
+            parts.append(torch.addmm(bias, a, w_flat.t()))
+        del a
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def dx_gemm(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, kind: int, first: int,
+            inv_h: float, bm: int, bd: int, cap: int, warps: int) -> torch.Tensor:
+    """dx (M, D) in x's dtype: per chunk of rows, GW (rows, J * D) = dY_chunk @ W (N, J * D) by cuBLAS in W's
+    dtype (fp32 accumulation, rounded once, as autocast's matmul), then dx = sum_j B_j'(x) * GW_j by
+    _dx_reduce_kernel. At most `cap` elements of GW at once (transient, never saved)."""
+    m, d = x.shape
+    j, n, _ = w.shape
+    w_flat = _flat_weight(w)
+    parts = []
+    for r0, r in _chunks(m, max(bm, cap // (j * d))):
+        g_r = g[r0:r0 + r]
+        if _interpreting(x):  # the interpreter (tests): fp32 products, rounded to W's dtype as cuBLAS's output
+            gw = (g_r.float() @ w_flat.float()).to(w.dtype)
+        else:
+            gw = torch.mm(g_r, w_flat)
+        out = torch.empty(r, d, dtype=x.dtype, device=x.device)
+        _k(_dx_reduce_kernel)[(triton.cdiv(r, bm), triton.cdiv(d, bd))](
+            gw, x[r0:r0 + r], p, out, r, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd,
+            UPCAST=_interpreting(x), num_warps=warps)
+        parts.append(out)
+        del gw
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
