@@ -157,6 +157,30 @@ def test_ema_copies_kan_grids_and_averages_parameters():
     assert not torch.equal(plain.module.layers[0].grid, model.layers[0].grid)
 
 
+def test_ema_matches_timm_v3_without_kan_layers_and_follows_reassigned_buffers():
+    """The cached state slots (no state_dict() a step) give timm's ModelEmaV3 update exactly, BatchNorm statistics
+    and the integer counter included, and read a buffer that was reassigned after the first update."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2, bias=False))
+    ours, timms = KanModelEma(model, decay=0.8), ModelEmaV3(model, decay=0.8)
+    assert not ours.copy_keys
+    for step in range(3):
+        model.train()
+        model(torch.randn(8, 4)).sum().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.sub_(0.1 * p.grad)
+        if step == 1:
+            model[1].running_mean = torch.full((3,), 5.0)  # a new tensor object in the same slot
+        ours.update(model)
+        timms.update(model)
+        for (k, a), b in zip(ours.module.state_dict().items(), timms.module.state_dict().values()):
+            assert torch.equal(a, b), (step, k)
+    assert ours.module[1].num_batches_tracked.item() == 3
+    with pytest.raises(ValueError, match='state entries differ'):
+        ours.update(nn.Sequential(nn.Linear(4, 3)))
+
+
 def test_kan_buffer_names_picks_up_any_layer_with_regularization_loss():
     class ConvKANish(nn.Module):  # a conv-KAN layer of another family: penalty, own buffer, no update_grid
         def __init__(self):
