@@ -7,7 +7,8 @@
 
 Prints markdown tables (run order: kernels, layers, models, so a cut-off run still says the most):
   * kernels (CUDA, fused backend): time of each fused kernel (forward, input grad, weight grad) at the ViT-tiny
-    layer shapes, its TFLOP/s, and cuBLAS on a dense GEMM of the same size (the matmul the kernel replaces);
+    layer shapes, its TFLOP/s, its GPU time alone (CUDA-graph replay: no host launch time), and cuBLAS on a dense
+    GEMM of the same size (the matmul the kernel replaces);
   * layers: fc1 + fc2 of one ViT-tiny block (tokens x 192 -> hidden -> 192), forward + backward, against nn.Linear,
     for each KAN backend, with the fused path's largest error against the reference path (output and every
     gradient, same dtype/autocast): max |fused - ref| and that over max |ref|;
@@ -299,12 +300,24 @@ def bench_kernels(args, device: torch.device) -> List[Dict]:
                 ms = do_bench(fused, warmup=25, rep=100, return_mode='median')
                 ms_gemm = do_bench(gemm, warmup=25, rep=100, return_mode='median')
                 rows.append(dict(kernel=f'{label} {what}', shape=f'M={m} d={d} d\'={n} J={j}', ms=ms,
-                                 tflops=flops / ms / 1e9, gemm_ms=ms_gemm, gemm_tflops=flops / ms_gemm / 1e9))
+                                 tflops=flops / ms / 1e9, gemm_ms=ms_gemm, gemm_tflops=flops / ms_gemm / 1e9,
+                                 gpu_ms=_gpu_ms(fused)))
             except Exception as exc:
                 rows.append(dict(kernel=f'{label} {what}', shape=f'd={d} d\'={n}', ms=None, tflops=None,
                                  gemm_ms=None, gemm_tflops=None, note=f'failed: {type(exc).__name__}: {str(exc)[:300]}'))
         del x, x32, w, g, a, b
     return rows
+
+
+def _gpu_ms(fn) -> Optional[float]:
+    """fn's GPU time alone (CUDA-graph replay, median ms), or None where fn cannot be captured. The wall-clock ms
+    beside it also counts the host's launches: the basis + cuBLAS forms issue several torch calls each, and on a slow
+    host their wall time was twice their GPU time (NOTES.md, sixth session)."""
+    from triton.testing import do_bench_cudagraph
+    try:
+        return do_bench_cudagraph(fn, rep=100, return_mode='median')
+    except Exception:
+        return None
 
 
 def profile_cells(row: Dict, args) -> str:
@@ -375,11 +388,12 @@ def main():
           flush=True)
 
     if args.kernels and device.type == 'cuda' and set(backends) - {'reference'}:
-        print(f'\n| fused kernel | shape | ms | TFLOP/s | cuBLAS same-size GEMM ms | TFLOP/s |')
-        print('|---|---|---|---|---|---|')
+        print(f'\n| fused kernel | shape | ms | TFLOP/s | GPU ms (CUDA graph) | cuBLAS same-size GEMM ms | TFLOP/s |')
+        print('|---|---|---|---|---|---|---|')
         for r in bench_kernels(args, device):
             print(f"| {r['kernel']} | {r['shape']} | {fmt(r['ms'], '.3f')} | {fmt(r['tflops'], '.0f')} | "
-                  f"{fmt(r['gemm_ms'], '.3f')} | {fmt(r['gemm_tflops'], '.0f')} |{' ' + r.get('note', '')}",
+                  f"{fmt(r.get('gpu_ms'), '.3f')} | {fmt(r['gemm_ms'], '.3f')} | {fmt(r['gemm_tflops'], '.0f')} |"
+                  f"{' ' + r.get('note', '')}",
                   flush=True)
 
     if args.layers:
