@@ -467,3 +467,29 @@ def test_autotuner_times_the_gemm_variants_unless_switched_off(monkeypatch):
     finally:
         triton_kan.set_gemm_variants(True)  # also forgets the choices made here
     assert ('dw', 'test', 1) not in triton_kan.tuned_configs()
+
+
+def test_autotuner_times_gpu_time_alone_for_the_compiled_path(monkeypatch):
+    """Inside tuning_by_gpu_time (ops.py's trace-time tuning) candidates are timed by CUDA-graph replay, not the wall
+    clock, and the choice is kept apart from the eager one (its key ends in 'gpu time')."""
+    pytest.importorskip('triton')
+    from vision_kan.layers.kernels import triton_kan
+    timers = []
+    monkeypatch.setattr(triton_kan, '_interpreting', lambda t: False)
+    monkeypatch.setattr(torch.cuda, 'is_current_stream_capturing', lambda: False)
+    monkeypatch.setattr(triton_kan.triton.testing, 'do_bench', lambda fn, **kw: (timers.append('wall'), fn(), 1.0)[2])
+    monkeypatch.setattr(triton_kan.triton.testing, 'do_bench_cudagraph',
+                        lambda fn, **kw: (timers.append('gpu'), fn(), 1.0)[2])
+    launched = []
+    ref = torch.zeros(1)
+    try:
+        with triton_kan.tuning_by_gpu_time():
+            triton_kan._pick('fwd', ('gpu-test',), triton_kan._FWD_CONFIGS, launched.append, ref)
+        assert set(timers) == {'gpu'} and len(timers) == len(triton_kan._FWD_CONFIGS)
+        assert ('fwd', 'gpu-test', 'gpu time') in triton_kan.tuned_configs()
+        assert ('fwd', 'gpu-test') not in triton_kan.tuned_configs()
+        timers.clear()
+        triton_kan._pick('fwd', ('gpu-test',), triton_kan._FWD_CONFIGS, launched.append, ref)  # eager: own tuning
+        assert set(timers) == {'wall'}
+    finally:
+        triton_kan.set_gemm_variants(True)  # forgets the choices made here

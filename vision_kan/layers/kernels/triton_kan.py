@@ -448,7 +448,7 @@ def _pick(name: str, key: Tuple, configs: List[Tuple], launch, ref: torch.Tensor
                     continue
             if not times:
                 raise RuntimeError(f'vision_kan kernels: no launch configuration of {name} runs for {key}')
-            cfg = min(times)[1]
+            cfg = min(times, key=lambda t: t[0])[1]  # the first of equal times (configs do not compare)
         _TUNED[full_key] = cfg
     launch(cfg)
 
