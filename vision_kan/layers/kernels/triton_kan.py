@@ -374,7 +374,7 @@ _FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3),
 # dx: (BM, BD, BN, ...); three (BM, BD) fp32 tiles stay live (z, G_j, running sum)
 #     ('g', BM, BD, cap, warps) = dx_gemm: GW = dY @ W by cuBLAS per chunk of rows (at most `cap` elements), then
 #     _dx_reduce_kernel. H200, 2026-11-28, M = 50,432, 192 -> 192, GPU time (tuning_by_gpu_time): chosen over the
-#     fused kernel for B-spline (its reduce kernel 128 µs, 3x its memory floor), not for RSWAF (NOTES.md). The
+#     fused kernel for B-spline (its reduce kernel 128 µs, ~2.5x its byte floor), not for RSWAF (NOTES.md). The
 #     64 x 64 tile (no masked half tile at D = 192) is a candidate not yet timed.
 _DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2),
                ('g', 32, 128, 1 << 26, 4), ('g', 32, 128, 1 << 27, 4), ('g', 64, 64, 1 << 27, 4)]
@@ -385,7 +385,8 @@ _DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2),
 #     ('g', BM, BD, cap, warps, 1) = dw_gemm: the basis written once per chunk of rows (at most `cap` elements) by
 #     _expand_kernel, then dW = dY^T @ basis as one cuBLAS GEMM per chunk. Measured (H100, 2026-11-28, M = 50,432,
 #     NOTES.md): faster than the fused kernels at 192 -> 768 (0.484 ms against 1.297 for the first fused config),
-#     slower at 192 -> 192 (0.657 against 0.323 tuned); the autotuner times it against the rest per shape.
+#     slower at 192 -> 192 (0.657 against 0.323 tuned), both on the wall clock, which counts the 'g' form's host
+#     launches; by GPU time it wins at 192 -> 192 too (H200, NOTES.md sixth session). The autotuner times it per shape.
 #     The last entry of a 'g' config: 1 = each chunk's product written in fp32 by cuBLAS (out_dtype), 0 = written in
 #     dW's dtype (the plain bf16 GEMM, fp32 accumulation inside), then summed over chunks in fp32.
 _DW_CONFIGS = [('t', 128, 128, 64, 8, 3), ('t', 128, 256, 32, 8, 3), ('t', 64, 128, 64, 4, 3),
@@ -400,15 +401,19 @@ _MODE = {'traced': False}
 
 
 @contextlib.contextmanager
-def traced_launches() -> Iterator[None]:
-    """Launch every kernel through `torch.library.wrap_triton` (inside the triton_ops of ops.py, which torch.compile
-    traces into); the configuration must be tuned already (ops.py tunes on real tensors of the traced shapes)."""
-    previous = _MODE['traced']
-    _MODE['traced'] = True
+def _switched_on(flags: Dict[str, bool], name: str) -> Iterator[None]:
+    previous = flags[name]
+    flags[name] = True
     try:
         yield
     finally:
-        _MODE['traced'] = previous
+        flags[name] = previous
+
+
+def traced_launches():
+    """Launch every kernel through `torch.library.wrap_triton` (inside the triton_ops of ops.py, which torch.compile
+    traces into); the configuration must be tuned already (ops.py tunes on real tensors of the traced shapes)."""
+    return _switched_on(_MODE, 'traced')
 
 
 def _k(kernel):
@@ -466,16 +471,10 @@ def _time_launch(fn) -> float:
     return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode='median')
 
 
-@contextlib.contextmanager
-def tuning_by_gpu_time() -> Iterator[None]:
+def tuning_by_gpu_time():
     """Configurations tuned inside this block are timed by GPU time alone (_time_launch): ops.py tunes so for the
     torch.compile path, whose generated code launches with little host time."""
-    previous = _TUNE['gpu_time']
-    _TUNE['gpu_time'] = True
-    try:
-        yield
-    finally:
-        _TUNE['gpu_time'] = previous
+    return _switched_on(_TUNE, 'gpu_time')
 
 
 def set_gemm_variants(enabled: bool) -> None:
