@@ -6,6 +6,7 @@ Other buffers (BatchNorm statistics) keep timm's behaviour. After a grid update 
 onto the new knots with their own refit (vision_kan.train.kan_training.update_kan_grids), so the copy below is then a
 no-op that only guards against drift.
 """
+import weakref
 from typing import Dict, List, Set, Tuple
 
 import torch
@@ -55,7 +56,7 @@ class KanModelEma(ModelEmaV3):
     def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
         self.copy_keys = kan_buffer_names(self.module)
-        self._plan_of = None  # id of the model the slots below were matched with
+        self._plan_of = None  # weak reference to the model the slots below were matched with (an id can be reused)
         self._lerp_slots: Tuple[List[Slot], List[Slot]] = ([], [])  # (EMA's, model's)
         self._copy_slots: Tuple[List[Slot], List[Slot]] = ([], [])
 
@@ -72,11 +73,11 @@ class KanModelEma(ModelEmaV3):
             target = lerp if ema_v.is_floating_point() and key not in self.copy_keys else copy
             target[0].append(slot)
             target[1].append(model_slots[key])
-        self._lerp_slots, self._copy_slots, self._plan_of = lerp, copy, id(model)
+        self._lerp_slots, self._copy_slots, self._plan_of = lerp, copy, weakref.ref(model)
 
     @torch.no_grad()
     def apply_update_(self, model: nn.Module, decay: float) -> None:
-        if self._plan_of != id(model):
+        if self._plan_of is None or self._plan_of() is not model:
             self._plan(model)
         ema_lerp = _read(self._lerp_slots[0])
         model_lerp = [m.to(device=e.device) for e, m in zip(ema_lerp, _read(self._lerp_slots[1]))]
