@@ -18,6 +18,10 @@ Prints markdown tables (run order: kernels, layers, models, so a cut-off run sti
     step (every op's own CPU time, all threads) and the GPU's kernel time per step. Host time near the wall time
     per step (batch / train img/s) and GPU time well below it: the step is bound by the host (Python, dispatch,
     launches), not by the kernels, as in small-image runs (--img-size 32 --patch-size 4).
+With --rounds R (> 1) the model rows of a mode are all built and warmed first, then timed in R interleaved rounds
+(each row --steps steps per round), and each KAN row also prints its ratio to the baseline per round: these machines
+drift (compiled DeiT-tiny ran at 8,861-14,206 img/s in three calls on one GPU kind, NOTES.md), and rows timed in the
+same round share the drift. Train img/s is then the median over the rounds.
 Modes: `eager` and `compiled` (torch.compile of the whole model), crossed with the KAN backends `reference` (plain
 torch) and `fused` (Triton kernels, vision_kan.layers.kernels). Ratios compare with DeiT-tiny in the same mode
 (eager to eager, compiled to compiled); DeiT-tiny has no KAN layer, so its row does not depend on the backend.
@@ -81,9 +85,10 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]
     return torch.cuda.max_memory_allocated(device) / 2 ** 30
 
 
-def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float],
-                backend: str) -> Dict[str, float]:
-    """One row of the model table, with the model's KAN layers on `backend` (kernels.set_backend)."""
+def build_model_row(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float],
+                    backend: str) -> Dict:
+    """A model row ready to time: its train and infer step closures (model, optimizer and input held by them),
+    params and GMACs, with the model's KAN layers on `backend` (kernels.set_backend)."""
     name, kwargs = parse_model(spec)
     if args.patch_size:
         kwargs.setdefault('patch_size', args.patch_size)
@@ -110,28 +115,86 @@ def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Di
         with torch.no_grad(), autocast:
             net(x)
 
-    graphs = mode == 'compiled' and 'reduce-overhead' in (args.compile_mode or '')
+    row.update(train_step=train_step, infer_step=infer_step, model=model)
+    row['graphs'] = mode == 'compiled' and 'reduce-overhead' in (args.compile_mode or '')
+    return row
+
+
+def measure_row(row: Dict, args, device: torch.device, train_times: Optional[List[float]] = None) -> None:
+    """Fill row's train / mem / infer (and host_ms, gpu_ms with --profile). train_times: seconds per step already
+    measured (the interleaved rounds), else timed here."""
     try:
-        if graphs and device.type == 'cuda':  # CUDA graphs: the pool is allocated while recording (warm-up)
+        if row['graphs'] and device.type == 'cuda':  # CUDA graphs: the pool is allocated while recording (warm-up)
             synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-        row['train'] = args.batch_size / time_it(train_step, device, args.warmup, args.steps)
-        if graphs and device.type == 'cuda':
+        if train_times is None:
+            train_times = [time_it(row['train_step'], device, args.warmup, args.steps)]
+        row['train'] = args.batch_size / statistics.median(train_times)
+        if row['graphs'] and device.type == 'cuda':
             row['mem'] = torch.cuda.max_memory_allocated(device) / 2 ** 30  # warm-up and timed steps
         else:
-            row['mem'] = peak_memory(train_step, device)
+            row['mem'] = peak_memory(row['train_step'], device)
         if args.profile:
-            row['host_ms'], row['gpu_ms'] = profile_step(train_step, device)
-        model.eval()
-        row['infer'] = args.batch_size / time_it(infer_step, device, args.warmup, args.steps)
+            row['host_ms'], row['gpu_ms'] = profile_step(row['train_step'], device)
+        row['model'].eval()  # the last measurement: the row is released after it
+        row['infer'] = args.batch_size / time_it(row['infer_step'], device, args.warmup, args.steps)
     except torch.OutOfMemoryError:
         row.update(train=None, mem=None, infer=None, note='out of memory')
     except Exception as exc:  # a failing row must not lose the rest of a device run
         row.update(train=None, mem=None, infer=None, note=f'failed: {type(exc).__name__}: {str(exc)[:200]}')
-    del net, model, opt
+
+
+def release_row(row: Dict, device: torch.device) -> None:
+    """Drop the row's model, optimizer and inputs (held by its step closures)."""
+    for key in ('train_step', 'infer_step', 'model'):
+        row.pop(key, None)
     if device.type == 'cuda':
         torch.cuda.empty_cache()
+
+
+def bench_model(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float],
+                backend: str) -> Dict[str, float]:
+    """One row of the model table, built, timed and released."""
+    row = build_model_row(spec, args, device, mode, macs_cache, backend)
+    measure_row(row, args, device)
+    release_row(row, device)
     return row
+
+
+def bench_models_interleaved(runs, args, device: torch.device, mode: str, macs_cache: Dict[str, float]) -> List[Dict]:
+    """Every row of one mode built and warmed first, then timed in `args.rounds` rounds, each row once per round
+    (args.steps steps): a drift of the machine (clocks, a neighbour) moves all rows of a round alike, so the
+    per-round ratio to the baseline (row 0) is steadier than rows timed minutes apart. Each row gets 'train' from its
+    median step time and 'round_ratios': its train rate over the baseline's, per round."""
+    rows = []
+    for spec, backend_name in runs:
+        kan_backend = 'reference' if backend_name == '—' else backend_name
+        row = build_model_row(spec, args, device, mode, macs_cache, kan_backend)
+        try:
+            for _ in range(args.warmup):  # compiles (a graph per row: rows do not share dynamo's cache entries)
+                row['train_step']()
+            synchronize(device)
+        except Exception as exc:
+            row['note'] = f'failed: {type(exc).__name__}: {str(exc)[:200]}'
+        rows.append(row)
+    times: List[List[float]] = [[] for _ in rows]
+    for _ in range(args.rounds):
+        for k, row in enumerate(rows):
+            if 'note' not in row:
+                try:
+                    times[k].append(time_it(row['train_step'], device, 1, args.steps))
+                except Exception as exc:
+                    row['note'] = f'failed: {type(exc).__name__}: {str(exc)[:200]}'
+    for k, row in enumerate(rows):
+        if 'note' in row or not times[k]:
+            row.update(train=None, mem=None, infer=None)
+        else:
+            if times[0] and len(times[0]) == len(times[k]):
+                row['round_ratios'] = [t0 / t for t0, t in zip(times[0], times[k])]
+            measure_row(row, args, device, train_times=times[k])
+    for row in rows:
+        release_row(row, device)
+    return rows
 
 
 def profile_step(fn: Callable[[], None], device: torch.device, steps: int = 3):
@@ -350,6 +413,9 @@ def main():
     parser.add_argument('--amp-dtype', default='bfloat16', choices=['bfloat16', 'float16', 'none'])
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--steps', type=int, default=10)
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='> 1: build and warm every model row of a mode first, then time them in this many '
+                             'interleaved rounds (--steps each); prints the per-round ratios to the baseline')
     parser.add_argument('--macs', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--layers', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--backends', default='auto,reference',
@@ -425,18 +491,32 @@ def main():
         base = None
         runs = [(args.baseline, '—')] if args.baseline in args.models else []
         runs += [(spec, b) for b in backends for spec in args.models if spec != args.baseline]
-        for spec, backend_name in runs:
-            kan_backend = 'reference' if backend_name == '—' else backend_name
-            row = bench_model(spec, args, device, mode, macs_cache, kan_backend)
+        if args.rounds > 1:
+            if mode == 'compiled':
+                torch._dynamo.reset()
+                # every row's graphs live at once (train and eval per model): more than dynamo's default limit of
+                # cache entries per code object (the rows share timm's forward code)
+                torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 8 * len(runs))
+            rows = bench_models_interleaved(runs, args, device, mode, macs_cache)
+        else:
+            rows = None
+        for k, (spec, backend_name) in enumerate(runs):
+            if rows is None:
+                row = bench_model(spec, args, device, mode, macs_cache, 'reference' if backend_name == '—'
+                                  else backend_name)
+                if mode == 'compiled':
+                    torch._dynamo.reset()  # a fresh compile per row: no cache shared between backends
+            else:
+                row = rows[k]
             base = row if spec == args.baseline else base
             b = base or {}
+            rounds = (' × per round: ' + ' '.join(f'{r:.2f}' for r in row['round_ratios'])
+                      if row.get('round_ratios') and spec != args.baseline else '')
             print(f"| {spec} | {backend_name} | {mode} | {row['params']:.2f} | {fmt(row['gmacs'])} | "
                   f"{fmt(row['train'], '.0f')} | {fmt(ratio(row['train'], b.get('train')))} | "
                   f"{fmt(row['infer'], '.0f')} | {fmt(ratio(row['infer'], b.get('infer')))} | {fmt(row['mem'])} | "
                   f"{fmt(ratio(row['mem'], b.get('mem')))} |{profile_cells(row, args) if args.profile else ''}"
-                  f"{' ' + row['note'] if 'note' in row else ''}", flush=True)
-            if mode == 'compiled':
-                torch._dynamo.reset()  # a fresh compile per row: no cache shared between backends
+                  f"{' ' + row['note'] if 'note' in row else ''}{rounds}", flush=True)
 
     if set(backends) - {'reference'} and device.type == 'cuda':
         from vision_kan.layers.kernels import triton_kan

@@ -27,6 +27,17 @@ def test_bench_vit_prints_both_tables():
     assert '| KANLinear (hidden 768) | reference | eager |' in out
 
 
+def test_bench_vit_interleaved_rounds_print_per_round_ratios():
+    out = _run('benchmarks/bench_vit.py', '--device', 'cpu', '--models', 'deit_tiny_patch16_224', 'vit_kan_tiny',
+               '--img-size', '32', '--batch-size', '2', '--steps', '1', '--warmup', '1', '--modes', 'eager',
+               '--no-macs', '--no-layers', '--backends', 'reference', '--patch-size', '8', '--rounds', '3')
+    row = next(line for line in out.splitlines() if line.startswith('| vit_kan_tiny | reference | eager |'))
+    ratios = row.split('× per round: ')[1].split()
+    assert len(ratios) == 3 and all(float(r) > 0 for r in ratios)
+    base = next(line for line in out.splitlines() if line.startswith('| deit_tiny_patch16_224 |'))
+    assert '| 1.00 |' in base and 'per round' not in base and '—' not in row.split('|')[6]  # train img/s measured
+
+
 def test_model_table_counts_vits_and_conv_kans():
     out = _run('benchmarks/model_table.py', '--pattern', 'kan_cnn4_twin', '--no-twins')
     assert '| kan_cnn4_twin | 2.07 |' in out

@@ -101,6 +101,28 @@ def _slot_basis(x, p_ptr, offs_d, d_mask, D, s, inv_h, KIND: tl.constexpr):
 
 
 @triton.jit
+def _knot_units(x, p_ptr, offs_d, d_mask, D, inv_h, KIND: tl.constexpr):
+    """(z, dz/dx) of an fp32 (rows, BD) tile x: B-spline, z = u in knot units and dz/dx = 1 / spacing per feature
+    (1, BD); RSWAF, z = x * inv_h and the scalar -2 * inv_h (d phi / dz = -2 tanh phi, the -2 applied once)."""
+    if KIND == 0:
+        t0 = tl.load(p_ptr + offs_d, mask=d_mask, other=0.0)
+        ih = tl.load(p_ptr + D + offs_d, mask=d_mask, other=0.0)
+        return (x - t0[None, :]) * ih[None, :], ih[None, :]
+    else:
+        return x * inv_h, -2.0 * inv_h
+
+
+@triton.jit
+def _slot_dz(z, p_ptr, s, inv_h, KIND: tl.constexpr):
+    """d B_s / dz of basis slot s at z (_knot_units), up to the RSWAF's -2."""
+    if KIND == 0:
+        return _cubic_du(z, s)
+    else:
+        phi, th = _sech2_tanh(z - tl.load(p_ptr + s) * inv_h)
+        return th * phi
+
+
+@triton.jit
 def _fwd_kernel(
         x_ptr, w_ptr, p_ptr, b_ptr, y_ptr, M, N, D, inv_h,
         KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -162,12 +184,7 @@ def _dx_kernel(
     g_rows = g_ptr + offs_m.to(tl.int64)[:, None] * N
     w_cols = w_ptr + offs_d[None, :]
     nn = tl.cdiv(N, BN)
-    if KIND == 0:
-        t0 = tl.load(p_ptr + offs_d, mask=d_mask, other=0.0)
-        ih = tl.load(p_ptr + D + offs_d, mask=d_mask, other=0.0)
-        z = (x - t0[None, :]) * ih[None, :]  # u, knot units
-    else:
-        z = x * inv_h
+    z, dz_dx = _knot_units(x, p_ptr, offs_d, d_mask, D, inv_h, KIND)
     # basis slots first, so only z, the slot's G tile and the running sum are live in the long loop
     dxs = tl.zeros((BM, BD), dtype=tl.float32)  # sum_s (dY @ W_s) * dB_s/dz
     for s in range(0, J - FIRST):
@@ -179,15 +196,8 @@ def _dx_kernel(
             w = tl.load(w_cols + (FIRST + s) * N * D + offs_n[:, None] * D, mask=n_mask[:, None] & d_mask[None, :],
                         other=0.0)
             acc = _mma(g, w, acc, UPCAST, PREC)
-        if KIND == 0:
-            dxs += acc * _cubic_du(z, s)
-        else:
-            phi, th = _sech2_tanh(z - tl.load(p_ptr + s) * inv_h)
-            dxs += acc * (th * phi)  # d phi / dz = -2 tanh(z) phi; the -2 is applied once below
-    if KIND == 0:
-        dx = dxs * ih[None, :]  # du/dx = inv_h per feature
-    else:
-        dx = dxs * (-2.0 * inv_h)
+        dxs += acc * _slot_dz(z, p_ptr, s, inv_h, KIND)
+    dx = dxs * dz_dx
     if FIRST == 1:  # base slot: SiLU'(x) * (dY @ W_0)
         acc = tl.zeros((BM, BD), dtype=tl.float32)
         for kn in range(0, nn):
@@ -313,24 +323,14 @@ def _dx_reduce_kernel(
     mask = m_mask[:, None] & d_mask[None, :]
     x = tl.load(x_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
     gw_rows = gw_ptr + offs_m.to(tl.int64)[:, None] * (J * D) + offs_d[None, :]
-    if KIND == 0:
-        t0 = tl.load(p_ptr + offs_d, mask=d_mask, other=0.0)
-        ih = tl.load(p_ptr + D + offs_d, mask=d_mask, other=0.0)
-        z = (x - t0[None, :]) * ih[None, :]  # u, knot units
-    else:
-        z = x * inv_h
+    z, dz_dx = _knot_units(x, p_ptr, offs_d, d_mask, D, inv_h, KIND)
     dxs = tl.zeros((BM, BD), dtype=tl.float32)
-    for s in range(0, J - FIRST):
+    # unrolled (J is a constexpr): the J - FIRST loads of GW are independent, so they can all be in flight at
+    # once instead of each waiting for the previous slot's sum (a runtime loop)
+    for s in tl.static_range(0, J - FIRST):
         gs = tl.load(gw_rows + (FIRST + s) * D, mask=mask, other=0.0).to(tl.float32)
-        if KIND == 0:
-            dxs += gs * _cubic_du(z, s)
-        else:
-            phi, th = _sech2_tanh(z - tl.load(p_ptr + s) * inv_h)
-            dxs += gs * (th * phi)  # d phi / dz = -2 tanh(z) phi; the -2 is applied once below
-    if KIND == 0:
-        dx = dxs * ih[None, :]
-    else:
-        dx = dxs * (-2.0 * inv_h)
+        dxs += gs * _slot_dz(z, p_ptr, s, inv_h, KIND)
+    dx = dxs * dz_dx
     if FIRST == 1:
         dx += tl.load(gw_rows, mask=mask, other=0.0).to(tl.float32) * _silu_dx(x)
     dx_ptrs = dx_ptr + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :]
@@ -374,10 +374,12 @@ _FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3),
 # dx: (BM, BD, BN, ...); three (BM, BD) fp32 tiles stay live (z, G_j, running sum)
 #     ('g', BM, BD, cap, warps) = dx_gemm: GW = dY @ W by cuBLAS per chunk of rows (at most `cap` elements), then
 #     _dx_reduce_kernel. H200, 2026-11-28, M = 50,432, 192 -> 192, GPU time (tuning_by_gpu_time): chosen over the
-#     fused kernel for B-spline (its reduce kernel 128 µs, ~2.5x its byte floor), not for RSWAF (NOTES.md). The
-#     64 x 64 tile (no masked half tile at D = 192) is a candidate not yet timed.
+#     fused kernel for B-spline (its reduce kernel 128 µs, ~2.5x its byte floor), not for RSWAF (NOTES.md). Then
+#     the slot loop was a runtime loop; it is unrolled now. The BD = 64 tiles (no masked half tile at D = 192) are
+#     candidates since the seventh session.
 _DX_CONFIGS = [(128, 64, 64, 8, 3), (64, 64, 64, 8, 3), (64, 64, 128, 8, 2),
-               ('g', 32, 128, 1 << 26, 4), ('g', 32, 128, 1 << 27, 4), ('g', 64, 64, 1 << 27, 4)]
+               ('g', 32, 128, 1 << 26, 4), ('g', 32, 128, 1 << 27, 4), ('g', 64, 64, 1 << 27, 4),
+               ('g', 32, 64, 1 << 27, 4)]
 # dw: ('n', BN, BD, BM, ...) = _dw_kernel, basis tile through shared memory, accumulator (BN, BD);
 #     ('t', BD, BN, BM, ...) = _dw_kernel_t, basis tile as the register operand, accumulator (BD, BN).
 # Measured on an H100 (2026-11-23, M = 50432): 'n' reached 83-143 TFLOP/s, a third of the forward's rate per FLOP;
