@@ -8,6 +8,7 @@ device (torch.cuda.set_sync_debug_mode('error')).
     python benchmarks/gpu_augment_speed.py                       # CUDA: batch 256, 224 px and CIFAR's 32 px
     python benchmarks/gpu_augment_speed.py --device cpu --batch 8 --reps 1 --size 64
     python benchmarks/gpu_augment_speed.py --profile 8          # + host ms and GPU kernel ms per batch, top kernels
+    python benchmarks/gpu_augment_speed.py --resample auto,matmul   # each transform with either crop + resize form
 
 Wall ms (synchronised) is what a lone loader gets; host ms (calls queued without waiting) and GPU kernel ms (the
 sum of the kernels' durations in torch.profiler) say which side bounds it, and the kernel ms is what the
@@ -25,6 +26,7 @@ from PIL import Image
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from vision_kan.train.data import TransformConfig, build_transform
+from vision_kan.train import gpu_resample
 from vision_kan.train.gpu_augment import build_gpu_transform
 
 
@@ -92,6 +94,9 @@ def main() -> None:
     ap.add_argument('--cpu-images', type=int, default=64, help='images timed through the CPU (PIL) path')
     ap.add_argument('--profile', type=int, default=0, metavar='K',
                     help='CUDA: also host ms and GPU kernel ms per batch, and the top K kernels of each row')
+    ap.add_argument('--resample', default='auto',
+                    help="comma list of gpu_resample.RESAMPLE_METHOD values to run the transforms with: 'auto' (the "
+                         "Triton passes on CUDA) and/or 'matmul'")
     args = ap.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
@@ -121,9 +126,31 @@ def main() -> None:
          TransformConfig(input_size=32, train_crop='pad'), True, cifar),
     ]
     gen = torch.Generator().manual_seed(0)
+    methods = [m.strip() for m in args.resample.split(',') if m.strip()]
+
+    def with_method(method, fn):
+        def run():
+            gpu_resample.RESAMPLE_METHOD = method
+            try:
+                return fn()
+            finally:
+                gpu_resample.RESAMPLE_METHOD = 'auto'
+        return run
     for label, cfg, is_train, images in cases:
         tf = build_gpu_transform(is_train, cfg)
-        rows.append((label, (lambda tf=tf, images=images: tf(images, gen))))
+        for method in methods:
+            tag = f', resample {method}' if len(methods) > 1 else ''
+            rows.append((label + tag, with_method(method, lambda tf=tf, images=images: tf(images, gen))))
+    if device.type == 'cuda' and 'auto' in methods:
+        # the two crop + resize forms on DeiT's train crops of these images: uint8 outputs, float32 matmuls
+        tf = build_gpu_transform(True, deit)
+        params = tf.sample_params([tuple(im.shape[1:]) for im in decoded], torch.Generator().manual_seed(1))
+        a = gpu_resample.resample_boxes(decoded, params.y, params.x, args.size, out_dtype=torch.uint8)
+        b = gpu_resample.resample_boxes(decoded, params.y, params.x, args.size, dtype=torch.float32,
+                                        out_dtype=torch.uint8)
+        d = (a.int() - b.int()).abs()
+        print(f'crop + resize, Triton passes against float32 matmuls (uint8, {args.batch} DeiT train crops): '
+              f'max |diff| {int(d.max())}, equal {100 * float((d == 0).float().mean()):.3f} % of pixels')
     print(f'| {"step":72s} | ms / batch | img/s |')
     print(f'|{"-" * 74}|-----------:|------:|')
     for label, fn in rows:

@@ -40,7 +40,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ['ResampleAxis', 'resample_boxes', 'bicubic_weights', 'ImageBatch', 'to_device', 'Upload']
+__all__ = ['ResampleAxis', 'resample_boxes', 'bicubic_weights', 'bicubic_taps', 'ImageBatch', 'to_device', 'Upload']
 
 ImageBatch = Union[torch.Tensor, Sequence[torch.Tensor]]  # uint8 (B, 3, H, W), or B uint8 (3, H_i, W_i)
 
@@ -113,28 +113,40 @@ def _axis_table(axis: ResampleAxis) -> torch.Tensor:
                         axis.flip.double(), reflect.double(), axis.resized.double()], 1)
 
 
-def bicubic_weights(table: torch.Tensor, out_len: int, canvas_len: int, taps: int,
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B, out_len, canvas_len) weights in `dtype` from a (B, 6) `_axis_table` on the device (the box starts at canvas
-    pixel 0; computed in float64):
-    row i mixes the box pixels that output pixel i reads. Taps of row i: PIL's window
-    [max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), box_len)), support = 2 max(scale, 1),
-    at most `taps` wide, evaluated (B, S, taps) and scattered into the dense rows."""
+def bicubic_taps(table: torch.Tensor, out_len: int, taps: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The compact form of the weights of a (B, 6) `_axis_table` on the device (computed in float64): row i of a
+    sample mixes box pixels lo[b, i] + t, t < taps, with weight w[b, i, t]. Returns lo (B, out_len) int64 and w
+    (B, out_len, taps) float32, normalised (each row sums to 1, or is all zeros: zero padding).
+
+    Taps of row i: PIL's window [max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), box_len)),
+    support = 2 max(scale, 1), at most `taps` wide (weights past the window are 0, so lo + t may lie past the box);
+    the centre of output pixel i is that of the resized pixel it reads: flipped, shifted by the window offset and
+    mirrored into the resized box with `reflect` (see the module docstring)."""
     length, scale, offset, flip, reflect, resized = table.T[:, :, None, None]           # each (B, 1, 1)
     i = torch.arange(out_len, dtype=torch.float64, device=table.device)[None, :, None]  # (1, S, 1)
     q = torch.where(flip > 0, out_len - 1 - i, i) + offset                              # (B, S, 1) resized pixel
     mirrored = torch.where(q < 0, -q, torch.where(q >= resized, 2 * (resized - 1) - q, q))
     centre = (torch.where(reflect > 0, mirrored, q) + 0.5) * scale
     support = 2.0 * scale.clamp(min=1.0)
-    lo = torch.trunc(centre - support + 0.5).clamp(min=0)
+    lo = torch.trunc(centre - support + 0.5).clamp(min=0)                               # (B, S, 1)
     hi = torch.minimum(torch.trunc(centre + support + 0.5), length)
     x = lo + torch.arange(taps, dtype=torch.float64, device=table.device)              # (B, S, taps) box pixels
     w = _cubic((x + 0.5 - centre) / scale.clamp(min=1.0)) * (x < hi)
     total = w.sum(-1, keepdim=True)
     w = w / torch.where(total == 0, torch.ones_like(total), total)                      # empty rows stay 0 (padding)
+    return lo[..., 0].long(), w.float()
+
+
+def bicubic_weights(table: torch.Tensor, out_len: int, canvas_len: int, taps: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, out_len, canvas_len) weights in `dtype` from a (B, 6) `_axis_table` on the device (the box starts at canvas
+    pixel 0): row i mixes the box pixels that output pixel i reads, the `bicubic_taps` (B, S, taps) scattered into
+    dense rows."""
+    lo, w = bicubic_taps(table, out_len, taps)                                          # (B, S), (B, S, taps)
+    x = lo[:, :, None] + torch.arange(taps, device=table.device)                        # (B, S, taps) box pixels
     dense = torch.zeros(len(table), out_len, canvas_len, dtype=torch.float32, device=table.device)
     # scattered in float32 (half-precision atomics are slow), then one conversion
-    return dense.scatter_add_(2, x.long().clamp(max=canvas_len - 1), w.float()).to(dtype)
+    return dense.scatter_add_(2, x.clamp(max=canvas_len - 1), w).to(dtype)
 
 
 def _ceil8(v: int) -> int:
@@ -171,16 +183,36 @@ def _chunks(order: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> List[torch
     return chunks
 
 
+# 'auto': the Triton form (gpu_resample_triton) on CUDA where Triton imports and no matmul dtype is asked for, the
+# matmul form elsewhere; 'matmul' always the matmul form (benchmarks set it to compare the two)
+RESAMPLE_METHOD = 'auto'
+
+
+def _triton_resample():
+    """gpu_resample_triton.resample_boxes_fused, or None where Triton does not import."""
+    try:
+        from .gpu_resample_triton import resample_boxes_fused
+    except ImportError:
+        return None
+    return resample_boxes_fused
+
+
 def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_size: int,
                    dtype: Optional[torch.dtype] = None, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Crop every sample's source box, resize it (bicubic, antialiased), cut the output window and flip.
 
     images: uint8 (B, 3, H, W) or a list of uint8 (3, H_i, W_i), on one device. Returns (B, 3, S, S) in [0, 255]:
     float32 not rounded, or with out_dtype=torch.uint8 rounded to nearest (half to even) and clamped, as the train
-    and eval transforms want it (the rounding happens in the matmul dtype, which holds these values exactly). The
-    matmuls run in `dtype`: float16 on CUDA by default (uint8 values are exact in it; the weights' rounding moves an
-    output by < 0.3 of a level), float32 elsewhere."""
+    and eval transforms want it.
+    On CUDA (RESAMPLE_METHOD 'auto', no `dtype` given) the two Triton passes of gpu_resample_triton do it, in float32
+    with compact taps. Else the matmuls below run in `dtype` (rounding in the matmul dtype, which holds these values
+    exactly): float16 on CUDA by default (uint8 values are exact in it; the weights' rounding moves an output by
+    < 0.3 of a level), float32 elsewhere."""
     device = images.device if isinstance(images, torch.Tensor) else images[0].device
+    if device.type == 'cuda' and dtype is None and RESAMPLE_METHOD == 'auto':
+        fused = _triton_resample()
+        if fused is not None:
+            return fused(images, ay, ax, out_size, out_dtype=out_dtype)
     dtype = dtype or (torch.float16 if device.type == 'cuda' else torch.float32)
     flat, image_start, height, width = _flatten(images)
     out = torch.empty(len(height), 3, out_size, out_size, device=device, dtype=out_dtype)

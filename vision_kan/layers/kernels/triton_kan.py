@@ -369,8 +369,10 @@ def _expand_kernel(
 # spills. The 'g' entries are not kernels of their own: _expand_kernel plus cuBLAS.
 # fwd: (BM, BN, BD, warps, stages); the accumulator is (BM, BN), x and W_j^T tiles stream through shared memory
 # ('g', BM, BD, cap, warps): fwd_gemm, the basis per chunk of rows (_expand_kernel) then one cuBLAS GEMM per chunk
+# ('g', ..., 1 << 27, 4): one chunk at M = 50,432 for J <= 13 (ViT-tiny, batch 256); with 1 << 26 the ViT-tiny
+# shape took two chunks and a cat of y (~50 µs a layer pair on the H200, seventh session's profile)
 _FWD_CONFIGS = [(128, 128, 64, 8, 3), (128, 256, 32, 8, 3), (64, 128, 64, 4, 3),
-                ('g', 32, 128, 1 << 25, 4), ('g', 32, 128, 1 << 26, 4)]
+                ('g', 32, 128, 1 << 25, 4), ('g', 32, 128, 1 << 26, 4), ('g', 32, 128, 1 << 27, 4)]
 # dx: (BM, BD, BN, ...); three (BM, BD) fp32 tiles stay live (z, G_j, running sum)
 #     ('g', BM, BD, cap, warps) = dx_gemm: GW = dY @ W by cuBLAS per chunk of rows (at most `cap` elements), then
 #     _dx_reduce_kernel. H200, 2026-11-28, M = 50,432, 192 -> 192, GPU time (tuning_by_gpu_time): chosen over the
