@@ -79,13 +79,15 @@ def make_jpegs(root: Path, images: int, classes: int, size: Tuple[int, int], pro
 class TimedSteps:
     """A loader cut to warmup + steps batches; t0/t1 bracket the last `steps` training steps."""
 
-    def __init__(self, loader: Any, warmup: int, steps: int, device: torch.device):
+    def __init__(self, loader: Any, warmup: int, steps: int, device: torch.device, profile_steps: int = 0):
         self.loader, self.warmup, self.steps, self.device = loader, warmup, steps, device
+        self.profile_steps = profile_steps if device.type == 'cuda' else 0
         self.sampler = loader.sampler
         self.t0 = self.t1 = 0.0
+        self.gpu_profile: Dict[str, float] = {}
 
     def __len__(self) -> int:
-        return self.warmup + self.steps
+        return self.warmup + self.steps + self.profile_steps
 
     def _sync(self) -> None:
         if self.device.type == 'cuda':
@@ -98,16 +100,45 @@ class TimedSteps:
     def __iter__(self) -> Iterator[Any]:
         it = iter(self.loader)
         try:
-            for k in range(len(self)):
+            for k in range(self.warmup + self.steps):
                 if k == self.warmup:  # the engine's loss.item() ended step k - 1
                     self._sync()
                     self.t0 = time.perf_counter()
                 yield next(it)
             self._sync()
             self.t1 = time.perf_counter()
+            if self.profile_steps:  # after the timed steps: the profiler slows what it watches
+                from torch.profiler import ProfilerActivity, profile
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(self.profile_steps):
+                        yield next(it)
+                    self._sync()
+                self.gpu_profile = gpu_busy(prof, self.profile_steps)
         finally:
             if hasattr(it, 'close'):
                 it.close()
+
+
+def gpu_busy(prof: Any, steps: int) -> Dict[str, float]:
+    """This process's GPU timeline per step, from a torch.profiler run over `steps` training steps: ms of kernel
+    time summed, ms in which at least one of its kernels or copies ran (the union), and the span from the first
+    to the last. Another process's kernels (a data producer) are not in it: if they time-slice the GPU with this
+    one, this process's kernels take longer than with synthetic data (the GPU time of each kernel includes the time
+    it was switched out); if the trainer waits for data, the span grows with idle gaps instead."""
+    from torch.autograd import DeviceType
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    if not spans:
+        return {}
+    busy, cur_lo, cur_hi = 0.0, spans[0][0], spans[0][1]
+    for lo, hi in spans[1:]:
+        if lo > cur_hi:
+            busy, cur_lo = busy + cur_hi - cur_lo, lo
+        cur_hi = max(cur_hi, hi)
+    busy += cur_hi - cur_lo
+    kernels = sum(hi - lo for lo, hi in spans)
+    span = spans[-1][1] - spans[0][0]
+    return {'kernel ms': kernels / steps / 1e3, 'busy ms': busy / steps / 1e3, 'span ms': span / steps / 1e3}
 
 
 class FirstBatches:
@@ -133,14 +164,15 @@ class FirstBatches:
                 it.close()
 
 
-def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
-    """Run main.run with these flags, the training loader cut to warmup + steps batches; img/s of the last steps."""
+def train_img_per_s(argv: List[str], warmup: int, steps: int, profile_steps: int = 0) -> float:
+    """Run main.run with these flags, the training loader cut to warmup + steps batches; img/s of the last steps.
+    profile_steps: that many more steps under torch.profiler after them, their GPU timeline printed (gpu_busy)."""
     timed: Dict[str, TimedSteps] = {}
     real_build = main.build_backend_data  # what main.build_data calls for a training run
 
     def cut_build_data(cfg, tcfg, device, world, rank):
         train_set, val_set, n, train_loader, val_loader = real_build(cfg, tcfg, device, world, rank)
-        timed['train'] = TimedSteps(train_loader, warmup, steps, device)
+        timed['train'] = TimedSteps(train_loader, warmup, steps, device, profile_steps)
         return train_set, val_set, n, timed['train'], FirstBatches(val_loader, 1)
 
     args = main.parse_args(argv)
@@ -151,6 +183,9 @@ def train_img_per_s(argv: List[str], warmup: int, steps: int) -> float:
         main.build_backend_data = real_build
         gc.collect()  # the run's loaders and their worker processes go before the next run
     t = timed['train']
+    if t.gpu_profile:
+        print('# trainer GPU timeline per step over ' + str(t.profile_steps) + ' profiled steps: ' +
+              ', '.join(f'{k} {v:.2f}' for k, v in t.gpu_profile.items()), flush=True)
     speed = torch.tensor([steps * args.batch_size / (t.t1 - t.t0)], dtype=torch.float64)
     if dist.is_initialized():  # under torchrun: every rank's images
         speed = speed.to(torch.device('cuda', torch.cuda.current_device()) if args.device == 'cuda' else 'cpu')
@@ -230,6 +265,9 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
                    'first: the ratios divide by it)')
     p.add_argument('--device', default='cuda')
     p.add_argument('--amp-dtype', default='bfloat16')
+    p.add_argument('--profile-steps', type=int, default=0,
+                   help='CUDA: this many more steps after the timed ones under torch.profiler; prints the '
+                        "trainer's GPU kernel, busy and span ms per step (the files must hold these batches too)")
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(',')]
     world = init_distributed(a.device)  # under torchrun: each rank trains on its shard, img/s summed over ranks
@@ -252,7 +290,7 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
             speeds = {}
             for _, name, flags in backends:
                 try:
-                    speeds[name] = train_img_per_s(common + flags, a.warmup, a.steps)
+                    speeds[name] = train_img_per_s(common + flags, a.warmup, a.steps, a.profile_steps)
                 except Exception as e:  # noqa: BLE001  one failing row must not lose the others
                     say(f'# {model} {size}px {name}: failed: {type(e).__name__}: {e}', flush=True)
                     speeds[name] = float('nan')
