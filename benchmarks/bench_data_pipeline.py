@@ -265,6 +265,7 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
                    'first: the ratios divide by it)')
     p.add_argument('--device', default='cuda')
     p.add_argument('--amp-dtype', default='bfloat16')
+    p.add_argument('--main-flags', default='', help="more main.py flags for every row, e.g. '--compile'")
     p.add_argument('--profile-steps', type=int, default=0,
                    help='CUDA: this many more steps after the timed ones under torch.profiler; prints the '
                         "trainer's GPU kernel, busy and span ms per step (the files must hold these batches too)")
@@ -287,6 +288,7 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
                       '--output-dir', str(Path(a.root) / 'runs' / f'{model}_{size}'), '--overwrite']
             if size == 32:
                 common += ['--model-kwargs', 'patch_size=4']
+            common += a.main_flags.split()
             speeds = {}
             for _, name, flags in backends:
                 try:
