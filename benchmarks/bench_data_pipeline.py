@@ -83,7 +83,7 @@ class TimedSteps:
         self.loader, self.warmup, self.steps, self.device = loader, warmup, steps, device
         self.profile_steps = profile_steps if device.type == 'cuda' else 0
         self.sampler = loader.sampler
-        self.t0 = self.t1 = 0.0
+        self.t0 = self.t1 = self.wait_s = 0.0
         self.gpu_profile: Dict[str, float] = {}
 
     def __len__(self) -> int:
@@ -104,7 +104,11 @@ class TimedSteps:
                 if k == self.warmup:  # the engine's loss.item() ended step k - 1
                     self._sync()
                     self.t0 = time.perf_counter()
-                yield next(it)
+                t = time.perf_counter()
+                batch = next(it)
+                if k >= self.warmup:  # the training loop's wait for its next batch
+                    self.wait_s += time.perf_counter() - t
+                yield batch
             self._sync()
             self.t1 = time.perf_counter()
             if self.profile_steps:  # after the timed steps: the profiler slows what it watches
@@ -183,6 +187,8 @@ def train_img_per_s(argv: List[str], warmup: int, steps: int, profile_steps: int
         main.build_backend_data = real_build
         gc.collect()  # the run's loaders and their worker processes go before the next run
     t = timed['train']
+    print(f'# training loop: {1e3 * (t.t1 - t.t0) / steps:.2f} ms a step, of which {1e3 * t.wait_s / steps:.2f} ms '
+          'waiting for the next batch', flush=True)
     if t.gpu_profile:
         print('# trainer GPU timeline per step over ' + str(t.profile_steps) + ' profiled steps: ' +
               ', '.join(f'{k} {v:.2f}' for k, v in t.gpu_profile.items()), flush=True)

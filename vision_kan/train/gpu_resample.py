@@ -35,6 +35,7 @@ so no operand is broadcast (copied) per channel. GPU time of the train crop at 2
 and a float32 result; this layout and the uint8 result remove those passes.
 """
 import math
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -188,6 +189,17 @@ def _chunks(order: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> List[torch
 RESAMPLE_METHOD = 'auto'
 
 
+_TRITON_FAILED = False
+
+
+def _triton_failed(exc: Exception) -> None:
+    """The Triton form failed to compile or launch: say so once, then use the matmul form for the rest of the run."""
+    global _TRITON_FAILED
+    _TRITON_FAILED = True
+    warnings.warn(f'gpu_resample: the Triton crop + resize failed ({type(exc).__name__}: {str(exc)[:200]}); '
+                  'using the matmul form from now on')
+
+
 def _triton_resample():
     """gpu_resample_triton.resample_boxes_fused, or None where Triton does not import."""
     try:
@@ -209,10 +221,13 @@ def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_s
     exactly): float16 on CUDA by default (uint8 values are exact in it; the weights' rounding moves an output by
     < 0.3 of a level), float32 elsewhere."""
     device = images.device if isinstance(images, torch.Tensor) else images[0].device
-    if device.type == 'cuda' and dtype is None and RESAMPLE_METHOD == 'auto':
+    if device.type == 'cuda' and dtype is None and RESAMPLE_METHOD == 'auto' and not _TRITON_FAILED:
         fused = _triton_resample()
         if fused is not None:
-            return fused(images, ay, ax, out_size, out_dtype=out_dtype)
+            try:
+                return fused(images, ay, ax, out_size, out_dtype=out_dtype)
+            except (RuntimeError, ValueError) as exc:  # Triton cannot compile or launch here (a GPU it lacks)
+                _triton_failed(exc)
     dtype = dtype or (torch.float16 if device.type == 'cuda' else torch.float32)
     flat, image_start, height, width = _flatten(images)
     out = torch.empty(len(height), 3, out_size, out_size, device=device, dtype=out_dtype)
