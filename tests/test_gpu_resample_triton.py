@@ -75,6 +75,14 @@ def _cases() -> Dict[str, tuple]:
     cases['random_boxes_list'] = (noise_images(rand_sizes, 1), ay, ax, 24)
     ay, ax = _random_boxes([(36, 44)] * 3, 16, seed=2)
     cases['tensor_input'] = (torch.stack(noise_images([(36, 44)] * 3, 2)), ay, ax, 16)
+    # the images are read where they lie (a table of addresses): views that are not contiguous (a crop of a larger
+    # image, a channels-last tensor) must read the right pixels
+    views = [im[:, 3:33, 5:45] for im in noise_images([(40, 52), (36, 48)], 6)] + noise_images([(30, 40)], 7)
+    ay, ax = _random_boxes([(30, 40)] * 3, 16, seed=3)
+    cases['strided_views'] = (views, ay, ax, 16)
+    channels_last = torch.stack(noise_images([(30, 40)] * 2, 8)).contiguous(memory_format=torch.channels_last)
+    ay, ax = _random_boxes([(30, 40)] * 2, 16, seed=4)
+    cases['channels_last_tensor'] = (channels_last, ay, ax, 16)
     # torchvision RandomCrop(20, padding=4): the whole image at scale 1, window offsets in [-4, 4]; rows and columns
     # of the padding have no tap inside the box (0)
     cases['zero_padding'] = (noise_images([(20, 20), (20, 20), (24, 22)], 3),
@@ -176,7 +184,8 @@ def interpreter_report() -> Dict[str, Dict[str, float]]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-CASE_NAMES = ['rrc_list', 'random_boxes_list', 'tensor_input', 'zero_padding', 'reflect', 'exact_ties']
+CASE_NAMES = ['rrc_list', 'random_boxes_list', 'tensor_input', 'strided_views', 'channels_last_tensor', 'zero_padding',
+              'reflect', 'exact_ties']
 
 
 @pytest.mark.parametrize('case', CASE_NAMES)

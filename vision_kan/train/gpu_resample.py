@@ -226,7 +226,7 @@ def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_s
         if fused is not None:
             try:
                 return fused(images, ay, ax, out_size, out_dtype=out_dtype)
-            except (RuntimeError, ValueError) as exc:  # Triton cannot compile or launch here (a GPU it lacks)
+            except Exception as exc:  # noqa: BLE001  Triton cannot compile or launch here (CompilationError too)
                 _triton_failed(exc)
     dtype = dtype or (torch.float16 if device.type == 'cuda' else torch.float32)
     flat, image_start, height, width = _flatten(images)

@@ -9,8 +9,9 @@ accumulation:
     vertical:    tmp[b, c, i, x] = sum_t wy[b, i, t] * img[b, c, y0 + lo_y[b, i] + t, x0 + x]     x < box width
     horizontal:  out[b, c, i, j] = sum_t wx[b, j, t] * tmp[b, c, i, lo_x[b, j] + t]
 
-(y0, x0) is the box's origin in image b; pixel (c, y, x) of image b is flat[start_b + c H_b W_b + y W_b + x] of the
-images' one uint8 buffer (`_flatten`; a (B, 3, H, W) tensor is its own buffer). tmp is (B, 3, S, max box width
+(y0, x0) is the box's origin in image b; pixel (c, y, x) of image b lies at address_b + c H_b W_b + y W_b + x (each
+image contiguous, read where it lies: a table of the images' addresses, no copy into one buffer; a (B, 3, H, W)
+tensor gives address + b 3 H W). tmp is (B, 3, S, max box width
 rounded up to 16), each sample using the first `box width` columns. A tap outside the box has weight 0 and is never
 loaded, so rows with no tap inside the box (zero padding) come out 0, and no read leaves the box. The uint8 output is
 clamped to [0, 255] and rounded half to even in the kernel (equal to round-then-clamp: both are monotone and the
@@ -38,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .gpu_resample import ImageBatch, ResampleAxis, Upload, _axis_table, _flatten, bicubic_taps
+from .gpu_resample import ImageBatch, ResampleAxis, Upload, _axis_table, bicubic_taps
 
 __all__ = ['resample_boxes_fused']
 
@@ -46,14 +47,14 @@ __all__ = ['resample_boxes_fused']
 # BLOCK_X uint8 is one 128-byte line); horizontal: output rows x output columns per program.
 _LAUNCH = {'vertical': {'BLOCK_I': 16, 'BLOCK_X': 128, 'num_warps': 4},
            'horizontal': {'BLOCK_I': 32, 'BLOCK_J': 32, 'num_warps': 4}}
-# The per-sample table box_ptr (B, 5) int64, read by both kernels: pixel (c=0, y0, x0) of the box in the flat buffer,
+# The per-sample table box_ptr (B, 5) int64, read by both kernels: the address of pixel (c=0, y0, x0) of the box,
 # row stride (W), plane stride (H W), box height, box width.
 # Tap counts and the tables' stride change from batch to batch: not specialised on (no recompilation per value).
 _GENERIC = ['w_stride', 'taps']
 
 
 @triton.jit(do_not_specialize=_GENERIC)
-def _vertical_kernel(src_ptr, box_ptr, lo_ptr, w_ptr, tmp_ptr, S, tmp_width, w_stride, taps,
+def _vertical_kernel(box_ptr, lo_ptr, w_ptr, tmp_ptr, S, tmp_width, w_stride, taps,
                      BLOCK_I: tl.constexpr, BLOCK_X: tl.constexpr):
     """Program (b c, row block, column block): tmp[b, c, rows, xs] for BLOCK_I output rows and BLOCK_X box columns.
     lo_ptr (B, S) int64, w_ptr (B, S, w_stride) float32: the y axis' taps; tmp (B, 3, S, tmp_width)."""
@@ -63,7 +64,8 @@ def _vertical_kernel(src_ptr, box_ptr, lo_ptr, w_ptr, tmp_ptr, S, tmp_width, w_s
     box_w = tl.load(box_ptr + b * 5 + 4)
     if tl.program_id(2) * BLOCK_X >= box_w:                                      # past this sample's box
         return
-    base = tl.load(box_ptr + b * 5) + (bc % 3) * tl.load(box_ptr + b * 5 + 2)    # int64: pixel (c, y0, x0)
+    # the address of pixel (c, y0, x0) of image b: each image is read where it lies (no copy into one buffer)
+    src = (tl.load(box_ptr + b * 5) + (bc % 3) * tl.load(box_ptr + b * 5 + 2)).to(tl.pointer_type(tl.uint8))
     row_stride = tl.load(box_ptr + b * 5 + 1)
     box_h = tl.load(box_ptr + b * 5 + 3)
     rows = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)                    # (BLOCK_I,) output rows
@@ -76,7 +78,7 @@ def _vertical_kernel(src_ptr, box_ptr, lo_ptr, w_ptr, tmp_ptr, S, tmp_width, w_s
         wt = tl.load(w_ptr + tap_row * w_stride + t, mask=row_ok, other=0.0)      # (BLOCK_I,)
         y = lo + t                                                               # box row read by tap t
         load_ok = (row_ok & (y < box_h) & (wt != 0.0))[:, None] & x_ok[None, :]  # taps of weight 0 never load
-        px = tl.load(src_ptr + base + (y * row_stride)[:, None] + x[None, :], mask=load_ok, other=0)
+        px = tl.load(src + (y * row_stride)[:, None] + x[None, :], mask=load_ok, other=0)
         acc += wt[:, None] * px.to(tl.float32)                                   # (BLOCK_I, BLOCK_X)
     out = tmp_ptr + ((bc.to(tl.int64) * S + rows) * tmp_width)[:, None] + x[None, :]
     tl.store(out, acc.to(tmp_ptr.dtype.element_ty), mask=row_ok[:, None] & x_ok[None, :])
@@ -135,12 +137,15 @@ def resample_boxes_fused(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis,
         raise ValueError(f'tmp_dtype must be torch.float32 or torch.float16, got {tmp_dtype}')
     if isinstance(images, torch.Tensor):
         device, (n, _, h, w) = images.device, images.shape
-        flat = images.reshape(-1)                          # the batch itself (no copy when contiguous)
+        images = images.contiguous()
         height, width = torch.full((n,), h, dtype=torch.long), torch.full((n,), w, dtype=torch.long)
-        image_start = torch.arange(n, dtype=torch.long) * (3 * h * w)
+        image_start = images.data_ptr() + torch.arange(n, dtype=torch.long) * (3 * h * w)   # addresses
     else:
         device = images[0].device
-        flat, image_start, height, width = _flatten(images)  # one copy into a flat buffer
+        images = [im.contiguous() for im in images]    # kept referenced until the kernels are queued
+        image_start = torch.tensor([im.data_ptr() for im in images], dtype=torch.long)      # addresses
+        height = torch.tensor([im.shape[1] for im in images], dtype=torch.long)
+        width = torch.tensor([im.shape[2] for im in images], dtype=torch.long)
         n = len(height)
     s = out_size
     boxes = torch.stack([image_start + ay.start * width + ax.start, width, height * width, ay.length, ax.length],
@@ -159,7 +164,7 @@ def resample_boxes_fused(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis,
     guard = torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
     with guard:
         _vertical_kernel[(3 * n, triton.cdiv(s, v['BLOCK_I']), triton.cdiv(tmp_width, v['BLOCK_X']))](
-            flat, boxes_d, lo[:n], w[:n], tmp, s, tmp_width, w.shape[2], taps_y, **v)
+            boxes_d, lo[:n], w[:n], tmp, s, tmp_width, w.shape[2], taps_y, **v)
         _horizontal_kernel[(3 * n, triton.cdiv(s, hz['BLOCK_I']), triton.cdiv(s, hz['BLOCK_J']))](
             tmp, boxes_d, lo[n:], w[n:], out, s, tmp_width, w.shape[2], taps_x, ROUND=out_dtype == torch.uint8,
             **hz)
