@@ -115,3 +115,22 @@ def test_loader_throughput_prints_a_row_per_worker_count(tmp_path):
                '--batches', '3')
     rows = [line for line in out.splitlines() if line.startswith('| 0 |') or line.startswith('| 1 |')]
     assert len(rows) == 2 and '32 px, batch 4, 24 train images' in out
+
+
+def test_gpu_busy_merges_overlapping_kernels():
+    """bench_data_pipeline.gpu_busy: kernel time summed, busy time as the union of the intervals, span end to end."""
+    import importlib.util
+    from types import SimpleNamespace
+    from torch.autograd import DeviceType
+    spec = importlib.util.spec_from_file_location('bench_data_pipeline',
+                                                  os.path.join(REPO, 'benchmarks', 'bench_data_pipeline.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def event(start, end, device=DeviceType.CUDA):
+        return SimpleNamespace(device_type=device, time_range=SimpleNamespace(start=start, end=end))
+    # µs: [0, 1000] and [500, 1500] overlap (busy 1500), a gap, then [3000, 4000]; a CPU event is ignored
+    prof = SimpleNamespace(events=lambda: [event(3000, 4000), event(0, 1000), event(500, 1500),
+                                           event(0, 9000, DeviceType.CPU)])
+    out = module.gpu_busy(prof, steps=2)
+    assert out == {'kernel ms': 1.5, 'busy ms': 1.25, 'span ms': 2.0}
