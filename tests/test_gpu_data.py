@@ -63,17 +63,43 @@ def test_fallbacks_decode_like_pil_and_bad_files_raise_the_pil_error(tmp_path):
     with pytest.raises(CorruptImageError) as ours:
         EncodedImageFolder([(str(f['truncated.jpg']), 0)], ['c'], gpu_decode=True)[0]
     assert str(ours.value) == str(pil_error.value) and 'truncated.jpg' in str(ours.value)
-    # scan data replaced by garbage but an EOI at the end: routed to the batched decoder, which fails; the
-    # per-image fallback names the file
+    # scan data replaced by garbage but an EOI at the end: nvjpeg would decode it to noise without an error, so the
+    # worker's check of the scan bytes sends it to the CPU decoders, which raise the pil backend's error
     data = bytearray(f['baseline.jpg'].read_bytes())
     scan = data.index(b'\xff\xda') + 14  # past the start-of-scan header of a 3-component scan
     data[scan:-2] = (b'\xff\xc0\x00\x11' * len(data))[:len(data) - 2 - scan]  # SOF markers in the scan: unreadable
     bad = tmp_path / 'garbage.jpg'
     bad.write_bytes(bytes(data))
-    assert nvjpeg_decodable(data)
+    assert not nvjpeg_decodable(data)
+    with pytest.raises(CorruptImageError) as pil_error:
+        load_rgb_image(str(bad))
+    with pytest.raises(CorruptImageError) as ours:
+        EncodedImageFolder([(str(bad), 0)], ['c'], gpu_decode=True)[0]
+    assert str(ours.value) == str(pil_error.value) and 'garbage.jpg' in str(ours.value)
+    # random bytes as the scan (what a damaged file holds): misplaced markers among them
+    rng = np.random.default_rng(0)
+    noisy = bytearray(f['baseline.jpg'].read_bytes())
+    noisy[scan:-2] = rng.integers(0, 256, len(noisy) - 2 - scan, dtype=np.uint8).tobytes()
+    assert not nvjpeg_decodable(noisy)
+    # a batch the batched decoder rejects still goes image by image, naming the file that no decoder reads
     ok = torch.frombuffer(bytearray(f['baseline.jpg'].read_bytes()), dtype=torch.uint8)
     with pytest.raises(CorruptImageError, match='garbage.jpg'):
         decode_jpegs([ok, torch.frombuffer(data, dtype=torch.uint8)], ['ok.jpg', str(bad)], CPU)
+
+
+def test_scan_check_passes_real_baseline_jpegs(tmp_path):
+    """The scan-byte check must not send valid JPEGs to the CPU: restart markers, fill bytes before the EOI, many
+    sizes and qualities (PIL's encoder, restart intervals from 0 to 4 MCU rows)."""
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    for k in range(24):
+        h, w = int(rng.integers(8, 200)), int(rng.integers(8, 200))
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        path = tmp_path / f'{k}.jpg'
+        img.save(path, 'JPEG', quality=int(rng.integers(30, 100)), restart_marker_rows=int(rng.integers(0, 5)))
+        data = bytearray(path.read_bytes())
+        assert nvjpeg_decodable(data), (k, h, w)
+        assert nvjpeg_decodable(bytearray(data[:-2] + b'\xff\xff\xd9'))  # a fill byte before the EOI
 
 
 def _cfg(data: Path, **kw) -> DataConfig:
