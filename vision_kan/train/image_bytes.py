@@ -9,7 +9,8 @@ torchvision.io.decode_image (ImageReadMode.RGB), and by PIL when torchvision can
 
     grayscale and CMYK/YCCK JPEGs, RGB-coded JPEGs (Adobe transform 0), progressive and 12-bit JPEGs (nvjpeg would
     decode them one by one with host Huffman decoding), files without an EOI at the end (truncated, or trailing
-    bytes), JPEGs with a damaged scan (raise there, as with PIL), PNG and every other format.
+    bytes), JPEGs with a damaged scan (refused there with PIL's error, or decoded with a warning where libjpeg, and
+    PIL with it, accepts the damage), PNG and every other format.
 
 A file that no decoder reads raises the CPU path's CorruptImageError (PIL's message, the same line as the pil
 backend). A JPEG that nvjpeg rejects inside a batch sends that batch through the CPU decoders one image at a time.
