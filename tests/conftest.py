@@ -1,6 +1,10 @@
 """Shared fixtures for the engine tests: tiny generated ImageNet-layout folders and the tiny model flags."""
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import pytest
@@ -36,3 +40,15 @@ def image_folder(tmp_path: Path) -> Path:
 
 def common_args(data: Path, out: Path, *extra: str) -> List[str]:
     return ['--data-path', str(data), '--output-dir', str(out), *QUIET, *extra]
+
+
+def run_interpreter_worker(test_file: str) -> Dict[str, Dict[str, float]]:
+    """Run `test_file` as a script under Triton's CPU interpreter (TRITON_INTERPRET=1 must be set before Triton is
+    imported, so in a process of its own) and return the JSON report its last stdout line holds."""
+    repo = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(p for p in (str(repo), os.environ.get('PYTHONPATH', '')) if p)
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=path)
+    proc = subprocess.run([sys.executable, str(Path(test_file).resolve())], env=env, cwd=str(repo),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f'interpreter worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}'
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -14,21 +14,19 @@ paths are exact, so their uint8 outputs are equal everywhere, ties (x.5, rounded
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import run_interpreter_worker
 from vision_kan.train.gpu_resample import (ResampleAxis, _axis_table, _cubic, bicubic_taps, bicubic_weights,
                                            resample_boxes)
 
 HAS_TRITON = importlib.util.find_spec('triton') is not None
-REPO = Path(__file__).resolve().parents[1]
 F32_TOL = 1e-3         # levels, float32 output
 U8_EXACT = 0.99        # fraction of uint8 pixels equal to the matmul path's
 FP16_TMP_TOL = 0.25    # levels, float32 output with a float16 intermediate
@@ -176,12 +174,7 @@ if __name__ == '__main__':
 def interpreter_report() -> Dict[str, Dict[str, float]]:
     if not HAS_TRITON:
         pytest.skip('triton is not importable: the fused resample cannot run')
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get('PYTHONPATH', '')) if p)
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=path)
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, cwd=str(REPO),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f'interpreter worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}'
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreter_worker(__file__)
 
 
 CASE_NAMES = ['rrc_list', 'random_boxes_list', 'tensor_input', 'strided_views', 'channels_last_tensor', 'zero_padding',

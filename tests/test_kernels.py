@@ -12,17 +12,16 @@ error must stay within a small multiple of the reference path's own error (see L
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import warnings
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
 import torch
 
+from conftest import run_interpreter_worker
+
 HAS_TRITON = importlib.util.find_spec('triton') is not None
-REPO = Path(__file__).resolve().parents[1]
 
 # id -> (layer kind, in, out, leading shape, layer kwargs, autocast dtype or None)
 CASES = {
@@ -296,12 +295,7 @@ if __name__ == '__main__':
 def interpreter_report() -> Dict[str, Dict[str, float]]:
     if not HAS_TRITON:
         pytest.skip('triton is not importable: the fused kernels cannot run (reference path only)')
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get('PYTHONPATH', '')) if p)
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=path)
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, cwd=str(REPO),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f'interpreter worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}'
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreter_worker(__file__)
 
 
 def _assert_report(report: Dict[str, float]) -> None:
