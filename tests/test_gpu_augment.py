@@ -6,6 +6,7 @@ not flip them and a broken rule does). Runs on CPU tensors; on a CUDA machine th
 """
 import math
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -401,3 +402,28 @@ def test_three_augment_choices_match_torchvision():
     for axis in (params.y, params.x):
         assert (torch.bincount(axis.offset + 4, minlength=9) - n / 9).abs().max() < binomial_tol(n, 1 / 9)
         assert axis.reflect.all()
+
+
+def test_resample_falls_back_to_matmuls_once_when_triton_fails(monkeypatch):
+    """A Triton form that cannot compile or launch (a GPU it lacks) warns once and leaves the run on the matmul form,
+    with the matmul form's output."""
+    from vision_kan.train import gpu_resample
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('no kernel image is available for execution on the device')
+    calls = []
+    monkeypatch.setattr(gpu_resample, '_TRITON_FAILED', False)
+    monkeypatch.setattr(gpu_resample, '_wants_triton', lambda device, dtype: not gpu_resample._TRITON_FAILED)
+    monkeypatch.setattr(gpu_resample, '_triton_resample', lambda: calls.append(1) or broken)
+    img = torch.randint(0, 256, (2, 3, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ay = ResampleAxis(torch.tensor([0, 5]), torch.tensor([30, 20]), torch.tensor([16, 16]), torch.tensor([0, 0]),
+                      torch.tensor([False, True]))
+    ax = ResampleAxis(torch.tensor([0, 8]), torch.tensor([40, 24]), torch.tensor([16, 16]), torch.tensor([0, 0]),
+                      torch.tensor([True, False]))
+    with pytest.warns(UserWarning, match='Triton crop . resize failed .RuntimeError'):
+        out = resample_boxes(img, ay, ax, 16, out_dtype=torch.uint8)
+    assert torch.equal(out, resample_boxes(img, ay, ax, 16, dtype=torch.float32, out_dtype=torch.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no second warning, no second try
+        resample_boxes(img, ay, ax, 16, out_dtype=torch.uint8)
+    assert calls == [1]

@@ -200,6 +200,10 @@ def _triton_failed(exc: Exception) -> None:
                   'using the matmul form from now on')
 
 
+def _wants_triton(device: torch.device, dtype: Optional[torch.dtype]) -> bool:
+    return device.type == 'cuda' and dtype is None and RESAMPLE_METHOD == 'auto' and not _TRITON_FAILED
+
+
 def _triton_resample():
     """gpu_resample_triton.resample_boxes_fused, or None where Triton does not import."""
     try:
@@ -221,7 +225,7 @@ def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_s
     exactly): float16 on CUDA by default (uint8 values are exact in it; the weights' rounding moves an output by
     < 0.3 of a level), float32 elsewhere."""
     device = images.device if isinstance(images, torch.Tensor) else images[0].device
-    if device.type == 'cuda' and dtype is None and RESAMPLE_METHOD == 'auto' and not _TRITON_FAILED:
+    if _wants_triton(device, dtype):
         fused = _triton_resample()
         if fused is not None:
             try:
