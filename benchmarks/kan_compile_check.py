@@ -1,6 +1,7 @@
 """KAN layers under torch.compile on the GPU: the fused triton_ops against the plain-torch reference, and their time.
 
     python benchmarks/kan_compile_check.py            # fc1 + fc2 of a ViT-tiny block, 50,432 tokens, bf16 autocast
+    python benchmarks/kan_compile_check.py --dtype fp32   # no autocast: issue 14's fp32 bound (<= 1e-5 relative)
 
 Per layer pair (KANLinear 192 -> 192 -> 192, FasterKANLinear the same): max relative error of the output and every
 gradient, compiled fused (backend 'auto') against eager reference; then fwd + bwd ms (CUDA events, median of 20) of
@@ -19,11 +20,14 @@ from vision_kan.layers import kernels
 from bench_vit import kernel_events
 
 
+AMP = {'dtype': torch.bfloat16}  # autocast dtype of every run, None: plain fp32 (--dtype)
+
+
 def run(net: nn.Module, x: torch.Tensor, dy: torch.Tensor):
     for p in net.parameters():
         p.grad = None
     xi = x.clone().requires_grad_()
-    with torch.autocast('cuda', dtype=torch.bfloat16):
+    with torch.autocast('cuda', dtype=AMP['dtype'], enabled=AMP['dtype'] is not None):
         y = net(xi)
     y.backward(dy)
     return [y.detach().float(), xi.grad.float()] + [p.grad.float() for p in net.parameters()]
@@ -62,8 +66,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('--tokens', type=int, default=256 * 197)
     p.add_argument('--profile', action='store_true', help='also list each compiled form\'s kernels')
+    p.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'],
+                   help='autocast dtype (fp32: no autocast, fp32 kernels)')
     args = p.parse_args()
-    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.tokens} tokens, bf16 autocast')
+    AMP['dtype'] = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': None}[args.dtype]
+    label = 'fp32, no autocast' if AMP['dtype'] is None else f'{args.dtype} autocast'
+    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.tokens} tokens, {label}, '
+          f'TF32 matmuls {torch.backends.cuda.matmul.allow_tf32}')
     print('| layers | y | dx | worst parameter grad | eager fused ms | compiled fused ms | compiled reference ms |')
     print('|---|---|---|---|---|---|---|')
     profiles = []
@@ -73,7 +82,7 @@ def main():
         torch.manual_seed(0)
         net = make().cuda()
         x = torch.randn(args.tokens, 192, device='cuda')
-        dy = torch.randn(args.tokens, 192, device='cuda', dtype=torch.bfloat16)
+        dy = torch.randn(args.tokens, 192, device='cuda', dtype=AMP['dtype'] or torch.float32)
         with kernels.backend(net, 'reference'):
             ref = run(net, x, dy)
         compiled = torch.compile(net, fullgraph=True)
