@@ -150,6 +150,17 @@ def _worker() -> Dict[str, Dict[str, float]]:
         start = time.perf_counter()
         report[name] = _check_case(name, *case)
         report[name]['seconds'] = time.perf_counter() - start
+    # a tmp budget of two 32-wide samples: the random boxes (widths up to ~60) run in several chunks, each sample's
+    # output still lands in its own row
+    from vision_kan.train import gpu_resample_triton
+    budget, gpu_resample_triton._TMP_ELEMENTS = gpu_resample_triton._TMP_ELEMENTS, 3 * 24 * 32 * 2
+    try:
+        images, ay, ax, size = _cases()['random_boxes_list']
+        widths = sorted(ax.length.tolist())
+        report['chunked'] = _check_case('chunked', images, ay, ax, size)
+        report['chunked']['chunks'] = float(len(gpu_resample_triton._chunks(widths, size)))
+    finally:
+        gpu_resample_triton._TMP_ELEMENTS = budget
     images, ay, ax, size = _cases()['rrc_list']
     errors = 0
     for bad in (dict(out_dtype=torch.float16), dict(tmp_dtype=torch.bfloat16)):
@@ -191,6 +202,26 @@ def test_fused_matches_matmul_path(interpreter_report, case):
     assert r['u8_max'] <= 1 and r['u8_exact'] >= U8_EXACT, r
     assert r['u8_vs_own_f32'] == 0, r
     assert r['fp16_tmp_max'] < FP16_TMP_TOL, r
+
+
+def test_samples_in_several_chunks_match_the_matmul_path(interpreter_report):
+    """A tmp budget smaller than the batch's: the samples run in chunks sorted by box width, outputs in place."""
+    r = interpreter_report['chunked']
+    assert r['chunks'] >= 2, r
+    assert r['f32_max'] < F32_TOL and r['u8_max'] <= 1 and r['u8_exact'] >= U8_EXACT, r
+
+
+def test_chunks_keep_each_tmp_within_its_budget():
+    from vision_kan.train import gpu_resample_triton as grt
+    widths = [10, 20, 30, 33, 60, 500, 4000]
+    runs = grt._chunks(widths, 224)
+    assert [(a, b) for a, b, _ in runs][0][0] == 0 and runs[-1][1] == len(widths)
+    assert all(b0 == a1 for (_, b0, _), (a1, _, _) in zip(runs, runs[1:]))  # contiguous, every sample once
+    for a, b, widest in runs:
+        assert widest == widths[b - 1]
+        assert b - a == 1 or 3 * 224 * ((widest + 15) // 16 * 16) * (b - a) <= grt._TMP_ELEMENTS
+    assert len(grt._chunks([500] * 256, 224)) == 1  # 256 train crops of 500x375 images: one chunk
+    assert len(grt._chunks([100] * 250 + [4000] * 6, 224)) >= 2  # a few huge images: no 2.6 GB tmp
 
 
 def test_zero_padding_equals_torchvision_random_crop(interpreter_report):

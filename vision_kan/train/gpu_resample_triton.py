@@ -11,8 +11,9 @@ accumulation:
 
 (y0, x0) is the box's origin in image b; pixel (c, y, x) of image b lies at address_b + c H_b W_b + y W_b + x (each
 image contiguous, read where it lies: a table of the images' addresses, no copy into one buffer; a (B, 3, H, W)
-tensor gives address + b 3 H W). tmp is (B, 3, S, max box width
-rounded up to 16), each sample using the first `box width` columns. A tap outside the box has weight 0 and is never
+tensor gives address + b 3 H W). tmp is (n, 3, S, max box width rounded up to 16) for a chunk of n samples (the
+batch sorted by box width, chunks within _TMP_ELEMENTS: one for ImageNet-sized images), each sample using the first
+`box width` columns. A tap outside the box has weight 0 and is never
 loaded, so rows with no tap inside the box (zero padding) come out 0, and no read leaves the box. The uint8 output is
 clamped to [0, 255] and rounded half to even in the kernel (equal to round-then-clamp: both are monotone and the
 bounds are integers).
@@ -34,6 +35,7 @@ imported).
 """
 import contextlib
 import math
+from typing import List, Tuple
 
 import torch
 import triton
@@ -47,8 +49,15 @@ __all__ = ['resample_boxes_fused']
 # BLOCK_X uint8 is one 128-byte line); horizontal: output rows x output columns per program.
 _LAUNCH = {'vertical': {'BLOCK_I': 16, 'BLOCK_X': 128, 'num_warps': 4},
            'horizontal': {'BLOCK_I': 32, 'BLOCK_J': 32, 'num_warps': 4}}
-# The per-sample table box_ptr (B, 5) int64, read by both kernels: the address of pixel (c=0, y0, x0) of the box,
-# row stride (W), plane stride (H W), box height, box width.
+# The per-sample table box_ptr (n, 6) int64 of one chunk, read by both kernels: the address of pixel (c=0, y0, x0) of
+# the box, row stride (W), plane stride (H W), box height, box width, and the sample's index in the batch (its rows
+# of the tap tables and of the output; the chunk's own index b addresses tmp).
+_BOX_COLUMNS = 6
+# tmp elements at most per chunk of samples (2^27: 512 MB in float32): samples sorted by box width, a new chunk when
+# the next would pass it. One chunk for 256 train crops of 500x375 images at 224 px (boxes at most 500 wide:
+# 3 x 224 x 512 x 256 = 88 M); a batch with a few 4000-pixel-wide images takes several instead of one tmp of
+# 3 x 224 x 4000 x 256 = 688 M elements (2.6 GB).
+_TMP_ELEMENTS = 1 << 27
 # Tap counts and the tables' stride change from batch to batch: not specialised on (no recompilation per value).
 _GENERIC = ['w_stride', 'taps']
 
@@ -61,17 +70,18 @@ def _vertical_kernel(box_ptr, lo_ptr, w_ptr, tmp_ptr, S, tmp_width, w_stride, ta
     bc = tl.program_id(0)
     b = bc // 3
     x = tl.program_id(2) * BLOCK_X + tl.arange(0, BLOCK_X)                        # (BLOCK_X,) box columns
-    box_w = tl.load(box_ptr + b * 5 + 4)
+    box = box_ptr + b * 6
+    box_w = tl.load(box + 4)
     if tl.program_id(2) * BLOCK_X >= box_w:                                      # past this sample's box
         return
     # the address of pixel (c, y0, x0) of image b: each image is read where it lies (no copy into one buffer)
-    src = (tl.load(box_ptr + b * 5) + (bc % 3) * tl.load(box_ptr + b * 5 + 2)).to(tl.pointer_type(tl.uint8))
-    row_stride = tl.load(box_ptr + b * 5 + 1)
-    box_h = tl.load(box_ptr + b * 5 + 3)
+    src = (tl.load(box) + (bc % 3) * tl.load(box + 2)).to(tl.pointer_type(tl.uint8))
+    row_stride = tl.load(box + 1)
+    box_h = tl.load(box + 3)
     rows = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)                    # (BLOCK_I,) output rows
     row_ok = rows < S
     x_ok = x < box_w
-    tap_row = b.to(tl.int64) * S + rows                                          # row of the (B, S) tables
+    tap_row = tl.load(box + 5) * S + rows                                        # row of the (B, S) tables
     lo = tl.load(lo_ptr + tap_row, mask=row_ok, other=0)                         # (BLOCK_I,) int64 first box row
     acc = tl.zeros((BLOCK_I, BLOCK_X), dtype=tl.float32)
     for t in range(taps):
@@ -92,11 +102,12 @@ def _horizontal_kernel(tmp_ptr, box_ptr, lo_ptr, w_ptr, out_ptr, S, tmp_width, w
     even (uint8 output)."""
     bc = tl.program_id(0)
     b = bc // 3
-    box_w = tl.load(box_ptr + b * 5 + 4)
+    box_w = tl.load(box_ptr + b * 6 + 4)
+    sample = tl.load(box_ptr + b * 6 + 5)                                        # int64, index in the batch
     rows = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)                    # (BLOCK_I,)
     cols = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)                    # (BLOCK_J,)
     row_ok, col_ok = rows < S, cols < S
-    tap_col = b.to(tl.int64) * S + cols
+    tap_col = sample * S + cols
     lo = tl.load(lo_ptr + tap_col, mask=col_ok, other=0)                         # (BLOCK_J,) int64 first box column
     tmp_rows = tmp_ptr + ((bc.to(tl.int64) * S + rows) * tmp_width)[:, None]     # (BLOCK_I, 1)
     acc = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.float32)
@@ -113,8 +124,21 @@ def _horizontal_kernel(tmp_ptr, box_ptr, lo_ptr, w_ptr, out_ptr, S, tmp_width, w
         frac = acc - r
         odd = (r - 2.0 * tl.floor(r * 0.5)) == 1.0
         acc = r + ((frac > 0.5) | ((frac == 0.5) & odd)).to(tl.float32)
-    out = out_ptr + ((bc.to(tl.int64) * S + rows) * S)[:, None] + cols[None, :]
+    out = out_ptr + (((sample * 3 + bc % 3) * S + rows) * S)[:, None] + cols[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+def _chunks(widths: List[int], out_size: int) -> List[Tuple[int, int, int]]:
+    """(start, stop, widest) runs of the box widths (sorted ascending) whose tmp, 3 S widest per sample (rounded up
+    to 16), stays within _TMP_ELEMENTS; a sample alone in its run whatever its width."""
+    runs, start = [], 0
+    for k, width in enumerate(widths):
+        padded = (width + 15) // 16 * 16
+        if k > start and 3 * out_size * padded * (k + 1 - start) > _TMP_ELEMENTS:
+            runs.append((start, k, widths[k - 1]))
+            start = k
+    runs.append((start, len(widths), widths[-1]))
+    return runs
 
 
 def _taps_bound(table: torch.Tensor) -> int:
@@ -148,24 +172,29 @@ def resample_boxes_fused(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis,
         width = torch.tensor([im.shape[2] for im in images], dtype=torch.long)
         n = len(height)
     s = out_size
-    boxes = torch.stack([image_start + ay.start * width + ax.start, width, height * width, ay.length, ax.length],
-                        1)                                                                 # (B, 5) int64
+    order = torch.argsort(ax.length, stable=True)                                          # by box width
+    boxes = torch.stack([image_start + ay.start * width + ax.start, width, height * width, ay.length, ax.length,
+                         torch.arange(n)], 1)[order]                                       # (B, 6) int64
     tables = torch.cat([_axis_table(ay), _axis_table(ax)])                                 # (2B, 6) float64
     taps_y, taps_x = _taps_bound(tables[:n]), _taps_bound(tables[n:])
     packed = Upload()
     slots = [packed.add(boxes), packed.add(tables)]
     boxes_d, tables_d = (packed.send(device)[k] for k in slots)
+    boxes_d = boxes_d.view(n, _BOX_COLUMNS)
     lo, w = bicubic_taps(tables_d.view(2 * n, 6), s, max(taps_y, taps_x))                 # (2B, S), (2B, S, taps)
-    # tmp rows: the widest box rounded up to 16 columns (aligned rows: vectorised stores; the extra ones unused)
-    tmp_width = (int(ax.length.max()) + 15) // 16 * 16
-    tmp = torch.empty(n, 3, s, tmp_width, dtype=tmp_dtype, device=device)                  # (B, 3, S, max box w)
     out = torch.empty(n, 3, s, s, dtype=out_dtype, device=device)
     v, hz = _LAUNCH['vertical'], _LAUNCH['horizontal']
     guard = torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
     with guard:
-        _vertical_kernel[(3 * n, triton.cdiv(s, v['BLOCK_I']), triton.cdiv(tmp_width, v['BLOCK_X']))](
-            boxes_d, lo[:n], w[:n], tmp, s, tmp_width, w.shape[2], taps_y, **v)
-        _horizontal_kernel[(3 * n, triton.cdiv(s, hz['BLOCK_I']), triton.cdiv(s, hz['BLOCK_J']))](
-            tmp, boxes_d, lo[n:], w[n:], out, s, tmp_width, w.shape[2], taps_x, ROUND=out_dtype == torch.uint8,
-            **hz)
+        for start, stop, widest in _chunks(ax.length[order].tolist(), s):
+            m = stop - start
+            # tmp rows: the chunk's widest box rounded up to 16 columns (aligned rows; the extra ones unused)
+            tmp_width = (widest + 15) // 16 * 16
+            tmp = torch.empty(m, 3, s, tmp_width, dtype=tmp_dtype, device=device)        # (m, 3, S, max box w)
+            chunk = boxes_d[start:stop]
+            _vertical_kernel[(3 * m, triton.cdiv(s, v['BLOCK_I']), triton.cdiv(tmp_width, v['BLOCK_X']))](
+                chunk, lo[:n], w[:n], tmp, s, tmp_width, w.shape[2], taps_y, **v)
+            _horizontal_kernel[(3 * m, triton.cdiv(s, hz['BLOCK_I']), triton.cdiv(s, hz['BLOCK_J']))](
+                tmp, chunk, lo[n:], w[n:], out, s, tmp_width, w.shape[2], taps_x, ROUND=out_dtype == torch.uint8,
+                **hz)
     return out
