@@ -1,6 +1,10 @@
 """Batched crop + resize for the GPU data backend: every sample its own source box and output window, a handful of
 batched ops for the whole batch (no per-image op, so the cost does not grow with Python overhead per image).
 
+Two forms of the same weights (`bicubic_taps`): on CUDA two Triton passes with the compact taps
+(gpu_resample_triton.py: half the host time and less GPU time, equal uint8 output on an H200), elsewhere (the CPU,
+the tests, or RESAMPLE_METHOD = 'matmul') the batched matmuls described here.
+
 The resize is PIL's (and torchvision's `antialias=True`) separable bicubic: cubic kernel a = -0.5, widened by the
 downscale factor (antialiasing), taps limited to the source box and renormalised there. Written as two dense weight
 matrices per sample, (S, h) and (S, w) for a box of h x w, so that
