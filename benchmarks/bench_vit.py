@@ -74,15 +74,22 @@ def time_it(fn: Callable[[], None], device: torch.device, warmup: int, steps: in
     return statistics.median(times)
 
 
-def peak_memory(fn: Callable[[], None], device: torch.device) -> Optional[float]:
-    """Peak allocated GiB during one call (CUDA only)."""
+def peak_memory(fn: Callable[[], None], device: torch.device, own_bytes: Optional[int] = None) -> Optional[float]:
+    """Peak allocated GiB during one call (CUDA only). own_bytes: what the measured thing holds between calls
+    (parameters, optimizer state, inputs); given, the memory allocated before the call beyond it (other rows alive at
+    the same time, --rounds) is not counted."""
     if device.type != 'cuda':
         return None
     synchronize(device)
+    others = 0 if own_bytes is None else max(torch.cuda.memory_allocated(device) - own_bytes, 0)
     torch.cuda.reset_peak_memory_stats(device)
     fn()
     synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return (torch.cuda.max_memory_allocated(device) - others) / 2 ** 30
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def build_model_row(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float],
@@ -115,7 +122,11 @@ def build_model_row(spec: str, args, device: torch.device, mode: str, macs_cache
         with torch.no_grad(), autocast:
             net(x)
 
-    row.update(train_step=train_step, infer_step=infer_step, model=model)
+    def own_bytes() -> int:  # held between steps: parameters, AdamW's state, the batch (grads are set to None)
+        states = [v for state in opt.state.values() for v in state.values()]
+        return _tensor_bytes(list(model.parameters()) + list(model.buffers()) + states + [x, target])
+
+    row.update(train_step=train_step, infer_step=infer_step, model=model, own_bytes=own_bytes)
     row['graphs'] = mode == 'compiled' and 'reduce-overhead' in (args.compile_mode or '')
     return row
 
@@ -127,13 +138,14 @@ def measure_row(row: Dict, args, device: torch.device, train_times: Optional[Lis
         if row['graphs'] and device.type == 'cuda':  # CUDA graphs: the pool is allocated while recording (warm-up)
             synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
+        interleaved = train_times is not None  # other rows alive: their memory is not this row's
         if train_times is None:
             train_times = [time_it(row['train_step'], device, args.warmup, args.steps)]
         row['train'] = args.batch_size / statistics.median(train_times)
         if row['graphs'] and device.type == 'cuda':
             row['mem'] = torch.cuda.max_memory_allocated(device) / 2 ** 30  # warm-up and timed steps
         else:
-            row['mem'] = peak_memory(row['train_step'], device)
+            row['mem'] = peak_memory(row['train_step'], device, row['own_bytes']() if interleaved else None)
         if args.profile:
             row['host_ms'], row['gpu_ms'] = profile_step(row['train_step'], device)
         row['model'].eval()  # the last measurement: the row is released after it
@@ -146,7 +158,7 @@ def measure_row(row: Dict, args, device: torch.device, train_times: Optional[Lis
 
 def release_row(row: Dict, device: torch.device) -> None:
     """Drop the row's model, optimizer and inputs (held by its step closures)."""
-    for key in ('train_step', 'infer_step', 'model'):
+    for key in ('train_step', 'infer_step', 'model', 'own_bytes'):
         row.pop(key, None)
     if device.type == 'cuda':
         torch.cuda.empty_cache()
