@@ -134,3 +134,22 @@ def test_gpu_busy_merges_overlapping_kernels():
                                            event(0, 9000, DeviceType.CPU)])
     out = module.gpu_busy(prof, steps=2)
     assert out == {'kernel ms': 1.5, 'busy ms': 1.25, 'span ms': 2.0}
+
+
+def test_dali_probe_says_one_line_without_dali_or_runs_its_cpu_pipeline():
+    """benchmarks/dali_probe.py: without NVIDIA DALI (CI) one line and exit 2; with it, the CPU smoke run's table."""
+    import importlib.util
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH', '')) if p))
+    args = [sys.executable, 'benchmarks/dali_probe.py', '--device', 'cpu', '--images', '16', '--batch-size', '4',
+            '--size', '32', '--steps', '1', '--warmup', '1', '--threads', '1']
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        has_dali = importlib.util.find_spec('nvidia.dali') is not None
+    except ModuleNotFoundError:  # no `nvidia` namespace at all
+        has_dali = False
+    if has_dali:
+        assert proc.returncode == 0 and '| training step fed by the DALI pipeline' in proc.stdout, proc.stderr[-2000:]
+    else:
+        assert proc.returncode == 2 and proc.stdout == ''
+        assert proc.stderr.strip().splitlines() == ['dali_probe: NVIDIA DALI is not installed '
+                                                    '(pip install nvidia-dali-cuda130)']
