@@ -440,7 +440,12 @@ def main():
                              "only, the A/B)")
     parser.add_argument('--kernels', action=argparse.BooleanOptionalAction, default=True,
                         help='per-kernel table (CUDA with the fused backend only)')
+    parser.add_argument('--eager-layer-functions', action=argparse.BooleanOptionalAction, default=True,
+                        help='eager fused KAN layers through kernels/eager.py (default) or, with --no-..., through '
+                             'the op-level form (the A/B of the host overhead)')
     args = parser.parse_args()
+    from vision_kan.layers.kernels import eager
+    eager.use_layer_functions(args.eager_layer_functions)
     device = torch.device(args.device)
     args.amp_dtype = None if args.amp_dtype == 'none' or device.type == 'cpu' else getattr(torch, args.amp_dtype)
     modes = [m.strip() for m in args.modes.split(',') if m.strip()]
@@ -462,7 +467,8 @@ def main():
     print(f'# {name}, torch {torch.__version__}, triton {triton_version}, timm {timm.__version__}, '
           f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px, compile mode {args.compile_mode}'
           f'{f", patch {args.patch_size}" if args.patch_size else ""}, autocast {args.amp_dtype}'
-          f'{"" if args.gemm_variants else ", fused kernels only (--no-gemm-variants)"}',
+          f'{"" if args.gemm_variants else ", fused kernels only (--no-gemm-variants)"}'
+          f'{"" if args.eager_layer_functions else ", eager KAN layers through the op-level form"}',
           flush=True)
 
     if args.kernels and device.type == 'cuda' and set(backends) - {'reference'}:

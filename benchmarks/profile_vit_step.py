@@ -48,12 +48,18 @@ def profile_row(name: str, mode: str, backend: str, args) -> None:
         step()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    before = torch.cuda.memory_stats()
+    t0 = time.perf_counter()
     start.record()
     for _ in range(args.steps):
         step()
     end.record()
+    issued = 1e3 * (time.perf_counter() - t0) / args.steps  # host ms to issue a step (it may block on the GPU)
     torch.cuda.synchronize()
     wall = start.elapsed_time(end) / args.steps  # back to back: the host may run ahead of the GPU
+    after = torch.cuda.memory_stats()
+    allocator = {k: after.get(k, 0) - before.get(k, 0) for k in ('num_device_alloc', 'num_device_free',
+                                                                  'num_alloc_retries', 'num_sync_all_streams')}
     synced = []
     for _ in range(args.steps):  # bench_vit's timing: each step waited for, the median
         t0 = time.perf_counter()
@@ -72,6 +78,8 @@ def profile_row(name: str, mode: str, backend: str, args) -> None:
     print(f'\n## {name} | backend {backend} | {mode}{" | inference" if args.infer else ""} | step {wall:.2f} ms '
           f'(synced {statistics.median(synced):.2f}) | host {host:.1f} ms | GPU kernels {gpu:.2f} ms | '
           f'kernels/step {sum(k[1] for k in kernels_)}', flush=True)
+    print(f'  back to back: host issued a step in {issued:.2f} ms; allocator events over {args.steps} steps: '
+          + ', '.join(f'{k} {v}' for k, v in allocator.items()))
     for ms, count, key in sorted(kernels_, reverse=True)[:args.top]:
         print(f'  {ms:7.3f} ms {100 * ms / gpu:5.1f}% x{count:<4d} {key[:110]}')
     if args.top_host:
@@ -95,9 +103,14 @@ def main():
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--top', type=int, default=12)
     p.add_argument('--top-host', type=int, default=0, help='also the N ops with the most host (self CPU) time')
+    p.add_argument('--eager-layer-functions', action=argparse.BooleanOptionalAction, default=True,
+                   help="eager fused KAN layers through kernels/eager.py (default) or the op-level form")
     p.add_argument('--infer', action='store_true', help='forward only, eval mode, no_grad (bench_vit\'s infer rows)')
     args = p.parse_args()
-    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size}, {args.img_size} px')
+    from vision_kan.layers.kernels import eager
+    eager.use_layer_functions(args.eager_layer_functions)
+    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size}, {args.img_size} px'
+          f'{"" if args.eager_layer_functions else ", eager KAN layers through the op-level form"}')
     for backend in args.backends.split(','):
         for mode in args.modes.split(','):
             for name in args.models:
