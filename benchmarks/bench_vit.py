@@ -236,6 +236,14 @@ def kernel_events(events) -> list:
             not e.key.startswith(('Optimizer.', '## ', 'ProfilerStep'))]
 
 
+def print_tuned_configs() -> None:
+    """The fused kernels' configurations the autotuner chose in this process, one line each."""
+    from vision_kan.layers.kernels import triton_kan
+    print('\nkernel configurations chosen (kernel, kind, dtype, M bucket, N, D[, gpu time]) -> config:')
+    for key, cfg in triton_kan.tuned_configs().items():
+        print(f'  {key} -> {cfg}')
+
+
 LAYER_DIM = 192
 
 
@@ -440,12 +448,7 @@ def main():
                              "only, the A/B)")
     parser.add_argument('--kernels', action=argparse.BooleanOptionalAction, default=True,
                         help='per-kernel table (CUDA with the fused backend only)')
-    parser.add_argument('--eager-layer-functions', action=argparse.BooleanOptionalAction, default=True,
-                        help='eager fused KAN layers through kernels/eager.py (default) or, with --no-..., through '
-                             'the op-level form (the A/B of the host overhead)')
     args = parser.parse_args()
-    from vision_kan.layers.kernels import eager
-    eager.use_layer_functions(args.eager_layer_functions)
     device = torch.device(args.device)
     args.amp_dtype = None if args.amp_dtype == 'none' or device.type == 'cpu' else getattr(torch, args.amp_dtype)
     modes = [m.strip() for m in args.modes.split(',') if m.strip()]
@@ -467,8 +470,7 @@ def main():
     print(f'# {name}, torch {torch.__version__}, triton {triton_version}, timm {timm.__version__}, '
           f'{datetime.date.today()}, batch {args.batch_size}, {args.img_size} px, compile mode {args.compile_mode}'
           f'{f", patch {args.patch_size}" if args.patch_size else ""}, autocast {args.amp_dtype}'
-          f'{"" if args.gemm_variants else ", fused kernels only (--no-gemm-variants)"}'
-          f'{"" if args.eager_layer_functions else ", eager KAN layers through the op-level form"}',
+          f'{"" if args.gemm_variants else ", fused kernels only (--no-gemm-variants)"}',
           flush=True)
 
     if args.kernels and device.type == 'cuda' and set(backends) - {'reference'}:
@@ -537,10 +539,7 @@ def main():
                   f"{' ' + row['note'] if 'note' in row else ''}{rounds}", flush=True)
 
     if set(backends) - {'reference'} and device.type == 'cuda':
-        from vision_kan.layers.kernels import triton_kan
-        print('\nkernel configurations chosen (kernel, kind, dtype, M bucket, N, D) -> (blocks, warps, stages):')
-        for key, cfg in triton_kan.tuned_configs().items():
-            print(f'  {key} -> {cfg}')
+        print_tuned_configs()
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from vision_kan.layers import FasterKANLinear, KANLinear
 from vision_kan.layers import kernels
-from bench_vit import kernel_events
+from bench_vit import kernel_events, print_tuned_configs
 
 
 AMP = {'dtype': torch.bfloat16}  # autocast dtype of every run, None: plain fp32 (--dtype)
@@ -86,7 +86,7 @@ def main():
         dy = torch.randn(args.tokens, 192, device='cuda', dtype=AMP['dtype'] or torch.float32)
         with kernels.backend(net, 'reference'):
             ref = run(net, x, dy)
-        eager_got = run(net, x, dy)  # eager fused: kernels/eager.py's layer functions
+        eager_got = run(net, x, dy)  # eager fused (the autograd.Function over the kernels)
         eager_worst = max(((o - r).abs().max() / r.abs().max()).item() for r, o in zip(ref, eager_got))
         compiled = torch.compile(net, fullgraph=True)
         got = run(compiled, x, dy)
@@ -107,10 +107,7 @@ def main():
         torch._dynamo.reset()
     for table in profiles:
         print('\n' + table)
-    from vision_kan.layers.kernels import triton_kan
-    print('\nconfigurations chosen (kernel, kind, dtype, M bucket, N, D[, gpu time]) -> config:')
-    for key, cfg in triton_kan.tuned_configs().items():
-        print(f'  {key} -> {cfg}')
+    print_tuned_configs()
 
 
 if __name__ == '__main__':

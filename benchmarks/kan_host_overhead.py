@@ -25,8 +25,8 @@ import time
 import torch
 import torch.nn as nn
 
+from bench_vit import print_tuned_configs
 from vision_kan.layers import FasterKANLinear, KANLinear
-from vision_kan.layers.kernels import eager
 
 
 def deit_mlp(d: int) -> nn.Module:
@@ -34,14 +34,9 @@ def deit_mlp(d: int) -> nn.Module:
 
 
 def pairs(d: int):
-    """(name, eager layer functions on, make): each KAN pair through kernels/eager.py and through the op-level form."""
-    kan = lambda: nn.Sequential(KANLinear(d, d), KANLinear(d, d))  # noqa: E731
-    faster = lambda: nn.Sequential(FasterKANLinear(d, d), FasterKANLinear(d, d))  # noqa: E731
-    return (('DeiT MLP Linear-GELU-Linear (ratio 4)', True, lambda: deit_mlp(d)),
-            ('KANLinear pair (d-d-d), layer functions', True, kan),
-            ('KANLinear pair (d-d-d), op-level form', False, kan),
-            ('FasterKANLinear pair (d-d-d), layer functions', True, faster),
-            ('FasterKANLinear pair (d-d-d), op-level form', False, faster))
+    return (('DeiT MLP Linear-GELU-Linear (ratio 4)', lambda: deit_mlp(d)),
+            ('KANLinear pair (d-d-d)', lambda: nn.Sequential(KANLinear(d, d), KANLinear(d, d))),
+            ('FasterKANLinear pair (d-d-d)', lambda: nn.Sequential(FasterKANLinear(d, d), FasterKANLinear(d, d))))
 
 
 def step(net: nn.Module, x: torch.Tensor, dy: torch.Tensor, train: bool) -> None:
@@ -141,20 +136,8 @@ def kan_layer_rows(x: torch.Tensor, g: torch.Tensor):
         ('basis_linear_call fwd, no_grad', nograd(lambda: basis_linear_call(x, w, params, None, KIND_BSPLINE, 1.0))),
         ('basis_linear_call fwd + backward', fwd_bwd_op),
         ('KANLinear fwd, no_grad, autocast', nograd(lambda: _autocast(layer, x))),
-        ('KANLinear fwd + backward, autocast (kernels/eager.py)', layer_fwd_bwd),
-        ('KANLinear fwd + backward, autocast, op-level form', op_form(layer_fwd_bwd)),
+        ('KANLinear fwd + backward, autocast', layer_fwd_bwd),
     ]
-
-
-def op_form(fn):
-    def run():
-        from vision_kan.layers.kernels import eager as eager_mod  # noqa: PLC0415
-        eager_mod.use_layer_functions(False)
-        try:
-            return fn()
-        finally:
-            eager_mod.use_layer_functions(True)
-    return run
 
 
 def _autocast(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -189,8 +172,7 @@ def main():
     print('| layers | tokens | fwd host µs | fwd GPU µs | fwd+bwd host µs | fwd+bwd GPU µs | host / GPU (fwd+bwd) |')
     print('|---|---|---|---|---|---|---|')
     profiles = []
-    for name, layer_functions, make in () if args.ops_only else pairs(args.dim):
-        eager.use_layer_functions(layer_functions)
+    for name, make in () if args.ops_only else pairs(args.dim):
         torch.manual_seed(0)
         net = make().cuda()
         for tokens in args.tokens:
@@ -206,7 +188,6 @@ def main():
                 profiles.append(f'## {name}, {tokens} tokens, fwd + bwd, cProfile by own time '
                                 f'({args.calls} calls)\n' + cprofile_lines(lambda: step(net, x, dy, True),
                                                                           args.calls, args.top))
-    eager.use_layer_functions(True)
     print(f'\n| op ({args.tokens[0]} tokens) | host µs per call | GPU µs per call |')
     print('|---|---|---|')
     for name, fn in op_rows(args.tokens[0], args.dim):
@@ -215,10 +196,7 @@ def main():
         print(f'| {name} | {host:.1f} | {gpu:.1f} |', flush=True)
     for text in profiles:
         print('\n' + text)
-    from vision_kan.layers.kernels import triton_kan  # noqa: PLC0415
-    print('\nconfigurations chosen (kernel, kind, dtype, M bucket, N, D) -> config:')
-    for key, cfg in triton_kan.tuned_configs().items():
-        print(f'  {key} -> {cfg}')
+    print_tuned_configs()
 
 
 if __name__ == '__main__':

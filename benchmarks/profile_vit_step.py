@@ -103,14 +103,9 @@ def main():
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--top', type=int, default=12)
     p.add_argument('--top-host', type=int, default=0, help='also the N ops with the most host (self CPU) time')
-    p.add_argument('--eager-layer-functions', action=argparse.BooleanOptionalAction, default=True,
-                   help="eager fused KAN layers through kernels/eager.py (default) or the op-level form")
     p.add_argument('--infer', action='store_true', help='forward only, eval mode, no_grad (bench_vit\'s infer rows)')
     args = p.parse_args()
-    from vision_kan.layers.kernels import eager
-    eager.use_layer_functions(args.eager_layer_functions)
-    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size}, {args.img_size} px'
-          f'{"" if args.eager_layer_functions else ", eager KAN layers through the op-level form"}')
+    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size}, {args.img_size} px')
     for backend in args.backends.split(','):
         for mode in args.modes.split(','):
             for name in args.models:

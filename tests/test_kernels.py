@@ -48,12 +48,7 @@ FORCED = {'kan_fp32_bias_dw_n': ('kan_fp32_bias', 'dw', ('n', 16, 16, 16, 1, 1))
           'kan_fp32_bias_dx_g': ('kan_fp32_bias', 'dx', ('g', 16, 16, 2000, 1)),
           'kan_bf16_autocast_dx_g': ('kan_bf16_autocast', 'dx', ('g', 16, 16, 2000, 1)),
           'fasterkan_fp16_autocast_dx_g': ('fasterkan_fp16_autocast', 'dx', ('g', 16, 16, 2000, 1)),
-          'kan_bf16_autocast_dw_g_in_dtype': ('kan_bf16_autocast', 'dw', ('g', 16, 16, 2000, 1, 0)),
-          # the op-level eager form (ops.basis_linear_call, weight assembled in torch) instead of kernels/eager.py's
-          'kan_fp32_bias_op_form': ('kan_fp32_bias', 'op_form', None),
-          'kan_bf16_autocast_op_form': ('kan_bf16_autocast', 'op_form', None),
-          'fasterkan_fp16_autocast_op_form': ('fasterkan_fp16_autocast', 'op_form', None),
-          'kan_bf16_autocast_op_form_dw_g': ('kan_bf16_autocast_dw_g', 'op_form', None)}
+          'kan_bf16_autocast_dw_g_in_dtype': ('kan_bf16_autocast', 'dw', ('g', 16, 16, 2000, 1, 0))}
 FP32_TOL = 2e-5  # relative L2 error, fp32 fused vs fp32 reference
 # low precision: fused error vs fp64 <= LOWP_FACTOR * (reference error vs fp64) + one unit roundoff of the dtype.
 # Both paths evaluate the basis from x as given (LayerNorm's fp32 output under autocast) and round the basis and
@@ -112,14 +107,7 @@ def _check_case(case: str) -> Dict[str, float]:
     """{tensor name: error measure <= 1 when passing} for one case."""
     if case in FORCED:
         from vision_kan.layers.kernels import triton_kan
-        from vision_kan.layers.kernels import eager
         base, kernel, config = FORCED[case]
-        if kernel == 'op_form':
-            eager.use_layer_functions(False)
-            try:
-                return _check_case(base)
-            finally:
-                eager.use_layer_functions(True)
         with triton_kan.forced_config(kernel, config):
             return _check_case(base)
     kind, d_in, d_out, lead, kwargs, autocast = CASES[case]
@@ -195,21 +183,20 @@ def _check_two_models() -> Dict[str, float]:
     import threading
     import timm
     import vision_kan  # noqa: F401  (registers the models)
-    from vision_kan.layers import kernels
+    from vision_kan.layers import kan_linear, kernels
     torch.manual_seed(0)
     slow = timm.create_model('vit_kan_tiny', img_size=16, patch_size=8, depth=1, embed_dim=24, num_heads=2,
                              num_classes=5)
     fast = kernels.set_backend(copy.deepcopy(slow), 'fused')
     kernels.set_backend(slow, 'reference')
     x = torch.randn(2, 3, 16, 16)
-    from vision_kan.layers.kernels import eager
-    real_call, callers = eager.bspline_linear, []  # the eager fused path's entry (kernels/eager.py)
+    real_call, callers = kan_linear.basis_linear_call, []
 
     def counting_call(*args):
         callers.append(threading.get_ident())
         return real_call(*args)
 
-    eager.bspline_linear = counting_call
+    kan_linear.basis_linear_call = counting_call
     try:
         with torch.no_grad():
             y_fast, y_slow = fast(x), slow(x)
@@ -231,7 +218,7 @@ def _check_two_models() -> Dict[str, float]:
             for t in threads:
                 t.join()
     finally:
-        eager.bspline_linear = real_call
+        kan_linear.basis_linear_call = real_call
     return {
         'fused_ran_for_fast_only': 0.0 if kernel_calls_in_turn == 2 else 2.0,  # fc1, fc2 of the fused copy
         'y': _rel(y_fast, y_slow) / FP32_TOL,
@@ -320,9 +307,7 @@ def _assert_report(report: Dict[str, float]) -> None:
 def test_fused_matches_reference(interpreter_report, case):
     """Forward and every gradient (x, weights, scaler, bias, LayerNorm) of the fused kernels match the reference."""
     report = interpreter_report[case]
-    while case in FORCED:
-        case = FORCED[case][0]
-    spec = CASES[case]
+    spec = CASES[FORCED[case][0] if case in FORCED else case]
     kind = spec[0]
     expected = {'y', 'x', 'bias'} if 'bias' in spec[4] else {'y', 'x'}
     expected |= {'base_weight', 'spline_weight', 'spline_scaler'} if kind == 'kan' else {'weight', 'norm.weight',
@@ -427,9 +412,7 @@ def test_auto_on_cpu_is_the_reference_path(kind, monkeypatch):
     """'auto' never takes the (slow) interpreter: on CPU it is bit-identical to 'reference'."""
     from vision_kan.layers import kan_linear, kernels
     called: List[int] = []
-    from vision_kan.layers.kernels import eager
-    for module, name in ((kan_linear, 'basis_linear_call'), (eager, 'bspline_linear'), (eager, 'rswaf_linear')):
-        monkeypatch.setattr(module, name, lambda *a: called.append(1))
+    monkeypatch.setattr(kan_linear, 'basis_linear_call', lambda *a: called.append(1))
     layer = _make_layer(kind, 6, 4, {}, seed=0)
     x = torch.randn(5, 6)
     with kernels.backend(layer, 'auto'):

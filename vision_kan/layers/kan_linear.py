@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from .basis import bspline_basis_auto, knots_are_uniform, rswaf_basis, uniform_knots
 from .kernels import KIND_BSPLINE, KIND_RSWAF, basis_linear_call, compute_dtype, fused_path
-from .kernels import eager
 from .kernels.dispatch import backend_repr, check_backend
 
 __all__ = ['KANLinear', 'FasterKANLinear', 'spline_regularization']
@@ -163,10 +162,6 @@ class KANLinear(nn.Module):
         dtype = compute_dtype(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, d)
-        if not torch.compiler.is_compiling() and eager.layer_functions_on():  # fewest host ops (kernels/eager.py)
-            y = eager.bspline_linear(x2, self.base_weight, self.spline_weight, self.spline_scaler, self.bias,
-                                     self.grid_params(), dtype)
-            return y.reshape(*lead, self.out_features)
         spline = self.scaled_spline_weight().permute(2, 0, 1)  # (K, d', d)
         weight = torch.cat([self.base_weight.unsqueeze(0), spline], 0).to(dtype)  # (1 + K, d', d), contiguous
         bias = None if self.bias is None else self.bias.to(dtype)
@@ -346,9 +341,6 @@ class FasterKANLinear(nn.Module):
         dtype = compute_dtype(x)
         lead = x.shape[:-1]
         xn = self.norm(x.reshape(-1, self.in_features))  # (M, d)
-        if not torch.compiler.is_compiling() and eager.layer_functions_on():  # fewest host ops (kernels/eager.py)
-            y = eager.rswaf_linear(xn, self.weight, self.bias, self.grid.float(), float(self.inv_h), dtype)
-            return y.reshape(*lead, self.out_features)
         weight = self.weight.view(self.out_features, self.in_features, self.num_grids).permute(2, 0, 1)  # (K, d', d)
         weight = weight.to(dtype, memory_format=torch.contiguous_format)
         bias = None if self.bias is None else self.bias.to(dtype)

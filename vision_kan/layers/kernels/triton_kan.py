@@ -124,12 +124,11 @@ def _slot_dz(z, p_ptr, s, inv_h, KIND: tl.constexpr):
 
 @triton.jit
 def _fwd_kernel(
-        x_ptr, w_ptr, p_ptr, b_ptr, y_ptr, M, N, D, inv_h, SW, SN,
+        x_ptr, w_ptr, p_ptr, b_ptr, y_ptr, M, N, D, inv_h,
         KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
         BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
 ):
-    """y (M, N) = sum_j B_j(x) @ W_j^T (+ bias). One program: a (BM, BN) tile of y. W_j[n, d] lies at
-    w_ptr + j * SW + n * SN + d: (J, N, D) contiguous (SW = N D, SN = D) or packed (N, J, D) (SW = D, SN = J D)."""
+    """y (M, N) = sum_j B_j(x) @ W_j^T (+ bias). One program: a (BM, BN) tile of y."""
     inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
     pid = tl.program_id(0)
     num_n = tl.cdiv(N, BN)
@@ -138,7 +137,7 @@ def _fwd_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     m_mask, n_mask = offs_m < M, offs_n < N
     x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * D
-    w_cols = w_ptr + offs_n[None, :] * SN  # W_j^T tile (BD, BN) read from (N, D) rows
+    w_cols = w_ptr + offs_n[None, :] * D  # W_j^T tile (BD, BN) read from (N, D) rows
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     nd = tl.cdiv(D, BD)
     if FIRST == 1:  # base branch: slot 0 = SiLU(x) against the base weight
@@ -155,7 +154,7 @@ def _fwd_kernel(
         offs_d = kd * BD + tl.arange(0, BD)
         d_mask = offs_d < D
         x = tl.load(x_rows + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0).to(tl.float32)
-        w = tl.load(w_cols + (FIRST + s) * SW + offs_d[:, None], mask=d_mask[:, None] & n_mask[None, :],
+        w = tl.load(w_cols + (FIRST + s) * N * D + offs_d[:, None], mask=d_mask[:, None] & n_mask[None, :],
                     other=0.0)  # padded features get W = 0, so their (nonzero) basis adds nothing
         b = _slot_basis(x, p_ptr, offs_d, d_mask, D, s, inv_h, KIND)
         acc = _mma(_cast(b, w.dtype, UPCAST), w, acc, UPCAST, PREC)
@@ -167,12 +166,11 @@ def _fwd_kernel(
 
 @triton.jit
 def _dx_kernel(
-        g_ptr, x_ptr, w_ptr, p_ptr, dx_ptr, M, N, D, inv_h, SW, SN,
+        g_ptr, x_ptr, w_ptr, p_ptr, dx_ptr, M, N, D, inv_h,
         KIND: tl.constexpr, J: tl.constexpr, FIRST: tl.constexpr,
         BM: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
 ):
-    """dx (M, D) = sum_j B_j'(x) * (dY @ W_j). One program: a (BM, BD) tile of dx; G_j tiles stay in registers.
-    W's strides SW, SN as in _fwd_kernel."""
+    """dx (M, D) = sum_j B_j'(x) * (dY @ W_j). One program: a (BM, BD) tile of dx; G_j tiles stay in registers."""
     inv_h = tl.cast(inv_h, tl.float32)  # inductor passes a Python float as fp64 (triton_op launches)
     pid = tl.program_id(0)
     num_d = tl.cdiv(D, BD)
@@ -195,7 +193,7 @@ def _dx_kernel(
             offs_n = kn * BN + tl.arange(0, BN)
             n_mask = offs_n < N
             g = tl.load(g_rows + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
-            w = tl.load(w_cols + (FIRST + s) * SW + offs_n[:, None] * SN, mask=n_mask[:, None] & d_mask[None, :],
+            w = tl.load(w_cols + (FIRST + s) * N * D + offs_n[:, None] * D, mask=n_mask[:, None] & d_mask[None, :],
                         other=0.0)
             acc = _mma(g, w, acc, UPCAST, PREC)
         dxs += acc * _slot_dz(z, p_ptr, s, inv_h, KIND)
@@ -206,7 +204,7 @@ def _dx_kernel(
             offs_n = kn * BN + tl.arange(0, BN)
             n_mask = offs_n < N
             g = tl.load(g_rows + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
-            w = tl.load(w_cols + offs_n[:, None] * SN, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+            w = tl.load(w_cols + offs_n[:, None] * D, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
             acc = _mma(g, w, acc, UPCAST, PREC)
         x = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)  # reloaded (L1/L2) rather than kept live
         dx += acc * _silu_dx(x)
@@ -519,11 +517,9 @@ def _m_bucket(m: int) -> int:
 
 def fwd(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.Tensor], kind: int,
         first: int, inv_h: float) -> torch.Tensor:
-    """x (M, D), w (J, N, D), p params, bias (N,) or None -> y (M, N) in w's dtype. w: contiguous, or the
-    (J, N, D) view of a packed (N, J, D) weight (any strides with unit stride along D)."""
+    """x (M, D), w (J, N, D), p params, bias (N,) or None -> y (M, N) in w's dtype."""
     m, d = x.shape
     j, n, _ = w.shape
-    w = _unit_d(w)
     if m == 0:
         return torch.empty(m, n, dtype=w.dtype, device=x.device)
     upcast = _interpreting(x)
@@ -537,7 +533,7 @@ def fwd(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.
         y = torch.empty(m, n, dtype=w.dtype, device=x.device)
         grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
         _k(_fwd_kernel)[grid](
-            x, w, p, bias if bias is not None else y, y, m, n, d, inv_h, w.stride(0), w.stride(1),
+            x, w, p, bias if bias is not None else y, y, m, n, d, inv_h,
             KIND=kind, J=j, FIRST=first, HAS_BIAS=bias is not None, BM=bm, BN=bn, BD=bd,
             UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
         result['y'] = y
@@ -548,10 +544,9 @@ def fwd(x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, bias: Optional[torch.
 
 def dx(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, kind: int, first: int,
        inv_h: float) -> torch.Tensor:
-    """dY (M, N), x (M, D), w (J, N, D) (strides as in fwd) -> dx (M, D) in x's dtype."""
+    """dY (M, N), x (M, D), w (J, N, D) -> dx (M, D) in x's dtype."""
     m, d = x.shape
     j, n, _ = w.shape
-    w = _unit_d(w)
     if m == 0:
         return torch.empty_like(x)
     upcast = _interpreting(x)
@@ -565,17 +560,12 @@ def dx(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, p: torch.Tensor, kind:
         out = torch.empty_like(x)
         grid = (triton.cdiv(m, bm) * triton.cdiv(d, bd),)
         _k(_dx_kernel)[grid](
-            g, x, w, p, out, m, n, d, inv_h, w.stride(0), w.stride(1), KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, BN=bn,
+            g, x, w, p, out, m, n, d, inv_h, KIND=kind, J=j, FIRST=first, BM=bm, BD=bd, BN=bn,
             UPCAST=upcast, PREC=_prec(w.dtype), num_warps=warps, num_stages=stages)
         result['dx'] = out
 
     _pick('dx', (kind, w.dtype, _m_bucket(m), n, d), _DX_CONFIGS, launch, x)
     return result['dx']
-
-
-def _unit_d(w: torch.Tensor) -> torch.Tensor:
-    """w itself when its last dim has unit stride (the kernels take the other two strides), else a contiguous copy."""
-    return w if w.stride(2) == 1 else w.contiguous()
 
 
 def _num_sms(device: torch.device) -> int:
@@ -585,11 +575,8 @@ def _num_sms(device: torch.device) -> int:
 
 
 def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: int, first: int,
-       inv_h: float, dtype: torch.dtype, fp32: bool = False) -> torch.Tensor:
-    """dY (M, N), x (M, D) -> dW (J, N, D), fp32 partial sums over row splits; matmul operands in `dtype`.
-
-    The result: contiguous in `dtype` (fp32=False, the custom op's contract), or fp32 as the kernels left it,
-    possibly the (J, N, D) view of an (N, J, D) tensor (fp32=True: the eager layers derive their own grads from it)."""
+       inv_h: float, dtype: torch.dtype) -> torch.Tensor:
+    """dY (M, N), x (M, D) -> dW (J, N, D) in `dtype`, fp32 partial sums over row splits."""
     m, d = x.shape
     n = g.shape[1]
     j = num_slots
@@ -626,14 +613,14 @@ def dw(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: 
     _pick('dw', (kind, dtype, _m_bucket(m), n, d), _DW_CONFIGS, launch, x)
     part = result['part']
     total = part[0] if part.shape[0] == 1 else part.sum(0)
-    return total if fp32 else total.to(dtype, memory_format=torch.contiguous_format)
+    return total.to(dtype, memory_format=torch.contiguous_format)  # one copy: the cast and, for 'g', the layout
 
 
 def dw_gemm(g: torch.Tensor, x: torch.Tensor, p: torch.Tensor, num_slots: int, kind: int, first: int,
             inv_h: float, dtype: torch.dtype, bm: int, bd: int, cap: int, warps: int, out32: bool = True
             ) -> torch.Tensor:
-    """dY (M, N), x (M, D) -> dW as (N, J, D) fp32 (slots in the middle: no copy): per chunk of rows, the basis (rows, J, D) in `dtype` by
-    _expand_kernel, then dW (N, J * D) += dY_chunk^T (N, rows) @ basis (rows, J * D), the product written in fp32
+    """dY (M, N), x (M, D) -> dW as (N, J, D) fp32 (slots in the middle; dw() re-lays it out in the same copy as
+    its cast): per chunk of rows, the basis (rows, J, D) in `dtype` by _expand_kernel, then dW (N, J * D) += dY_chunk^T (N, rows) @ basis (rows, J * D), the product written in fp32
     (out32) or in `dtype` (cuBLAS's plain GEMM; still fp32 sums inside it and across chunks).
 
     cap: most basis elements held at once (rows per chunk = cap // (J * D), at least bm): the transient memory is
