@@ -336,6 +336,28 @@ def test_list_and_tensor_inputs_agree_and_shapes(device):
     assert not any('ColorJitter' in type(t).__name__ for t in build_transform(True, TransformConfig()).transforms)
 
 
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('cfg', [
+    TransformConfig(input_size=32, train_crop='pad', reprob=0.5),                          # CIFAR: pad crop, RA
+    TransformConfig(input_size=24, aa='none', color_jitter=0.3, reprob=0.5, remode='rand', vflip=0.5),
+    TransformConfig(input_size=24, three_augment=True, color_jitter=0.3),
+], ids=['pad_ra_erase', 'rrc_jitter_erase', 'three_augment'])
+def test_apply_batches_gives_each_batch_as_apply_does(device, cfg):
+    """Several batches' choices applied in one pass: each batch's output bit for bit as its own apply() (every op
+    per sample; the erasing noise per batch from its seed), in order, the last batch shorter."""
+    tf = build_gpu_transform(True, cfg)
+    images = torch.stack([smooth_image(32, 32, k) for k in range(23)]).to(device)
+    sizes = [8, 8, 7]
+    params = [tf.sample_params([(32, 32)] * n, torch.Generator().manual_seed(10 + k)) for k, n in enumerate(sizes)]
+    alone = [tf.apply(x, p) for x, p in zip(images.split(sizes), params)]
+    together = tf.apply_batches(images, params)
+    assert [tuple(t.shape) for t in together] == [(n, 3, cfg.input_size, cfg.input_size) for n in sizes]
+    for a, t in zip(alone, together):
+        assert torch.equal(a, t)
+    if not cfg.three_augment:  # erasing drew boxes in these batches: the check above covered them
+        assert any(bool((p.erase_box[..., 2] > 0).any()) for p in params)
+
+
 def test_color_jitter_choices_match_torchvision():
     """Without RandAugment, colour jitter 0.4: the 6 orders of brightness/contrast/saturation equally likely (as the
     relative order in torchvision's randperm(4)) and factors ~ U(0.6, 1.4), each within 4.5 sigma."""

@@ -13,7 +13,7 @@ from PIL import Image
 import main
 from conftest import TINY_VIT, common_args, make_image_folder
 from vision_kan.train.data import DataConfig, TransformConfig, build_data, build_grid_sample_loader, load_rgb_image
-from vision_kan.train.errors import CorruptImageError, DataError
+from vision_kan.train.errors import ConfigError, CorruptImageError, DataError
 from vision_kan.train.gpu_data import EncodedImageFolder, collate_encoded, decode_batch
 from vision_kan.train.image_bytes import decode_jpegs, nvjpeg_decodable
 
@@ -159,6 +159,30 @@ def test_resident_set_holds_the_decoded_files_and_rejects_other_sizes(tmp_path):
     _image(1, (13, 12)).save(odd)
     with pytest.raises(DataError, match='odd.png is 13x12 pixels'):
         build_data(_cfg(data, data_on_gpu=True), TCFG, CPU, 1, 0)
+
+
+def test_resident_loader_groups_make_the_same_batches(tmp_path):
+    """--data-on-gpu augmenting 3 batches per call (and 0: automatic) gives the batches, labels and order that one
+    batch per call gives, bit for bit, the last group short; the count is checked where it is set."""
+    from vision_kan.train.gpu_data import ResidentLoader, augment_group
+    data = make_image_folder(tmp_path / 'data', num_classes=3, train_per_class=10, val_per_class=2, size=12)
+    batches = {}
+    for group in (1, 3, 0):
+        train_set, _, _, train, _ = build_data(_cfg(data, data_on_gpu=True, data_on_gpu_group=group), TCFG, CPU, 1, 0)
+        train.sampler.set_epoch(1)
+        assert isinstance(train, ResidentLoader) and len(train) == 7
+        batches[group] = list(train)
+        assert train.group == (group or augment_group(4, 16))
+    assert [len(y) for _, y in batches[1]] == [4] * 7
+    for group in (3, 0):
+        assert len(batches[group]) == 7
+        for (x1, y1), (xg, yg) in zip(batches[1], batches[group]):
+            assert torch.equal(x1, xg) and torch.equal(y1, yg)
+    assert augment_group(256, 32) == 4 and augment_group(256, 224) == 1 and augment_group(256, 224, 2) == 2
+    with pytest.raises(ConfigError, match='only with --data-on-gpu'):
+        build_data(_cfg(data, data_backend='gpu', data_on_gpu_group=2), TCFG, CPU, 1, 0)
+    with pytest.raises(ConfigError, match='at least 1'):
+        build_data(_cfg(data, data_on_gpu=True, data_on_gpu_group=-1), TCFG, CPU, 1, 0)
 
 
 def test_synthetic_shapes_and_classes(tmp_path):

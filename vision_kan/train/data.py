@@ -253,6 +253,7 @@ class DataConfig:
     synthetic_images: Optional[int] = None  # train images without --data-path (default ImageNet-1k's)
     data_process: bool = False  # gpu backends: training batches made in a process of their own (opt-in for now)
     data_processes: int = 1  # with data_process: how many such processes share each rank's batches
+    data_on_gpu_group: int = 0  # with data_on_gpu: training batches augmented per call (0: automatic)
     batch_size: int = 64
     num_workers: int = 10
     pin_mem: bool = True
@@ -284,6 +285,9 @@ def build_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, wor
     if cfg.data_processes < 1 or (cfg.data_processes > 1 and not cfg.data_process):
         raise ConfigError(f'--data-processes {cfg.data_processes}: a count of at least 1, and above 1 only with '
                           '--data-process')
+    if cfg.data_on_gpu_group < 0 or (cfg.data_on_gpu_group > 0 and not cfg.data_on_gpu):
+        raise ConfigError(f'--data-on-gpu-group {cfg.data_on_gpu_group}: a count of at least 1 (0: automatic), '
+                          'and only with --data-on-gpu')
     if cfg.synthetic_data:
         if cfg.data_on_gpu:
             raise ConfigError('--synthetic-data makes its batches on the device: drop --data-on-gpu')
@@ -303,7 +307,7 @@ def build_data(cfg: DataConfig, tcfg: TransformConfig, device: torch.device, wor
         train_folder, val_folder, cfg.data_on_gpu, build_gpu_transform(True, tcfg), build_gpu_transform(False, tcfg),
         cfg.batch_size, cfg.num_workers, cfg.pin_mem and device.type == 'cuda', device, world_size, rank,
         cfg.repeated_aug, cfg.seed, train_sampler, ShardSampler, _seed_worker,
-        data_process=cfg.data_process, data_processes=cfg.data_processes)
+        data_process=cfg.data_process, data_processes=cfg.data_processes, augment_batches=cfg.data_on_gpu_group)
     _check_steps(len(train_loader), cfg.batch_size, len(train_loader.sampler), len(train_set), world_size)
     return train_set, val_set, num_classes, train_loader, val_loader
 

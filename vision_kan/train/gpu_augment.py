@@ -10,13 +10,16 @@ Eval: resize the shorter side to floor(S / eval_crop_ratio) (bicubic, antialiase
 
 Every random choice is per sample and drawn on the CPU (from `generator`), so grouping samples by op needs no
 device sync; only the erasing noise is drawn on the device, from a seed taken from `generator`.
+`apply_batches` runs several batches' choices in one pass (each batch's output as apply gives it): the launches of
+one batch for all of them, where small images make a batch's host time many times its GPU time.
 
     tf = build_gpu_transform(True, TransformConfig())
     batch = tf([decode_jpeg(b, device='cuda') for b in ...])        # float32 (B, 3, 224, 224) on the GPU
 """
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -28,7 +31,7 @@ from .gpu_randaugment import (ENHANCE_KINDS, RandAugmentParams, RandAugmentPolic
 from .gpu_resample import ImageBatch, ResampleAxis, resample_boxes, to_device
 from .gpu_three_augment import ThreeAugmentParams, apply_three_augment, sample_three_augment
 
-__all__ = ['GpuTransform', 'TransformParams', 'build_gpu_transform']
+__all__ = ['GpuTransform', 'TransformParams', 'build_gpu_transform', 'cat_params']
 
 _ERASE_MODES = ('pixel', 'rand', 'const')
 
@@ -49,6 +52,25 @@ class TransformParams:
     jitter_factor: Optional[torch.Tensor] = None
     erase_box: Optional[torch.Tensor] = None
     noise_seed: int = 0
+
+
+def _cat_fields(parts: Sequence[Any]) -> Any:
+    """Tensors concatenated along dim 0, dataclasses field by field, None kept, anything else the first's."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(parts))
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: _cat_fields([getattr(p, f.name) for p in parts])
+                              for f in dataclasses.fields(first)})
+    return first
+
+
+def cat_params(params: Sequence[TransformParams]) -> TransformParams:
+    """Several batches' choices as one batch's (every per-sample field concatenated in order). noise_seed is the
+    first batch's: apply_batches erases per batch, each with its own seed."""
+    if not params:
+        raise ValueError('cat_params: no params given')
+    return _cat_fields(params)
 
 
 def _randint(high_inclusive: torch.Tensor, g: Optional[torch.Generator]) -> torch.Tensor:
@@ -206,8 +228,9 @@ class GpuTransform:
         return torch.stack([top, left, bh, bw], -1)
 
     # ------------------------------------------------------------------------------------------------ applying
-    def apply(self, images: ImageBatch, params: TransformParams) -> torch.Tensor:
-        """Run the drawn choices: uint8 images -> float32 (B, 3, S, S) normalised."""
+    def apply(self, images: ImageBatch, params: TransformParams, erase: bool = True) -> torch.Tensor:
+        """Run the drawn choices: uint8 images -> float32 (B, 3, S, S) normalised (erase=False: all but the
+        random erasing)."""
         x = resample_boxes(images, params.y, params.x, self.size, out_dtype=torch.uint8)
         if params.ra is not None:
             x = apply_rand_augment(x, self.policy, params.ra)
@@ -224,9 +247,22 @@ class GpuTransform:
         mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
         scale, shift = to_device(torch.stack([1.0 / (255.0 * std), -mean / std]), x.device).view(2, 1, 3, 1, 1)
         out = torch.mul(x, scale).add_(shift)
-        if params.erase_box is not None:
+        if erase and params.erase_box is not None:
             out = self._erase(out, params.erase_box, params.noise_seed)
         return out
+
+    def apply_batches(self, images: ImageBatch, params: Sequence[TransformParams]) -> List[torch.Tensor]:
+        """apply() of consecutive batches in one pass: images (sum of the B_k, 3, H, W) (or their list), params[k]
+        batch k's choices -> batch k's output, as apply(images_k, params[k]) gives it: every op acts per sample
+        and the erasing noise is drawn per batch from its own seed. The host issues one batch's launches for all
+        of them."""
+        sizes = [len(p.y.start) for p in params]
+        out = self.apply(images, cat_params(params), erase=False)
+        parts = list(out.split(sizes))
+        for k, p in enumerate(params):
+            if p.erase_box is not None:
+                parts[k] = self._erase(parts[k], p.erase_box, p.noise_seed)
+        return parts
 
     def _erase(self, out: torch.Tensor, boxes: torch.Tensor, seed: int) -> torch.Tensor:
         """Fill each drawn box with N(0, 1) per pixel ('pixel'), per channel ('rand') or 0 ('const')."""
