@@ -337,6 +337,35 @@ def test_list_and_tensor_inputs_agree_and_shapes(device):
 
 
 @pytest.mark.parametrize('device', DEVICES)
+def test_scale_one_boxes_take_the_gather_and_equal_the_resample(device, monkeypatch):
+    """Boxes that keep their size (CIFAR's padded crop: offsets past both edges, flips, boxes not at 0) go through
+    the gather, and give the resample's output bit for bit (uint8 and float32); a resized box does not take it."""
+    from vision_kan.train import gpu_resample
+    g = torch.Generator().manual_seed(0)
+    b, h, w, s = 48, 32, 40, 32
+    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=g).to(device)
+
+    def axis(side: int) -> ResampleAxis:
+        start = torch.randint(0, 3, (b,), generator=g)
+        length = side - start
+        offset = torch.randint(-6, side - s + 7, (b,), generator=g)
+        return ResampleAxis(start, length, length.clone(), offset, torch.rand(b, generator=g) < 0.5)
+
+    ay, ax = axis(h), axis(w)
+    taken = []
+    real = gpu_resample._shift_crop
+    monkeypatch.setattr(gpu_resample, '_shift_crop', lambda *a: taken.append(1) or real(*a))
+    for out_dtype in (torch.uint8, torch.float32):
+        fast = resample_boxes(images, ay, ax, s, out_dtype=out_dtype)
+        general = resample_boxes(list(images), ay, ax, s, out_dtype=out_dtype)  # a list: the general form
+        assert fast.dtype == out_dtype and torch.equal(fast, general)
+    assert len(taken) == 2 and bool((fast == 0).any()) and bool((fast != 0).any())
+    ay.resized = ay.resized + 1  # one axis resized: the general form
+    resample_boxes(images, ay, ax, s)
+    assert len(taken) == 2
+
+
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('cfg', [
     TransformConfig(input_size=32, train_crop='pad', reprob=0.5),                          # CIFAR: pad crop, RA
     TransformConfig(input_size=24, aa='none', color_jitter=0.3, reprob=0.5, remode='rand', vflip=0.5),

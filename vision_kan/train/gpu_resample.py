@@ -20,6 +20,10 @@ of 0/1 rows (exact), and a row with no tap inside the box is all zeros (zero pad
 and takes taps x in PIL's window around it with weight cubic((x + 0.5 - centre) / max(scale, 1)), as PIL's
 `precompute_coeffs` does.
 
+A batch whose boxes all keep their size (scale 1 on both axes, no reflection: CIFAR's zero-padded RandomCrop) takes
+a plain gather instead (`_shift_crop`): each output pixel is one input pixel or 0, which is exactly what the cubic
+weights give at scale 1 (1 at the tap, 0 at every other integer), in a handful of ops.
+
 Why matmuls: this equals torch's F.interpolate(mode='bicubic', antialias=True) of each crop (torchvision's tensor
 resize) to < 1e-3 of a level in float32, with one batched op for crops of every size (F.interpolate needs a call per
 crop size). grid_sample (bicubic a = -0.75, no kernel widening) aliases when downscaling, and roi_align is bilinear.
@@ -217,6 +221,32 @@ def _triton_resample():
     return resample_boxes_fused
 
 
+def _unit_scale(axis: ResampleAxis) -> bool:
+    """Every box of this axis keeps its length (no resize) and pads with zeros (no reflection)."""
+    return bool((axis.length == axis.resized).all()) and (axis.reflect is None or not bool(axis.reflect.any()))
+
+
+def _source_index(axis: ResampleAxis, out_size: int) -> torch.Tensor:
+    """(B, S) int64 on the CPU: the image pixel that output pixel i reads along this scale-1 axis, -1 for padding."""
+    i = torch.arange(out_size)[None, :]
+    q = torch.where(axis.flip[:, None], out_size - 1 - i, i) + axis.offset[:, None]    # pixel of the box
+    return torch.where((q >= 0) & (q < axis.length[:, None]), axis.start[:, None] + q, torch.full_like(q, -1))
+
+
+def _shift_crop(images: torch.Tensor, ay: ResampleAxis, ax: ResampleAxis, out_size: int,
+                out_dtype: torch.dtype) -> torch.Tensor:
+    """resample_boxes for scale-1 boxes of a (B, 3, H, W) batch: one gather and one mask (zero padding)."""
+    b, c, h, w = images.shape
+    s = out_size
+    packed = Upload()
+    slots = [packed.add(_source_index(ay, s)), packed.add(_source_index(ax, s))]
+    rows, cols = (t.view(b, s) for t in (packed.send(images.device)[k] for k in slots))
+    flat = rows.clamp(min=0)[:, :, None] * w + cols.clamp(min=0)[:, None, :]              # (B, S, S)
+    out = images.reshape(b, c, h * w).gather(2, flat.view(b, 1, s * s).expand(b, c, s * s)).view(b, c, s, s)
+    inside = ((rows >= 0)[:, :, None] & (cols >= 0)[:, None, :])[:, None]                 # (B, 1, S, S)
+    return torch.where(inside, out, torch.zeros((), dtype=out.dtype, device=out.device)).to(out_dtype)
+
+
 def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_size: int,
                    dtype: Optional[torch.dtype] = None, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Crop every sample's source box, resize it (bicubic, antialiased), cut the output window and flip.
@@ -224,11 +254,14 @@ def resample_boxes(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_s
     images: uint8 (B, 3, H, W) or a list of uint8 (3, H_i, W_i), on one device. Returns (B, 3, S, S) in [0, 255]:
     float32 not rounded, or with out_dtype=torch.uint8 rounded to nearest (half to even) and clamped, as the train
     and eval transforms want it.
+    A (B, 3, H, W) batch of scale-1 boxes is a gather (`_shift_crop`, any device and dtype: exact).
     On CUDA (RESAMPLE_METHOD 'auto', no `dtype` given) the two Triton passes of gpu_resample_triton do it, in float32
     with compact taps. Else the matmuls below run in `dtype` (rounding in the matmul dtype, which holds these values
     exactly): float16 on CUDA by default (uint8 values are exact in it; the weights' rounding moves an output by
     < 0.3 of a level), float32 elsewhere."""
     device = images.device if isinstance(images, torch.Tensor) else images[0].device
+    if isinstance(images, torch.Tensor) and _unit_scale(ay) and _unit_scale(ax):
+        return _shift_crop(images, ay, ax, out_size, out_dtype)
     if _wants_triton(device, dtype):
         fused = _triton_resample()
         if fused is not None:
