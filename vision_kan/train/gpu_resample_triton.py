@@ -62,11 +62,22 @@ _TMP_ELEMENTS = 1 << 27
 _GENERIC = ['w_stride', 'taps']
 
 
+@triton.jit
+def _tmp_offsets(bc, rows, xs, S, tmp_width, COLUMNS: tl.constexpr):
+    """Element offsets of tmp[bc, rows, xs] ((BLOCK_I, 1) rows, (1, BLOCK_X) box columns): tmp laid out as
+    (B 3, S, tmp_width) (rows of box columns), or with COLUMNS as (B 3, tmp_width, S) (the horizontal pass's taps
+    then read whole runs of output rows: coalesced loads, where the rows layout gathers along a row)."""
+    if COLUMNS:
+        return (bc.to(tl.int64) * tmp_width + xs) * S + rows
+    else:
+        return (bc.to(tl.int64) * S + rows) * tmp_width + xs
+
+
 @triton.jit(do_not_specialize=_GENERIC)
 def _vertical_kernel(box_ptr, lo_ptr, w_ptr, tmp_ptr, S, tmp_width, w_stride, taps,
-                     BLOCK_I: tl.constexpr, BLOCK_X: tl.constexpr):
+                     BLOCK_I: tl.constexpr, BLOCK_X: tl.constexpr, COLUMNS: tl.constexpr):
     """Program (b c, row block, column block): tmp[b, c, rows, xs] for BLOCK_I output rows and BLOCK_X box columns.
-    lo_ptr (B, S) int64, w_ptr (B, S, w_stride) float32: the y axis' taps; tmp (B, 3, S, tmp_width)."""
+    lo_ptr (B, S) int64, w_ptr (B, S, w_stride) float32: the y axis' taps; tmp as _tmp_offsets lays it out."""
     bc = tl.program_id(0)
     b = bc // 3
     x = tl.program_id(2) * BLOCK_X + tl.arange(0, BLOCK_X)                        # (BLOCK_X,) box columns
@@ -90,13 +101,13 @@ def _vertical_kernel(box_ptr, lo_ptr, w_ptr, tmp_ptr, S, tmp_width, w_stride, ta
         load_ok = (row_ok & (y < box_h) & (wt != 0.0))[:, None] & x_ok[None, :]  # taps of weight 0 never load
         px = tl.load(src + (y * row_stride)[:, None] + x[None, :], mask=load_ok, other=0)
         acc += wt[:, None] * px.to(tl.float32)                                   # (BLOCK_I, BLOCK_X)
-    out = tmp_ptr + ((bc.to(tl.int64) * S + rows) * tmp_width)[:, None] + x[None, :]
+    out = tmp_ptr + _tmp_offsets(bc, rows[:, None], x[None, :], S, tmp_width, COLUMNS)
     tl.store(out, acc.to(tmp_ptr.dtype.element_ty), mask=row_ok[:, None] & x_ok[None, :])
 
 
 @triton.jit(do_not_specialize=_GENERIC)
 def _horizontal_kernel(tmp_ptr, box_ptr, lo_ptr, w_ptr, out_ptr, S, tmp_width, w_stride, taps,
-                       ROUND: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+                       ROUND: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, COLUMNS: tl.constexpr):
     """Program (b c, row block, column block): out[b, c, rows, cols] for BLOCK_I x BLOCK_J output pixels.
     lo_ptr (B, S) int64, w_ptr (B, S, w_stride) float32: the x axis' taps. ROUND: clamp to [0, 255] and round half to
     even (uint8 output)."""
@@ -109,13 +120,13 @@ def _horizontal_kernel(tmp_ptr, box_ptr, lo_ptr, w_ptr, out_ptr, S, tmp_width, w
     row_ok, col_ok = rows < S, cols < S
     tap_col = sample * S + cols
     lo = tl.load(lo_ptr + tap_col, mask=col_ok, other=0)                         # (BLOCK_J,) int64 first box column
-    tmp_rows = tmp_ptr + ((bc.to(tl.int64) * S + rows) * tmp_width)[:, None]     # (BLOCK_I, 1)
     acc = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.float32)
     for t in range(taps):
         wt = tl.load(w_ptr + tap_col * w_stride + t, mask=col_ok, other=0.0)      # (BLOCK_J,)
         x = lo + t
         load_ok = row_ok[:, None] & (col_ok & (x < box_w) & (wt != 0.0))[None, :]
-        v = tl.load(tmp_rows + x[None, :], mask=load_ok, other=0.0)
+        v = tl.load(tmp_ptr + _tmp_offsets(bc, rows[:, None], x[None, :], S, tmp_width, COLUMNS), mask=load_ok,
+                    other=0.0)
         acc += wt[None, :] * v.to(tl.float32)                                    # (BLOCK_I, BLOCK_J)
     if ROUND:
         # round half to even with floor only (exact: v - floor(v) is exact and the values are small integers)
@@ -146,17 +157,26 @@ def _taps_bound(table: torch.Tensor) -> int:
     return int(math.ceil(4 * float(table[:, 1].clamp(min=1.0).max()))) + 2
 
 
+# tmp's layout (see _tmp_offsets): 'rows' or 'columns'. 'columns' is a candidate, equal output (tested), not yet
+# timed on a GPU: gpu_augment_speed.py --resample auto,auto-columns times the two.
+TMP_LAYOUT = 'rows'
+
+
 def resample_boxes_fused(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis, out_size: int,
                          out_dtype: torch.dtype = torch.float32,
-                         tmp_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                         tmp_dtype: torch.dtype = torch.float32, tmp_layout: str = '') -> torch.Tensor:
     """`resample_boxes` in two Triton passes: images uint8 (B, 3, H, W) or a list of uint8 (3, H_i, W_i) on one
     device; returns (B, 3, S, S), float32 (not rounded; the default, as in `resample_boxes`) or uint8 (rounded half
     to even, clamped).
 
     tmp_dtype: the vertical pass' result, float32 or float16 (half its memory traffic; moves an output by up to
-    ~0.2 of a level). The ResampleAxis tensors are on the CPU (as `resample_boxes` takes them)."""
+    ~0.2 of a level). tmp_layout: 'rows' or 'columns' (see _tmp_offsets; '' takes TMP_LAYOUT): the same numbers.
+    The ResampleAxis tensors are on the CPU (as `resample_boxes` takes them)."""
     if out_dtype not in (torch.uint8, torch.float32):
         raise ValueError(f'out_dtype must be torch.uint8 or torch.float32, got {out_dtype}')
+    tmp_layout = tmp_layout or TMP_LAYOUT
+    if tmp_layout not in ('rows', 'columns'):
+        raise ValueError(f"tmp_layout must be 'rows' or 'columns', got {tmp_layout!r}")
     if tmp_dtype not in (torch.float32, torch.float16):
         raise ValueError(f'tmp_dtype must be torch.float32 or torch.float16, got {tmp_dtype}')
     if isinstance(images, torch.Tensor):
@@ -190,11 +210,11 @@ def resample_boxes_fused(images: ImageBatch, ay: ResampleAxis, ax: ResampleAxis,
             m = stop - start
             # tmp rows: the chunk's widest box rounded up to 16 columns (aligned rows; the extra ones unused)
             tmp_width = (widest + 15) // 16 * 16
-            tmp = torch.empty(m, 3, s, tmp_width, dtype=tmp_dtype, device=device)        # (m, 3, S, max box w)
-            chunk = boxes_d[start:stop]
+            tmp = torch.empty(m * 3 * s * tmp_width, dtype=tmp_dtype, device=device)    # (m, 3, S, max box w)
+            chunk, columns = boxes_d[start:stop], tmp_layout == 'columns'                 # or (m, 3, max w, S)
             _vertical_kernel[(3 * m, triton.cdiv(s, v['BLOCK_I']), triton.cdiv(tmp_width, v['BLOCK_X']))](
-                chunk, lo[:n], w[:n], tmp, s, tmp_width, w.shape[2], taps_y, **v)
+                chunk, lo[:n], w[:n], tmp, s, tmp_width, w.shape[2], taps_y, COLUMNS=columns, **v)
             _horizontal_kernel[(3 * m, triton.cdiv(s, hz['BLOCK_I']), triton.cdiv(s, hz['BLOCK_J']))](
                 tmp, chunk, lo[n:], w[n:], out, s, tmp_width, w.shape[2], taps_x, ROUND=out_dtype == torch.uint8,
-                **hz)
+                COLUMNS=columns, **hz)
     return out
