@@ -153,3 +153,16 @@ def test_dali_probe_says_one_line_without_dali_or_runs_its_cpu_pipeline():
         assert proc.returncode == 2 and proc.stdout == ''
         assert proc.stderr.strip().splitlines() == ['dali_probe: NVIDIA DALI is not installed '
                                                     '(pip install nvidia-dali-cuda130)']
+
+
+def test_issue14_table_script_needs_a_gpu_and_names_its_parts():
+    """benchmarks/issue14_table.sh: without CUDA one line and exit 2, whatever the part (CUDA hidden, so a GPU machine
+    checks the same); with one it runs bench_vit / kan_compile_check, whose CPU runs are tested above. The python on
+    PATH is this one."""
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get('PATH', '')]),
+               CUDA_VISIBLE_DEVICES='')
+    for part in ('tiny', 'bogus'):
+        proc = subprocess.run(['bash', 'benchmarks/issue14_table.sh'], cwd=REPO, env=dict(env, PART=part),
+                              capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and 'needs a CUDA GPU' in lines[0], proc.stderr
