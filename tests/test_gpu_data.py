@@ -200,6 +200,7 @@ def test_synthetic_shapes_and_classes(tmp_path):
     (['--data-backend', 'gpu'], '--data-backend gpu needs a CUDA device'),
     (['--data-on-gpu'], '--data-on-gpu needs a CUDA device'),
     (['--synthetic-data', '--data-on-gpu', '--device', 'cpu'], 'drop --data-on-gpu'),
+    (['--data-backend', 'gpu', '--data-on-gpu-group', '2', '--device', 'cpu'], 'only with --data-on-gpu'),
 ])
 def test_gpu_backend_without_cuda_exits_2_with_one_line(image_folder, tmp_path, capsys, monkeypatch, flags,
                                                         fragment):
