@@ -4,16 +4,16 @@ Linear-GELU-Linear, and where that time goes (cProfile).
     python benchmarks/kan_host_overhead.py                 # ViT-tiny's MLP shapes, 50,432 and 16,640 tokens
     python benchmarks/kan_host_overhead.py --top 25        # a longer cProfile list
 
-Why: eager vit_kan_tiny trains at 0.49x DeiT-tiny (H200, seventh session) while its compiled twin reaches 0.79x on
-the same kernels, and the eager inference profile showed more host than GPU time. A step is host-bound when the
-host's time to issue it exceeds the GPU's time to run it; this script prints both per layer pair.
+Why: eager vit_kan_tiny trains at 0.49-0.66x DeiT-tiny (H200, seventh and eighth sessions) while its compiled twin
+reaches 0.79-0.93x on the same kernels: the eager step waits on the host. A step is host-bound when the host's time
+to issue it exceeds the GPU's time to run it; this script prints both per layer pair (README, eighth run).
 
 Host µs: wall time to issue `--calls` iterations back to back with no synchronisation inside, divided by the calls.
 GPU µs: CUDA events around the same iterations queued behind a `torch.cuda._sleep` long enough for the host to
 issue them all first, so the GPU runs them back to back (without the sleep the events of a host-bound loop measure
 the host). host / GPU > 1: the host cannot keep the GPU busy. The kernels are tuned before anything is timed.
-The per-op table times single calls the same way (host µs per call, 10 calls: a layer's forward + backward is ~30 launches, and the launch
-queue blocks the host somewhere past ~1,000 queued).
+The per-op table times single calls the same way (host µs per call, 10 calls: a layer's forward + backward is ~30
+launches, and the launch queue blocks the host somewhere past ~1,000 queued).
 """
 import argparse
 import cProfile
