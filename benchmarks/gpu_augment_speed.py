@@ -9,7 +9,6 @@ device (torch.cuda.set_sync_debug_mode('error')).
     python benchmarks/gpu_augment_speed.py --device cpu --batch 8 --reps 1 --size 64
     python benchmarks/gpu_augment_speed.py --profile 8          # + host ms and GPU kernel ms per batch, top kernels
     python benchmarks/gpu_augment_speed.py --resample auto,matmul   # each transform with either crop + resize form
-    python benchmarks/gpu_augment_speed.py --resample auto,auto-columns --profile 6   # the Triton tmp layouts
 
 Wall ms (synchronised) is what a lone loader gets; host ms (calls queued without waiting) and GPU kernel ms (the
 sum of the kernels' durations in torch.profiler) say which side bounds it, and the kernel ms is what the
@@ -97,7 +96,7 @@ def main() -> None:
                     help='CUDA: also host ms and GPU kernel ms per batch, and the top K kernels of each row')
     ap.add_argument('--resample', default='auto',
                     help="comma list of gpu_resample.RESAMPLE_METHOD values to run the transforms with: 'auto' (the "
-                         "Triton passes on CUDA), 'auto-columns' (the same, tmp laid out by columns) and/or 'matmul'")
+                         "Triton passes on CUDA) and/or 'matmul'")
     args = ap.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
@@ -131,17 +130,11 @@ def main() -> None:
 
     def with_method(method, fn):
         def run():
-            # 'auto-columns': the Triton form with its tmp laid out by columns (gpu_resample_triton.TMP_LAYOUT)
-            gpu_resample.RESAMPLE_METHOD = 'auto' if method == 'auto-columns' else method
-            if method == 'auto-columns':
-                from vision_kan.train import gpu_resample_triton
-                gpu_resample_triton.TMP_LAYOUT = 'columns'
+            gpu_resample.RESAMPLE_METHOD = method
             try:
                 return fn()
             finally:
                 gpu_resample.RESAMPLE_METHOD = 'auto'
-                if method == 'auto-columns':
-                    gpu_resample_triton.TMP_LAYOUT = 'rows'
         return run
     for label, cfg, is_train, images in cases:
         tf = build_gpu_transform(is_train, cfg)
