@@ -98,7 +98,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "epoch's batches (the same batches as one) and share --num-workers")
     g.add_argument('--data-on-gpu-group', type=int, default=0,
                    help='with --data-on-gpu: training batches augmented per call (same batches whatever the count; '
-                        'fewer launches a batch). 0: automatic, up to 4 while their output stays within 64 MiB')
+                        'fewer launches a batch). 0: automatic, up to 16 while their output stays within 64 MiB')
     g.add_argument('--synthetic-data', action=bool_flag, default=False,
                    help='random images and labels made on the device (no read/decode/augment): the speed ceiling')
     g.add_argument('--synthetic-classes', type=int, default=1000, help='--synthetic-data without --data-path')

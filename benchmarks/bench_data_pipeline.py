@@ -45,6 +45,8 @@ BACKENDS = [  # (key for --backends, row name, main.py flags); the resident rows
     ('resident', 'gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']),
     ('resident-group1', 'gpu, --data-on-gpu, one batch a call', ['--data-backend', 'gpu', '--data-on-gpu',
                                                                  '--data-on-gpu-group', '1']),
+    ('resident-group4', 'gpu, --data-on-gpu, 4 batches a call', ['--data-backend', 'gpu', '--data-on-gpu',
+                                                                 '--data-on-gpu-group', '4']),
     ('resident-process', 'gpu, --data-on-gpu --data-process', ['--data-backend', 'gpu', '--data-on-gpu',
                                                                 '--data-process']),
 ]
@@ -287,6 +289,10 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(',')]
     world = init_distributed(a.device)  # under torchrun: each rank trains on its shard, img/s summed over ranks
+    per_rank = a.images // world.world_size // a.batch_size  # one epoch's batches on a rank
+    if a.warmup + a.steps + a.profile_steps > per_rank:
+        p.error(f'--warmup {a.warmup} + --steps {a.steps} + --profile-steps {a.profile_steps} batches need more than '
+                f'one epoch: --images {a.images} make {per_rank} batches of {a.batch_size} a rank')
     say = print if world.is_main else (lambda *args, **kw: None)
     rows, stages = [], {}
     for size in sizes:

@@ -145,8 +145,8 @@ def main(argv: List[str] = None) -> int:
           f'{"compiled" if a.compile else "eager"}')
     print('\n| case | ms a step (each round) | median ÷ synthetic median (same step) |\n|---|---|---|')
     for name, ms in rows.items():
-        base = rows[('loss.item() a step, ' if name.startswith('loss') else '') + 'synthetic (inline)']
-        ratio = f'{statistics.median(ms) / statistics.median(base):.2f}' if 'alone' not in name else ''
+        base = rows.get(('loss.item() a step, ' if name.startswith('loss') else '') + 'synthetic (inline)')
+        ratio = f'{statistics.median(ms) / statistics.median(base):.2f}' if base and 'alone' not in name else ''
         print(f'| {name} | {" / ".join(f"{m:.2f}" for m in ms)} | {ratio} |')
     return 0
 

@@ -178,7 +178,8 @@ def test_resident_loader_groups_make_the_same_batches(tmp_path):
         assert len(batches[group]) == 7
         for (x1, y1), (xg, yg) in zip(batches[1], batches[group]):
             assert torch.equal(x1, xg) and torch.equal(y1, yg)
-    assert augment_group(256, 32) == 4 and augment_group(256, 224) == 1 and augment_group(256, 224, 2) == 2
+    assert augment_group(256, 32) == 16 and augment_group(256, 64) == 5 and augment_group(256, 224) == 1
+    assert augment_group(256, 224, 2) == 2
     with pytest.raises(ConfigError, match='only with --data-on-gpu'):
         build_data(_cfg(data, data_backend='gpu', data_on_gpu_group=2), TCFG, CPU, 1, 0)
     with pytest.raises(ConfigError, match='at least 1'):

@@ -249,7 +249,7 @@ class GpuTransform:
         scale, shift = to_device(torch.stack([1.0 / (255.0 * std), -mean / std]), x.device).view(2, 1, 3, 1, 1)
         out = torch.addcmul(shift, x, scale)
         if erase and params.erase_box is not None:
-            out = self._erase(out, params.erase_box, params.noise_seed)
+            out = self._erase(out, params.erase_box, [params.noise_seed], [len(out)])
         return out
 
     def apply_batches(self, images: ImageBatch, params: Sequence[TransformParams]) -> List[torch.Tensor]:
@@ -258,31 +258,41 @@ class GpuTransform:
         and the erasing noise is drawn per batch from its own seed. The host issues one batch's launches for all
         of them."""
         sizes = [len(p.y.start) for p in params]
-        out = self.apply(images, cat_params(params), erase=False)
-        parts = list(out.split(sizes))
-        for k, p in enumerate(params):
-            if p.erase_box is not None:
-                parts[k] = self._erase(parts[k], p.erase_box, p.noise_seed)
-        return parts
+        cat = cat_params(params)
+        out = self.apply(images, cat, erase=False)
+        if cat.erase_box is not None:
+            out = self._erase(out, cat.erase_box, [p.noise_seed for p in params], sizes)
+        return list(out.split(sizes))
 
-    def _erase(self, out: torch.Tensor, boxes: torch.Tensor, seed: int) -> torch.Tensor:
-        """Fill each drawn box with N(0, 1) per pixel ('pixel'), per channel ('rand') or 0 ('const')."""
+    def _erase(self, out: torch.Tensor, boxes: torch.Tensor, seeds: List[int], sizes: List[int]) -> torch.Tensor:
+        """Fill each drawn box with N(0, 1) per pixel ('pixel'), per channel ('rand') or 0 ('const').
+
+        out (sum B_k, 3, S, S): consecutive batches of sizes B_k, boxes (sum B_k, count, 4) their boxes (CPU). Batch
+        k's noise comes from a device generator of its own seeded with seeds[k], drawn as if it were erased alone;
+        the masks, the where and the index_copy_ run once for all the batches (at 32 px, 16 batches a call: ~40
+        device ops instead of ~460)."""
         dev, s = out.device, self.size
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed)
+        gens = [torch.Generator(device=dev) for _ in seeds]
+        for gen, seed in zip(gens, seeds):
+            gen.manual_seed(seed)
+        batch_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))  # (sum B_k,) batch k
         rows = torch.arange(s, device=dev).view(1, 1, s, 1)
         for j in range(boxes.shape[1]):
             sel = torch.nonzero(boxes[:, j, 2] > 0)[:, 0]
             if len(sel) == 0:
                 continue
+            counts = torch.bincount(batch_of[sel], minlength=len(sizes)).tolist()         # boxes j per batch
             packed = to_device(torch.cat([boxes[sel, j].T.reshape(-1), sel]), dev)       # one upload
             top, left, bh, bw, idx = packed.split(len(sel))
             top, left, bh, bw = (v.view(-1, 1, 1, 1) for v in (top, left, bh, bw))
             inside = ((rows >= top) & (rows < top + bh)) & ((rows.transpose(2, 3) >= left) &
                                                             (rows.transpose(2, 3) < left + bw))
-            noise_shape = {'pixel': (len(sel), 3, s, s), 'rand': (len(sel), 3, 1, 1)}.get(self.cfg.remode)
-            fill = (torch.randn(noise_shape, generator=gen, device=dev) if noise_shape
-                    else torch.zeros(1, device=dev))
+            per_box = {'pixel': (3, s, s), 'rand': (3, 1, 1)}.get(self.cfg.remode)
+            if per_box:
+                fills = [torch.randn((c, *per_box), generator=gen, device=dev) for gen, c in zip(gens, counts) if c]
+                fill = fills[0] if len(fills) == 1 else torch.cat(fills)
+            else:
+                fill = torch.zeros(1, device=dev)
             out.index_copy_(0, idx, torch.where(inside, fill, out.index_select(0, idx)))
         return out
 
