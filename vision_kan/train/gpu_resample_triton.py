@@ -45,9 +45,12 @@ from .gpu_resample import ImageBatch, ResampleAxis, Upload, _axis_table, bicubic
 
 __all__ = ['resample_boxes_fused']
 
-# Launch parameters (not tuned on a GPU yet). vertical: output rows x box columns per program (a row segment of
-# BLOCK_X uint8 is one 128-byte line); horizontal: output rows x output columns per program.
-_LAUNCH = {'vertical': {'BLOCK_I': 16, 'BLOCK_X': 128, 'num_warps': 4},
+# Launch parameters. vertical: output rows x box columns per program; each box column's BLOCK_I float32 results are
+# one contiguous run of tmp (128 rows: 512 bytes). horizontal: output rows x output columns per program.
+# benchmarks/resample_launch_sweep.py (H200, 2026-11-28, one call; 256 DeiT train crops of 500x375 to 224 px, GPU
+# ms of both passes): vertical 128 x 32 0.786, 16 x 128 (the earlier shape) 1.016, 32 x 128 1.121, 64 x 32 2.078
+# (unexplained), outputs equal; the horizontal shape 32 x 32 or 64 x 32 within 3 %.
+_LAUNCH = {'vertical': {'BLOCK_I': 128, 'BLOCK_X': 32, 'num_warps': 4},
            'horizontal': {'BLOCK_I': 32, 'BLOCK_J': 32, 'num_warps': 4}}
 # The per-sample table box_ptr (n, 6) int64 of one chunk, read by both kernels: the address of pixel (c=0, y0, x0) of
 # the box, row stride (W), plane stride (H W), box height, box width, and the sample's index in the batch (its rows
