@@ -1,8 +1,10 @@
 """Which GPU JPEG decoder can feed a 224 px training step: torchvision's nvjpeg (the gpu backend's today) against
 NVIDIA nvImageCodec (`nvidia-nvimgcodec-cu13`, with the hardware JPEG engines of A100/H100/H200), on the same
 ImageNet-shaped files. Prints one table: img/s of each decoder alone, the process CPU seconds it spends per
-1,000 images (host-bound or not), and how much it slows a bf16 GEMM loop running beside it on the same GPU
-(the share of the SMs a decoder takes from a training step).
+1,000 images (host-bound or not), the kernel ms a batch torch.profiler sees on the SMs (the hardware JPEG engines'
+work is not a kernel), and how much it slows a bf16 GEMM loop running beside it on the same GPU: in a thread of
+the same process (streams: the kernels can run side by side) and in another process (contexts time-slice the SMs:
+what a data process's decoder does to the training step).
 
     pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg              # the nvImageCodec rows (CUDA 13 builds of torch)
     python benchmarks/jpeg_decoder_probe.py                     # 3,072 generated 500x375 JPEGs in /tmp/vk_probe
@@ -42,6 +44,59 @@ def gemm_rate(stop: threading.Event, out: Dict[str, float], stream: torch.cuda.S
             stream.synchronize()
             n += 8
     out['tflops'] = n * 2 * 4096 ** 3 / (time.perf_counter() - t) / 1e12
+
+
+def gemm_in_process(seconds: float, start: 'mp.synchronize.Event', out: 'mp.Queue') -> None:
+    """A process of its own: bf16 4096^3 GEMMs for `seconds` after `start` is set; puts the TFLOP/s."""
+    torch.cuda.set_device(0)
+    a = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
+    b = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
+    for _ in range(8):
+        a @ b
+    torch.cuda.synchronize()
+    out.put('ready')
+    start.wait()
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        for _ in range(8):
+            a @ b
+        torch.cuda.synchronize()
+        n += 8
+    out.put(n * 2 * 4096 ** 3 / (time.perf_counter() - t) / 1e12)
+
+
+def gemm_other_process(decode: Optional[Callable[[List[bytes]], None]], batches: List[List[bytes]],
+                       seconds: float = 3.0) -> float:
+    """TFLOP/s of a GEMM loop in another process while this one decodes the batches over and over (None: alone)."""
+    ctx = mp.get_context('spawn')
+    start, out = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=gemm_in_process, args=(seconds, start, out))
+    proc.start()
+    if out.get(timeout=300) != 'ready':
+        raise RuntimeError('the GEMM process did not start')
+    start.set()
+    t = time.perf_counter()
+    while decode is not None and time.perf_counter() - t < seconds:
+        for b in batches:
+            decode(b)
+        torch.cuda.synchronize()
+    tflops = out.get(timeout=300)
+    proc.join()
+    return tflops
+
+
+def kernel_ms(decode: Callable[[List[bytes]], None], batches: List[List[bytes]]) -> float:
+    """Summed CUDA kernel durations a batch under torch.profiler (memory copies and the JPEG engines not included)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for b in batches:
+            decode(b)
+        torch.cuda.synchronize()
+    names = ('memcpy', 'memset')
+    total = sum(e.time_range.end - e.time_range.start for e in prof.events()  # µs
+                if e.device_type == DeviceType.CUDA and not any(k in e.name.lower() for k in names))
+    return total / 1e3 / len(batches)
 
 
 def timed(decode: Callable[[List[bytes]], None], batches: List[List[bytes]], repeat: int) -> Dict[str, float]:
@@ -174,15 +229,21 @@ def main() -> int:
             ('nvimgcodec, HYBRID_CPU_GPU', lambda: nvimgcodec_decoder('HYBRID_CPU_GPU', False)),
             ('nvimgcodec, HW_GPU_ONLY, crop region', lambda: nvimgcodec_decoder('HW_GPU_ONLY', True)),
             ('nvimgcodec, default, crop region', lambda: nvimgcodec_decoder(None, True))]
-    print('| decoder | img/s | CPU s / 1k img | GEMM beside it, x alone |\n|---|---|---|---|', flush=True)
+    alone_other = gemm_other_process(None, batches)
+    print(f'bf16 GEMM alone in another process: {alone_other:.0f} TFLOP/s', flush=True)
+    print('| decoder | img/s | CPU s / 1k img | SM kernel ms a batch | GEMM beside it (thread), x alone | '
+          'GEMM in another process, x alone |\n|---|---|---|---|---|---|', flush=True)
     for name, make in rows:
         try:
             decode = make()
             r = timed(decode, batches, a.repeat)
+            ms = kernel_ms(decode, batches)
             share = beside_gemm(decode, batches, a.repeat, alone)
-            print(f"| {name} | {r['img/s']:,.0f} | {r['cpu s / 1k img']:.2f} | {share:.2f} |", flush=True)
+            other = gemm_other_process(decode, batches) / alone_other
+            print(f"| {name} | {r['img/s']:,.0f} | {r['cpu s / 1k img']:.2f} | {ms:.2f} | {share:.2f} | "
+                  f"{other:.2f} |", flush=True)
         except Exception as e:  # noqa: BLE001  (a missing package or an unsupported backend: say so, go on)
-            print(f'| {name} | failed: {type(e).__name__}: {str(e)[:160]} | | |', flush=True)
+            print(f'| {name} | failed: {type(e).__name__}: {str(e)[:160]} | | | | |', flush=True)
     return 0
 
 
