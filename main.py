@@ -135,6 +135,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--opt', default='adamw', help='timm optimizer name (create_optimizer_v2)')
     g.add_argument('--opt-eps', type=float, default=1e-8, help='optimizer epsilon')
     g.add_argument('--opt-betas', type=float, nargs='+', default=None, help="optimizer betas (unset: the optimizer's)")
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs,
+                   help="more keywords for the optimizer's constructor (as timm's train.py), e.g. fused=True: torch's "
+                        'AdamW / Adam / SGD update every parameter in one fused kernel, no per-tensor host work')
     g.add_argument('--clip-grad', type=float, default=None, help='gradient clipping value (unset: no clipping)')
     g.add_argument('--clip-mode', default='norm', choices=['norm', 'value', 'agc'], help='how --clip-grad clips')
     g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
@@ -254,7 +257,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                           f'{"--eval" if args.eval else "--overwrite"}')
     if args.quantize != 'none' and not args.eval:
         raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
+    if not args.eval:
+        _check_optimisation(args)
     return args
+
+
+def _check_optimisation(args: argparse.Namespace) -> None:
+    """--opt / --opt-kwargs / --sched tried on a stand-in parameter, so that a misspelt name or keyword ends the run
+    with one line before any data is read (timm raises ValueError / TypeError for them)."""
+    stand_in = nn.Linear(2, 2)
+    try:
+        optimizer = make_optimizer(args, stand_in, args.lr)
+    except (ValueError, TypeError) as e:
+        kwargs = ' --opt-kwargs ' + ' '.join(f'{k}={v}' for k, v in args.opt_kwargs.items()) if args.opt_kwargs else ''
+        raise ConfigError(f'--opt {args.opt}{kwargs}: {e}') from None
+    try:
+        make_scheduler(args, optimizer, updates_per_epoch=1)
+    except ValueError as e:
+        raise ConfigError(f'--sched {args.sched}: {e}') from None
 
 
 # what builds the model: with --eval --resume these come from the checkpoint's saved config unless given on the
@@ -383,22 +403,33 @@ class Optimisation:
     model_ema: Optional[KanModelEma]
 
 
-def build_optimisation(args: argparse.Namespace, model: nn.Module, world: int, updates_per_epoch: int,
-                       amp_dtype: Optional[torch.dtype], device: torch.device) -> Optimisation:
-    """timm's optimizer and scheduler from the flags (lr scaled by the global batch / 512 as DeiT does), the fp16
-    GradScaler, the EMA. model: the unwrapped model (after DDP's broadcast, so the EMA starts equal on every rank)."""
-    lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
+def make_optimizer(args: argparse.Namespace, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """timm's create_optimizer_v2 from --opt, --weight-decay, --momentum, --opt-eps, --opt-betas, --opt-kwargs."""
     opt_kwargs = {'eps': args.opt_eps} if args.opt_eps is not None else {}
     if args.opt_betas:
         opt_kwargs['betas'] = tuple(args.opt_betas)
-    optimizer = create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
-                                    momentum=args.momentum, **opt_kwargs)
-    lr_scheduler, num_epochs = create_scheduler_v2(
+    opt_kwargs.update(args.opt_kwargs)
+    return create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
+                               **opt_kwargs)
+
+
+def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, updates_per_epoch: int):
+    """(scheduler, epochs with cooldown) from timm's create_scheduler_v2 and the schedule flags."""
+    return create_scheduler_v2(
         optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
         cooldown_epochs=args.cooldown_epochs, patience_epochs=args.patience_epochs, decay_rate=args.decay_rate,
         min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, noise=args.lr_noise,
         noise_pct=args.lr_noise_pct, noise_std=args.lr_noise_std, noise_seed=args.seed,
         step_on_epochs=not args.sched_on_updates, updates_per_epoch=updates_per_epoch)
+
+
+def build_optimisation(args: argparse.Namespace, model: nn.Module, world: int, updates_per_epoch: int,
+                       amp_dtype: Optional[torch.dtype], device: torch.device) -> Optimisation:
+    """timm's optimizer and scheduler from the flags (lr scaled by the global batch / 512 as DeiT does), the fp16
+    GradScaler, the EMA. model: the unwrapped model (after DDP's broadcast, so the EMA starts equal on every rank)."""
+    lr = args.lr * args.batch_size * world / 512.0 if args.scale_lr else args.lr
+    optimizer = make_optimizer(args, model, lr)
+    lr_scheduler, num_epochs = make_scheduler(args, optimizer, updates_per_epoch)
     grad_scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     model_ema = None
     if args.model_ema:

@@ -303,6 +303,9 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('cli_type', "argument --epochs: invalid int value: 'x'"),
     ('grid_eps', '--grid-update-eps must be in [0, 1], got 2.0'),
     ('compile_backend', "--compile-backend 'inductr' is not a torch.compile backend"),
+    ('unknown_opt', '--opt adamww: Optimizer adamww not found'),
+    ('opt_kwargs', "--opt adamw --opt-kwargs fusd=True: AdamW.__init__() got an unexpected keyword argument 'fusd'"),
+    ('unknown_sched', "--sched cosin: Unknown scheduler 'cosin'"),
     ('bce_smoothing', '--bce-loss with mixup/cutmix binarises the mixed targets'),
     ('no_teacher_weights', '--teacher-path'),
     ('not_distilled', 'has no distillation token'),
@@ -342,6 +345,12 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--grid-update-eps', '2']
     elif case == 'compile_backend':
         extra += ['--compile', '--compile-backend', 'inductr']
+    elif case == 'unknown_opt':
+        extra += ['--opt', 'adamww']
+    elif case == 'opt_kwargs':
+        extra += ['--opt-kwargs', 'fusd=True']
+    elif case == 'unknown_sched':
+        extra += ['--sched', 'cosin']
     elif case == 'bce_smoothing':
         extra += ['--bce-loss', '--mixup', '0.8', '--smoothing', '0.1']
     elif case in ('no_teacher_weights', 'not_distilled'):
@@ -472,3 +481,20 @@ def test_torchrun_two_process_gloo_keeps_replicas_identical(image_folder, tmp_pa
     assert not torch.allclose(grid, uniform_knots(grid.shape[0], 5, 3))
     assert not (out / 'rank1').exists() and sorted(p.name for p in out.iterdir()) == \
         ['best.pth', 'checkpoint.pth', 'config.yaml', 'log.txt', 'model.safetensors', 'tensorboard']
+
+
+def test_opt_kwargs_reach_the_optimizer(tmp_path):
+    """--opt-kwargs fused=True (command line or recipe) reaches torch's AdamW, whose fused step then runs; without it
+    the optimizer is timm's default AdamW (not fused)."""
+    recipe = tmp_path / 'r.yaml'
+    recipe.write_text('opt_kwargs: {fused: true}\n')
+    layer = nn.Linear(4, 4)
+    for argv, fused in ((['--opt-kwargs', 'fused=True'], True), (['--config', str(recipe)], True), ([], None)):
+        args = main.parse_args(['--synthetic-data', *argv])
+        opt = main.build_optimisation(args, layer, 1, 10, None, torch.device('cpu')).optimizer
+        assert isinstance(opt, torch.optim.AdamW) and opt.defaults['fused'] is fused
+        layer(torch.randn(2, 4)).sum().backward()
+        before = layer.weight.detach().clone()
+        opt.step()
+        opt.zero_grad()
+        assert not torch.equal(before, layer.weight)
