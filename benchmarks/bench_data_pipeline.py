@@ -10,7 +10,8 @@ The script writes synthetic ImageNet-shaped JPEGs itself (500x375, quality 90, s
 ~100 KB each) and a 32x32 set for the CIFAR shape. Each measurement is a real `main.run` (recipe
 deit_configs/vit_kan_tiny_imagenet.yaml at 224 px, vit_kan_tiny_cifar10.yaml at 32 px with patch 4; batch 256, bf16)
 whose training loader is cut to --warmup + --steps steps: img/s is timed over the last --steps steps (every step
-ends in a device sync, the engine's loss.item()), evaluation is cut to one batch. Prints one markdown table, then the
+ends in a device sync, the engine's loss.item()), evaluation is cut to one batch. --rounds R runs every backend R
+times, interleaved, each ratio against the same round's synthetic run. Prints one markdown table, then the
 gpu backend's stages alone (file reads in workers, nvjpeg decode, augmentations) at each size.
 """
 import argparse
@@ -277,6 +278,9 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--workers', type=int, default=14, help='DataLoader workers (pil decodes there; gpu reads)')
     p.add_argument('--warmup', type=int, default=10, help='untimed steps (worker start-up, autotuning)')
     p.add_argument('--steps', type=int, default=25, help='timed steps')
+    p.add_argument('--rounds', type=int, default=1,
+                   help='runs of every backend, interleaved (A B A B ...); the table gives the median img/s and the '
+                        "median of the per-round ratios to synthetic (these machines' host speed drifts by +-15 %%)")
     p.add_argument('--stage-batches', type=int, default=12, help='batches for the stage table (0: none)')
     p.add_argument('--backends', default='', help='comma list of BACKENDS keys to run (default: all; synthetic '
                    'first: the ratios divide by it)')
@@ -289,6 +293,9 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(',')]
     world = init_distributed(a.device)  # under torchrun: each rank trains on its shard, img/s summed over ranks
+    if a.rounds < 1 or (a.backends and 'synthetic' not in a.backends.split(',')):
+        p.error(f'--rounds must be >= 1 (got {a.rounds}) and --backends must include synthetic (the ratios divide '
+                f'by it), got {a.backends!r}')
     per_rank = a.images // world.world_size // a.batch_size  # one epoch's batches on a rank
     if a.warmup + a.steps + a.profile_steps > per_rank:
         p.error(f'--warmup {a.warmup} + --steps {a.steps} + --profile-steps {a.profile_steps} batches need more than '
@@ -310,25 +317,32 @@ def main_cli(argv: Optional[List[str]] = None) -> int:
             if size == 32:
                 common += ['--model-kwargs', 'patch_size=4']
             common += a.main_flags.split()
-            speeds = {}
-            for _, name, flags in backends:
-                try:
-                    speeds[name] = train_img_per_s(common + flags, a.warmup, a.steps, a.profile_steps)
-                except Exception as e:  # noqa: BLE001  one failing row must not lose the others
-                    say(f'# {model} {size}px {name}: failed: {type(e).__name__}: {e}', flush=True)
-                    speeds[name] = float('nan')
-                rows.append((model, size, name, speeds[name], speeds[name] / speeds['synthetic']))
-                say(f'# {model} {size}px {name}: {speeds[name]:.0f} img/s', flush=True)
+            speeds: Dict[str, List[float]] = {name: [] for _, name, _ in backends}
+            for r in range(a.rounds):  # every backend once a round, in order: the host's drift hits them alike
+                for _, name, flags in backends:
+                    try:
+                        speed = train_img_per_s(common + flags, a.warmup, a.steps, a.profile_steps)
+                    except Exception as e:  # noqa: BLE001  one failing row must not lose the others
+                        say(f'# {model} {size}px {name}: failed: {type(e).__name__}: {e}', flush=True)
+                        speed = float('nan')
+                    speeds[name].append(speed)
+                    say(f'# {model} {size}px {name}, round {r + 1}: {speed:.0f} img/s', flush=True)
+            for _, name, _ in backends:  # img/s: the median round; ratios: to the same round's synthetic row
+                ratios = [s / base for s, base in zip(speeds[name], speeds['synthetic'])]
+                rows.append((model, size, name, float(np.median(speeds[name])), float(np.median(ratios)), ratios))
         if a.stage_batches and world.world_size == 1:
             stages[size] = stage_rates(common + ['--data-backend', 'gpu'], a.stage_batches)
     if not world.is_main:
         return 0
     dev = torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'
     print(f'\n{dev} x {world.world_size}, torch {torch.__version__}, batch {a.batch_size} per GPU, {a.amp_dtype}, '
-          f'{a.workers} workers per GPU, {a.steps} timed steps after {a.warmup}')
-    print('\n| model | input | GPUs | data backend | train img/s | x synthetic |\n|---|---|---|---|---|---|')
-    for model, size, name, speed, ratio in rows:
-        print(f'| {model} | {size} px | {world.world_size} | {name} | {speed:,.0f} | {ratio:.2f} |')
+          f'{a.workers} workers per GPU, {a.steps} timed steps after {a.warmup}, {a.rounds} round(s)')
+    rounds = a.rounds > 1
+    print('\n| model | input | GPUs | data backend | train img/s | x synthetic |' + (' x per round |' if rounds else '')
+          + '\n|---|---|---|---|---|---|' + ('---|' if rounds else ''))
+    for model, size, name, speed, ratio, ratios in rows:
+        each = (' ' + ' '.join(f'{x:.2f}' for x in ratios) + ' |') if rounds else ''
+        print(f'| {model} | {size} px | {world.world_size} | {name} | {speed:,.0f} | {ratio:.2f} |{each}')
     if stages:
         names = list(next(iter(stages.values())))
         print('\n| gpu backend stage alone, img/s | ' + ' | '.join(f'{s} px' for s in stages) + ' |')

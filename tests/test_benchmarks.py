@@ -38,6 +38,22 @@ def test_bench_vit_interleaved_rounds_print_per_round_ratios():
     assert '| 1.00 |' in base and 'per round' not in base and '—' not in row.split('|')[6]  # train img/s measured
 
 
+def test_bench_data_pipeline_rounds_give_per_round_ratios(tmp_path):
+    """Two interleaved rounds of synthetic and --data-on-gpu through main.run on the CPU: one row per backend with
+    its two per-round ratios, synthetic's all 1.00; without synthetic among the backends: one line, exit 2."""
+    base = ['benchmarks/bench_data_pipeline.py', '--device', 'cpu', '--sizes', '32', '--models',
+            'deit_tiny_patch16_224', '--images', '96', '--classes', '4', '--batch-size', '16', '--warmup', '1',
+            '--steps', '2', '--stage-batches', '0', '--workers', '0', '--root', str(tmp_path)]
+    out = _run(*base, '--backends', 'synthetic,resident', '--rounds', '2')
+    rows = [line for line in out.splitlines() if line.startswith('| deit_tiny_patch16_224 | 32 px | 1 |')]
+    assert len(rows) == 2 and 'x per round |' in out, out[-1500:]
+    assert rows[0].endswith('| 1.00 | 1.00 1.00 |') and '--data-on-gpu' in rows[1]
+    assert all(float(r) > 0 for r in rows[1].split('|')[-2].split()), rows[1]
+    proc = subprocess.run([sys.executable, *base, '--backends', 'resident'], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert proc.returncode == 2 and 'must include synthetic' in proc.stderr.splitlines()[-1]
+
+
 def test_model_table_counts_vits_and_conv_kans():
     out = _run('benchmarks/model_table.py', '--pattern', 'kan_cnn4_twin', '--no-twins')
     assert '| kan_cnn4_twin | 2.07 |' in out
