@@ -92,6 +92,23 @@ def _tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
+# kernels.BACKENDS plus a measurement knob: 'auto-recompute' is 'auto' with every FasterKANLinear's
+# compiled_auto_form = 'recompute' (under torch.compile: the plain-torch form, basis recomputed in the backward)
+BENCH_BACKENDS = tuple(kernels.BACKENDS) + ('auto-recompute',)
+
+
+def set_bench_backend(model: nn.Module, name: str) -> nn.Module:
+    """kernels.set_backend, and for 'auto-recompute' the FasterKAN layers' compiled form (on the instances: rows
+    compiled side by side keep their own)."""
+    if name != 'auto-recompute':
+        return kernels.set_backend(model, name)
+    kernels.set_backend(model, 'auto')
+    for m in model.modules():
+        if hasattr(m, 'compiled_auto_form'):
+            m.compiled_auto_form = 'recompute'
+    return model
+
+
 def build_model_row(spec: str, args, device: torch.device, mode: str, macs_cache: Dict[str, float],
                     backend: str) -> Dict:
     """A model row ready to time: its train and infer step closures (model, optimizer and input held by them),
@@ -99,7 +116,7 @@ def build_model_row(spec: str, args, device: torch.device, mode: str, macs_cache
     name, kwargs = parse_model(spec)
     if args.patch_size:
         kwargs.setdefault('patch_size', args.patch_size)
-    model = kernels.set_backend(timm.create_model(name, img_size=args.img_size, **kwargs), backend)
+    model = set_bench_backend(timm.create_model(name, img_size=args.img_size, **kwargs), backend)
     row = {'params': sum(p.numel() for p in model.parameters()) / 1e6}
     if args.macs and spec not in macs_cache:
         macs_cache[spec] = count_macs(model, (3, args.img_size, args.img_size))[0]
@@ -275,7 +292,7 @@ def bench_layers(args, device: torch.device, mode: str, backends: List[str]) -> 
     for label, make in layer_pairs().items():
         for name in backends if _has_kan(make()) else ['—']:
             torch.manual_seed(0)
-            layer = kernels.set_backend(make().to(device), name if name != '—' else 'reference')
+            layer = set_bench_backend(make().to(device), name if name != '—' else 'reference')
             if mode == 'compiled':
                 torch._dynamo.reset()  # one compile per row: else the 9th row hits dynamo's recompile limit
             net = torch.compile(layer) if mode == 'compiled' else layer
@@ -439,7 +456,8 @@ def main():
     parser.add_argument('--macs', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--layers', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--backends', default='auto,reference',
-                        help='comma list of KAN backends: auto (the default path), fused, reference')
+                        help='comma list of KAN backends: auto (the default path), fused, reference, and '
+                             "auto-recompute (auto with FasterKAN's compiled recompute form)")
     parser.add_argument('--compile-mode', default=None,
                         help="torch.compile mode of the compiled model rows, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument('--layer-modes', default=None, help='modes of the layer table (default: --modes)')
@@ -455,8 +473,8 @@ def main():
     layer_modes = [m.strip() for m in (args.layer_modes or args.modes).split(',') if m.strip()]
     backends = [b.strip() for b in args.backends.split(',') if b.strip()]
     for b in backends:
-        if b not in kernels.BACKENDS:
-            parser.error(f'--backends: each must be one of {kernels.BACKENDS}, got {b!r}')
+        if b not in BENCH_BACKENDS:
+            parser.error(f'--backends: each must be one of {BENCH_BACKENDS}, got {b!r}')
 
     if not args.gemm_variants and device.type == 'cuda':
         from vision_kan.layers.kernels import triton_kan

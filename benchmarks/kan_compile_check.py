@@ -6,6 +6,8 @@
 Per layer pair (KANLinear 192 -> 192 -> 192, FasterKANLinear the same): max relative error of the output and every
 gradient, compiled fused (backend 'auto') against eager reference, and the worst of them for eager fused; then fwd + bwd ms (CUDA events, median of 20) of
 eager fused, compiled fused and compiled reference: the dispatch rule asks compiled fused <= compiled reference.
+For FasterKAN also the compiled recompute form (backend 'auto' with compiled_auto_form 'recompute': the reference
+with its basis recomputed in the backward), and each compiled form's peak memory for one fwd + bwd.
 With --profile, each compiled form's kernels (torch.profiler, GPU µs per fwd + bwd, largest first) follow the table.
 """
 import argparse
@@ -47,6 +49,16 @@ def timed(fn, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def peak_mib(fn) -> float:
+    """Peak device memory of one fn() above what was allocated before it (MiB)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+
+
 def kernel_table(title: str, fn, steps: int = 5, top: int = 12) -> str:
     """The `top` kernels of fn() by GPU time, µs per call, from torch.profiler over `steps` calls."""
     fn()
@@ -74,8 +86,8 @@ def main():
     print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.tokens} tokens, {label}, '
           f'TF32 matmuls {torch.backends.cuda.matmul.allow_tf32}')
     print('| layers | y | dx | worst parameter grad | eager fused, worst of all | eager fused ms | compiled fused ms | '
-          'compiled reference ms |')
-    print('|---|---|---|---|---|---|---|---|')
+          'compiled reference ms | compiled recompute ms | peak MiB, compiled fused / reference / recompute |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     profiles = []
     for name, make in (('KANLinear 192-192-192', lambda: nn.Sequential(KANLinear(192, 192), KANLinear(192, 192))),
                        ('FasterKANLinear 192-192-192',
@@ -93,18 +105,35 @@ def main():
         errs = [((o - r).abs().max() / r.abs().max()).item() for r, o in zip(ref, got)]
         eager_ms = timed(lambda: run(net, x, dy))
         fused_ms = timed(lambda: run(compiled, x, dy))
+        peaks = [peak_mib(lambda: run(compiled, x, dy))]
         if args.profile:
             profiles.append(kernel_table(f'{name}, compiled fused', lambda: run(compiled, x, dy)))
         torch._dynamo.reset()
         with kernels.backend(net, 'reference'):
             ref_compiled = torch.compile(net, fullgraph=True)
             ref_ms = timed(lambda: run(ref_compiled, x, dy))
+            peaks.append(peak_mib(lambda: run(ref_compiled, x, dy)))
             if args.profile:
                 profiles.append(kernel_table(f'{name}, compiled reference', lambda: run(ref_compiled, x, dy)))
-        print(f'| {name} | {errs[0]:.1e} | {errs[1]:.1e} | {max(errs[2:]):.1e} | {eager_worst:.1e} | {eager_ms:.3f} | '
-              f'{fused_ms:.3f} | '
-              f'{ref_ms:.3f} |', flush=True)
         torch._dynamo.reset()
+        rec_ms, rec_err = '—', ''
+        forms = [m for m in net.modules() if hasattr(m, 'compiled_auto_form')]
+        if forms:  # FasterKAN: backend 'auto' under compile taking the recompute form (basis recomputed in backward)
+            for m in forms:
+                m.compiled_auto_form = 'recompute'
+            rec_compiled = torch.compile(net, fullgraph=True)
+            rec = run(rec_compiled, x, dy)
+            worst = max(((o - r).abs().max() / r.abs().max()).item() for r, o in zip(ref, rec))
+            rec_ms, rec_err = f'{timed(lambda: run(rec_compiled, x, dy)):.3f}', f' (max rel {worst:.1e})'
+            peaks.append(peak_mib(lambda: run(rec_compiled, x, dy)))
+            if args.profile:
+                profiles.append(kernel_table(f'{name}, compiled recompute', lambda: run(rec_compiled, x, dy)))
+            for m in forms:
+                m.compiled_auto_form = 'fused'
+            torch._dynamo.reset()
+        print(f'| {name} | {errs[0]:.1e} | {errs[1]:.1e} | {max(errs[2:]):.1e} | {eager_worst:.1e} | {eager_ms:.3f} | '
+              f'{fused_ms:.3f} | {ref_ms:.3f} | {rec_ms}{rec_err} | {" / ".join(f"{v:.0f}" for v in peaks)} |',
+              flush=True)
     for table in profiles:
         print('\n' + table)
     print_tuned_configs()

@@ -54,6 +54,22 @@ def test_bench_data_pipeline_rounds_give_per_round_ratios(tmp_path):
     assert proc.returncode == 2 and 'must include synthetic' in proc.stderr.splitlines()[-1]
 
 
+def test_bench_vit_auto_recompute_rows_set_the_fasterkan_instances_only():
+    """bench_vit's 'auto-recompute' backend: kernel backend 'auto' and compiled_auto_form 'recompute' on the row's
+    FasterKAN layers (instances: another row and the class keep 'fused')."""
+    import importlib.util
+    import timm
+    from vision_kan.layers import FasterKANLinear
+    spec = importlib.util.spec_from_file_location('bench_vit', os.path.join(REPO, 'benchmarks', 'bench_vit.py'))
+    bench_vit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_vit)
+    rows = [bench_vit.set_bench_backend(timm.create_model('vit_fasterkan_tiny', depth=1), name)
+            for name in ('auto-recompute', 'auto')]
+    layers = [[m for m in row.modules() if isinstance(m, FasterKANLinear)] for row in rows]
+    assert layers[0] and all(m.kernel_backend == 'auto' and m.compiled_auto_form == 'recompute' for m in layers[0])
+    assert all(m.compiled_auto_form == 'fused' for m in layers[1]) and FasterKANLinear.compiled_auto_form == 'fused'
+
+
 def test_model_table_counts_vits_and_conv_kans():
     out = _run('benchmarks/model_table.py', '--pattern', 'kan_cnn4_twin', '--no-twins')
     assert '| kan_cnn4_twin | 2.07 |' in out

@@ -224,3 +224,63 @@ def test_grid_params_cached_until_the_knots_change():
     other = KANLinear(5, 3, grid_range=(-3.0, 3.0))
     layer.load_state_dict(other.state_dict())
     torch.testing.assert_close(layer.grid_params(), other.grid_params())
+
+
+def test_faster_kan_recompute_form_equals_reference_and_saves_only_the_normalised_input():
+    """FasterKANLinear.recompute_forward (the basis under torch.utils.checkpoint) gives the reference path's output
+    and gradients, and keeps for the backward a fraction of what the reference keeps (no (M, d K) basis)."""
+    torch.manual_seed(0)
+    layer = FasterKANLinear(16, 12, num_grids=8, bias=True).double()
+    x = torch.randn(4, 32, 16, dtype=torch.float64)
+    saved = {}
+
+    def run(fn, name):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel() * t.element_size())
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = fn(xi)
+        saved[name] = sum(sizes)
+        y.pow(2).sum().backward()
+        return y.detach(), xi.grad, [p.grad.clone() for p in layer.parameters()]
+
+    ref = run(layer, 'reference')
+    rec = run(layer.recompute_forward, 'recompute')
+    assert torch.allclose(ref[0], rec[0], rtol=0, atol=1e-12) and torch.allclose(ref[1], rec[1], atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(ref[2], rec[2]))
+    basis_bytes = 4 * 32 * 16 * 8 * 8  # (M, d K) float64
+    assert saved['reference'] >= basis_bytes and saved['recompute'] < saved['reference'] / 3, saved
+
+
+def test_faster_kan_takes_the_recompute_form_only_when_compiled_auto_asks(monkeypatch):
+    """Where the kernels would run (fused_path True), 'auto' under torch.compile takes recompute_forward when the
+    instance's compiled_auto_form is 'recompute', and the kernels otherwise; eager and 'fused' never take it. The
+    compiled gradients equal the reference path's."""
+    import vision_kan.layers.kan_linear as kl
+    calls = []
+    monkeypatch.setattr(kl, 'fused_path', lambda layer, x: True)
+    monkeypatch.setattr(kl.FasterKANLinear, 'fused_forward', lambda self, x: calls.append('kernels') or x[..., :12] * 0)
+    torch.manual_seed(0)
+    layer = FasterKANLinear(16, 12)
+    x = torch.randn(2, 5, 16)
+    layer.compiled_auto_form = 'recompute'
+    layer(x)  # eager: the kernels
+    y = torch.compile(layer, backend='aot_eager', fullgraph=True)(x.requires_grad_(True))
+    assert calls == ['kernels'], calls  # compiled: the recompute form, not the kernels
+    y.pow(2).sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    with monkeypatch.context() as m:
+        m.setattr(kl, 'fused_path', lambda layer, x: False)
+        layer(x.detach()).pow(2).sum().backward()  # the reference path
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, [p.grad for p in layer.parameters()]))
+    torch._dynamo.reset()
+    for form, backend in (('fused', 'auto'), ('recompute', 'fused')):
+        layer.compiled_auto_form, layer.kernel_backend = form, backend
+        torch.compile(layer, backend='aot_eager', fullgraph=True)(x.detach())
+        torch._dynamo.reset()
+    assert calls == ['kernels'] * 3, calls

@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .basis import bspline_basis_auto, knots_are_uniform, rswaf_basis, uniform_knots
 from .kernels import KIND_BSPLINE, KIND_RSWAF, basis_linear_call, compute_dtype, fused_path
@@ -323,13 +324,36 @@ class FasterKANLinear(nn.Module):
         """(..., d) -> (..., d, K), on the normalised input."""
         return rswaf_basis(self.norm(x), self.grid, self.inv_h)
 
+    # Under torch.compile with kernel_backend 'auto', where the kernels would run: 'fused' takes them (as eager does);
+    # 'recompute' takes `recompute_forward`, plain torch that inductor fuses and cuBLAS multiplies, with the memory of
+    # the kernels. A measurement knob (set on an instance, e.g. by bench_vit.py's 'auto-recompute' rows) until the
+    # model-level numbers choose: the compiled reference beat the kernels at the layer level (2.04 against 1.52 ms a
+    # layer pair, H200, 2026-11-28) but saves the (M, d K) basis for the backward (1.42x the memory, issue 14).
+    compiled_auto_form = 'fused'
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'FasterKANLinear')
         if fused_path(self, x):  # self.kernel_backend and x's device
+            if (self.compiled_auto_form == 'recompute' and self.kernel_backend == 'auto'
+                    and torch.compiler.is_compiling()):
+                return self.recompute_forward(x)
             return self.fused_forward(x)
         lead = x.shape[:-1]
         basis = self.basis(x.reshape(-1, self.in_features)).flatten(1)  # (M, d * K)
         return F.linear(basis, self.weight, self.bias).reshape(*lead, self.out_features)
+
+    def recompute_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference path with the basis recomputed in the backward instead of saved: LayerNorm, then the
+        RSWAF basis + linear inside torch.utils.checkpoint, so the backward keeps LayerNorm(x) (M, d) where the
+        reference keeps the (M, d K) basis (and its tanh). Same values and gradients as the reference path."""
+        lead = x.shape[:-1]
+        xn = self.norm(x.reshape(-1, self.in_features))  # (M, d)
+        y = checkpoint(self._basis_linear, xn, use_reentrant=False)
+        return y.reshape(*lead, self.out_features)
+
+    def _basis_linear(self, xn: torch.Tensor) -> torch.Tensor:
+        """(M, d) normalised input -> (M, d') = RSWAF basis (M, d K) @ weight^T (+ bias)."""
+        return F.linear(rswaf_basis(xn, self.grid, self.inv_h).flatten(1), self.weight, self.bias)
 
     def fused_unsupported(self) -> Optional[str]:
         return None  # every FasterKANLinear configuration has a kernel
