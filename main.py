@@ -272,9 +272,11 @@ def _check_optimisation(args: argparse.Namespace) -> None:
         kwargs = ' --opt-kwargs ' + ' '.join(f'{k}={v}' for k, v in args.opt_kwargs.items()) if args.opt_kwargs else ''
         raise ConfigError(f'--opt {args.opt}{kwargs}: {e}') from None
     try:
-        make_scheduler(args, optimizer, updates_per_epoch=1)
+        scheduler, _ = make_scheduler(args, optimizer, updates_per_epoch=1)
     except ValueError as e:
         raise ConfigError(f'--sched {args.sched}: {e}') from None
+    if scheduler is None and args.sched != 'none':  # older timm (1.0.25) returns none for a name it does not know
+        raise ConfigError(f"--sched {args.sched}: Unknown scheduler '{args.sched}'.")
 
 
 # what builds the model: with --eval --resume these come from the checkpoint's saved config unless given on the
