@@ -38,7 +38,8 @@ from vision_kan.train import checkpoint as ckpt_io
 from vision_kan.train.config import (
     ArgumentParser, ParseKwargs, explicit_dests, load_config, preparse, save_config,
 )
-from vision_kan.train.data import DataConfig, TransformConfig, build_eval_data, build_grid_sample_loader
+from vision_kan.train.data import (DataConfig, TransformConfig, build_eval_data, build_grid_sample_loader,
+                                   build_transform)
 from vision_kan.train.data import build_data as build_backend_data
 from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
@@ -257,9 +258,66 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                           f'{"--eval" if args.eval else "--overwrite"}')
     if args.quantize != 'none' and not args.eval:
         raise ConfigError(f'--quantize {args.quantize} works with --eval (quantized evaluation, not training)')
+    _check_values(args)
     if not args.eval:
         _check_optimisation(args)
     return args
+
+
+def _prob(v: float) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+# flag values timm or torch would refuse with a traceback mid-run (or take silently and train nonsense): each checked
+# before anything is read, one line naming the flag
+_VALUE_CHECKS = (
+    ('num_workers', lambda v: v >= 0, '>= 0'),
+    ('drop', lambda v: 0.0 <= v < 1.0, 'in [0, 1)'),
+    ('drop_path', lambda v: 0.0 <= v < 1.0, 'in [0, 1)'),
+    ('smoothing', lambda v: 0.0 <= v < 1.0, 'in [0, 1)'),
+    ('model_ema_decay', _prob, 'in [0, 1]'),
+    ('weight_decay', lambda v: v >= 0.0, '>= 0'),
+    ('clip_grad', lambda v: v is None or v > 0.0, '> 0 (leave it unset for no clipping)'),
+    ('warmup_epochs', lambda v: v >= 0, '>= 0'),
+    ('color_jitter', lambda v: v is None or v >= 0.0, '>= 0 (0: off)'),
+    ('hflip', _prob, 'a probability in [0, 1]'),
+    ('vflip', _prob, 'a probability in [0, 1]'),
+    ('reprob', _prob, 'a probability in [0, 1]'),
+    ('recount', lambda v: v >= 1, '>= 1'),
+    ('mixup', lambda v: v >= 0.0, '>= 0 (0: off)'),
+    ('cutmix', lambda v: v >= 0.0, '>= 0 (0: off)'),
+    ('mixup_prob', _prob, 'a probability in [0, 1]'),
+    ('mixup_switch_prob', _prob, 'a probability in [0, 1]'),
+    ('eval_crop_ratio', lambda v: 0.0 < v <= 1.0, 'in (0, 1]'),
+    ('crop_pad', lambda v: v >= 0, '>= 0'),
+    ('scale', lambda v: 0.0 < v[0] <= v[1], 'LOW HIGH with 0 < LOW <= HIGH'),
+    ('ratio', lambda v: 0.0 < v[0] <= v[1], 'LOW HIGH with 0 < LOW <= HIGH'),
+)
+ERASE_MODES = ('pixel', 'rand', 'const')  # timm's RandomErasing
+
+
+def _check_values(args: argparse.Namespace) -> None:
+    """Ranges and names of the regularisation and augmentation flags (_VALUE_CHECKS, --remode,
+    --train-interpolation, --aa): one line naming the flag instead of an assertion or a math error inside timm."""
+    for dest, ok, want in _VALUE_CHECKS:
+        value = getattr(args, dest)
+        if not ok(value):
+            shown = ' '.join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+            raise ConfigError(f'--{dest.replace("_", "-")} {shown}: must be {want}')
+    if args.remode not in ERASE_MODES:
+        raise ConfigError(f'--remode {args.remode!r}: random erasing fills with one of {", ".join(ERASE_MODES)}')
+    aa = bool(args.aa) and args.aa.lower() != 'none' and not args.three_augment
+    # RandAugment's PIL ops resample with the train interpolation: PIL's affine takes only these three
+    modes = ('bicubic', 'bilinear', 'nearest', 'random') + (() if aa else ('box', 'hamming', 'lanczos'))
+    if args.train_interpolation not in modes:
+        raise ConfigError(f'--train-interpolation {args.train_interpolation!r}: one of {", ".join(modes)}'
+                          + (' (with --aa)' if aa else ''))
+    if aa:
+        try:  # timm parses the policy string when the transform is built (no image is read)
+            build_transform(True, TransformConfig.from_flags(args))
+        except (AssertionError, KeyError, ValueError) as e:
+            raise ConfigError(f"--aa {args.aa!r}: timm's create_transform refused it ({type(e).__name__}: {e})") \
+                from None
 
 
 def _check_optimisation(args: argparse.Namespace) -> None:

@@ -306,6 +306,11 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('unknown_opt', '--opt adamww: Optimizer adamww not found'),
     ('opt_kwargs', "--opt adamw --opt-kwargs fusd=True: AdamW.__init__() got an unexpected keyword argument 'fusd'"),
     ('unknown_sched', "--sched cosin: Unknown scheduler 'cosin'"),
+    ('drop_path', '--drop-path 1.5: must be in [0, 1)'),
+    ('scale', '--scale 1.0 0.5: must be LOW HIGH with 0 < LOW <= HIGH'),
+    ('remode', "--remode 'weird': random erasing fills with one of pixel, rand, const"),
+    ('aa', "--aa 'autoaug': timm's create_transform refused it (AssertionError: Unknown AA policy autoaug)"),
+    ('interpolation', "--train-interpolation 'lanczos': one of bicubic, bilinear, nearest, random (with --aa)"),
     ('bce_smoothing', '--bce-loss with mixup/cutmix binarises the mixed targets'),
     ('no_teacher_weights', '--teacher-path'),
     ('not_distilled', 'has no distillation token'),
@@ -351,6 +356,10 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--opt-kwargs', 'fusd=True']
     elif case == 'unknown_sched':
         extra += ['--sched', 'cosin']
+    elif case in ('drop_path', 'scale', 'remode', 'aa', 'interpolation'):
+        extra += {'drop_path': ['--drop-path', '1.5'], 'scale': ['--scale', '1.0', '0.5'],
+                  'remode': ['--remode', 'weird'], 'aa': ['--aa', 'autoaug'],
+                  'interpolation': ['--aa', 'rand-m9-mstd0.5-inc1', '--train-interpolation', 'lanczos']}[case]
     elif case == 'bce_smoothing':
         extra += ['--bce-loss', '--mixup', '0.8', '--smoothing', '0.1']
     elif case in ('no_teacher_weights', 'not_distilled'):
