@@ -279,6 +279,14 @@ _VALUE_CHECKS = (
     ('weight_decay', lambda v: v >= 0.0, '>= 0'),
     ('clip_grad', lambda v: v is None or v > 0.0, '> 0 (leave it unset for no clipping)'),
     ('warmup_epochs', lambda v: v >= 0, '>= 0'),
+    ('cooldown_epochs', lambda v: v >= 0, '>= 0'),
+    ('patience_epochs', lambda v: v >= 0, '>= 0'),
+    ('decay_epochs', lambda v: v > 0, '> 0'),
+    ('min_lr', lambda v: v >= 0.0, '>= 0'),
+    ('warmup_lr', lambda v: v >= 0.0, '>= 0'),
+    ('cpu_threads', lambda v: v >= 0, '>= 0 (0: torch default)'),
+    ('grid_update_every', lambda v: v >= 0, '>= 0 (0: off)'),
+    ('print_freq', lambda v: v >= 1, '>= 1'),
     ('color_jitter', lambda v: v is None or v >= 0.0, '>= 0 (0: off)'),
     ('hflip', _prob, 'a probability in [0, 1]'),
     ('vflip', _prob, 'a probability in [0, 1]'),
@@ -331,7 +339,7 @@ def _check_optimisation(args: argparse.Namespace) -> None:
         raise ConfigError(f'--opt {args.opt}{kwargs}: {e}') from None
     try:
         scheduler, _ = make_scheduler(args, optimizer, updates_per_epoch=1)
-    except ValueError as e:
+    except (ValueError, AssertionError) as e:
         raise ConfigError(f'--sched {args.sched}: {e}') from None
     if scheduler is None and args.sched != 'none':  # older timm (1.0.25) returns none for a name it does not know
         raise ConfigError(f"--sched {args.sched}: Unknown scheduler '{args.sched}'.")

@@ -307,6 +307,7 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('opt_kwargs', "--opt adamw --opt-kwargs fusd=True: AdamW.__init__() got an unexpected keyword argument 'fusd'"),
     ('unknown_sched', "--sched cosin: Unknown scheduler 'cosin'"),
     ('drop_path', '--drop-path 1.5: must be in [0, 1)'),
+    ('min_lr', '--min-lr -1.0: must be >= 0'),
     ('scale', '--scale 1.0 0.5: must be LOW HIGH with 0 < LOW <= HIGH'),
     ('remode', "--remode 'weird': random erasing fills with one of pixel, rand, const"),
     ('aa', "--aa 'autoaug': timm's create_transform refused it (AssertionError: Unknown AA policy autoaug)"),
@@ -356,8 +357,8 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--opt-kwargs', 'fusd=True']
     elif case == 'unknown_sched':
         extra += ['--sched', 'cosin']
-    elif case in ('drop_path', 'scale', 'remode', 'aa', 'interpolation'):
-        extra += {'drop_path': ['--drop-path', '1.5'], 'scale': ['--scale', '1.0', '0.5'],
+    elif case in ('drop_path', 'min_lr', 'scale', 'remode', 'aa', 'interpolation'):
+        extra += {'drop_path': ['--drop-path', '1.5'], 'min_lr': ['--min-lr', '-1'], 'scale': ['--scale', '1.0', '0.5'],
                   'remode': ['--remode', 'weird'], 'aa': ['--aa', 'autoaug'],
                   'interpolation': ['--aa', 'rand-m9-mstd0.5-inc1', '--train-interpolation', 'lanczos']}[case]
     elif case == 'bce_smoothing':
