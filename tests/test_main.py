@@ -308,6 +308,7 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('unknown_sched', "--sched cosin: Unknown scheduler 'cosin'"),
     ('drop_path', '--drop-path 1.5: must be in [0, 1)'),
     ('min_lr', '--min-lr -1.0: must be >= 0'),
+    ('patch_size_0', "'num_heads': 2}: ZeroDivisionError: integer division or modulo by zero"),
     ('scale', '--scale 1.0 0.5: must be LOW HIGH with 0 < LOW <= HIGH'),
     ('remode', "--remode 'weird': random erasing fills with one of pixel, rand, const"),
     ('aa', "--aa 'autoaug': timm's create_transform refused it (AssertionError: Unknown AA policy autoaug)"),
@@ -357,6 +358,8 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--opt-kwargs', 'fusd=True']
     elif case == 'unknown_sched':
         extra += ['--sched', 'cosin']
+    elif case == 'patch_size_0':
+        extra += ['--model-kwargs', 'patch_size=0']
     elif case in ('drop_path', 'min_lr', 'scale', 'remode', 'aa', 'interpolation'):
         extra += {'drop_path': ['--drop-path', '1.5'], 'min_lr': ['--min-lr', '-1'], 'scale': ['--scale', '1.0', '0.5'],
                   'remode': ['--remode', 'weird'], 'aa': ['--aa', 'autoaug'],

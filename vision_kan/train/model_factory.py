@@ -36,8 +36,8 @@ def model_class(name: str, **kwargs) -> type:
     try:
         with torch.random.fork_rng(devices=[]), torch.device('meta'):
             return type(timm.create_model(name, **kwargs))
-    except (TypeError, ValueError, AssertionError):
-        raise  # the keywords themselves: the same on any device
+    except (TypeError, ValueError, AssertionError, ArithmeticError):
+        raise  # the keywords themselves (patch_size=0 divides by zero): the same on any device
     except Exception:  # noqa: BLE001 - the meta device cannot run this model's init
         with torch.random.fork_rng(devices=[]):
             return type(timm.create_model(name, **kwargs))
@@ -86,8 +86,9 @@ def create_model(name: str, flag: str = '--model', pretrained: bool = False, log
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as e:
         raise ConfigError(f'{flag} {name}: {e}') from None
-    except (ValueError, AssertionError) as e:
-        raise ConfigError(f'{flag} {name} with {kwargs}: {e}') from None
+    except (ValueError, AssertionError, ArithmeticError) as e:  # ArithmeticError: e.g. patch_size=0
+        raise ConfigError(f'{flag} {name} with {kwargs}: {type(e).__name__}: {e}' if isinstance(e, ArithmeticError)
+                          else f'{flag} {name} with {kwargs}: {e}') from None
 
 
 def create_teacher(
