@@ -81,6 +81,8 @@ def test_compare_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
         (['--checkpoints', best, best, '--data-path', str(tmp_path / 'nowhere')], 'does not exist'),
         (['--checkpoints', best, best, '--data-path', str(two_classes / 'val')], '2 classes'),
         (['--checkpoints', best, best, '--model', 'kan_cnn4_twin'], 'does not match'),
+        (['--checkpoints', best, best, '--batch-size', '0'], '--batch-size 0: must be >= 1'),
+        (['--checkpoints', best, best, '--num-workers', '-1'], '--num-workers -1: must be >= 0'),
     ]
     for argv, fragment in cases:
         if '--data-path' not in argv:

@@ -16,7 +16,7 @@ from torchvision.datasets import ImageFolder
 
 from .checkpoint import load_checkpoint, load_model_state, model_state_from
 from .data import TransformConfig, build_transform, load_rgb_image
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .model_factory import create_model
 
 __all__ = ['model_from_checkpoint', 'imagefolder_loader', 'evaluate_model', 'model_size_mb', 'device_description']
@@ -94,6 +94,10 @@ def model_from_checkpoint(
 def imagefolder_loader(root: str, input_size: int, eval_crop_ratio: float = 0.875, batch_size: int = 64,
                        num_workers: int = 0, what: str = '--data-path') -> DataLoader:
     """main.py's eval transform (resize to input_size / crop ratio, centre crop, normalise) over one ImageFolder."""
+    if batch_size < 1:
+        raise ConfigError(f'--batch-size {batch_size}: must be >= 1')
+    if num_workers < 0:
+        raise ConfigError(f'--num-workers {num_workers}: must be >= 0')
     if not os.path.isdir(root):
         raise DataError(f'{what}: folder {root} does not exist')
     tf = build_transform(False, TransformConfig(input_size=int(input_size), eval_crop_ratio=eval_crop_ratio))
