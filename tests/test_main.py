@@ -308,6 +308,7 @@ def _bad_data(root: Path, kind: str) -> Path:
     ('unknown_sched', "--sched cosin: Unknown scheduler 'cosin'"),
     ('drop_path', '--drop-path 1.5: must be in [0, 1)'),
     ('min_lr', '--min-lr -1.0: must be >= 0'),
+    ('grid_tokens', '--grid-update-tokens 0: must be >= 1'),
     ('patch_size_0', "'num_heads': 2}: ZeroDivisionError: integer division or modulo by zero"),
     ('scale', '--scale 1.0 0.5: must be LOW HIGH with 0 < LOW <= HIGH'),
     ('remode', "--remode 'weird': random erasing fills with one of pixel, rand, const"),
@@ -360,8 +361,9 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         extra += ['--sched', 'cosin']
     elif case == 'patch_size_0':
         extra += ['--model-kwargs', 'patch_size=0']
-    elif case in ('drop_path', 'min_lr', 'scale', 'remode', 'aa', 'interpolation'):
+    elif case in ('drop_path', 'min_lr', 'grid_tokens', 'scale', 'remode', 'aa', 'interpolation'):
         extra += {'drop_path': ['--drop-path', '1.5'], 'min_lr': ['--min-lr', '-1'], 'scale': ['--scale', '1.0', '0.5'],
+                  'grid_tokens': ['--grid-update-epochs', '1', '--grid-update-tokens', '0'],
                   'remode': ['--remode', 'weird'], 'aa': ['--aa', 'autoaug'],
                   'interpolation': ['--aa', 'rand-m9-mstd0.5-inc1', '--train-interpolation', 'lanczos']}[case]
     elif case == 'bce_smoothing':
