@@ -6,7 +6,12 @@ A DeiT-tiny 32 px / patch 4 step (bf16 autocast, timm Mixup/CutMix, AdamW; the C
 padded crop, flip, RandAugment m9-mstd0.5-inc1, erasing 0.25) is host-bound, so any host time the loader's thread
 takes from it (the interpreter lock) lengthens the step; its GPU work (~0.6 ms a batch) does not matter.
 
-    python benchmarks/resident_loader_overlap.py            # prints one table; needs CUDA
+    python benchmarks/resident_loader_overlap.py                    # prints one table; needs CUDA
+    python benchmarks/resident_loader_overlap.py --no-sync-rows --compile --groups 4 16
+    python benchmarks/resident_loader_overlap.py --switch-ms 0.2 0.5   # also under shorter interpreter switch intervals
+
+Rows: the step with and without main.py's per-step `loss.item()` (--no-sync-rows: only with it), fed synthetic
+tensors, the resident loader in its thread and inline, for each --groups count; then the loader alone.
 """
 import argparse
 import statistics
