@@ -38,8 +38,8 @@ from vision_kan.train import checkpoint as ckpt_io
 from vision_kan.train.config import (
     ArgumentParser, ParseKwargs, explicit_dests, load_config, preparse, save_config,
 )
-from vision_kan.train.data import (DataConfig, TransformConfig, build_eval_data, build_grid_sample_loader,
-                                   build_transform)
+from vision_kan.train.data import (ERASE_MODES, DataConfig, TransformConfig, build_eval_data,
+                                   build_grid_sample_loader, build_transform)
 from vision_kan.train.data import build_data as build_backend_data
 from vision_kan.train.distributed import (
     DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed, state_digest,
@@ -310,7 +310,6 @@ _VALUE_CHECKS = (
     ('scale', lambda v: 0.0 < v[0] <= v[1], 'LOW HIGH with 0 < LOW <= HIGH'),
     ('ratio', lambda v: 0.0 < v[0] <= v[1], 'LOW HIGH with 0 < LOW <= HIGH'),
 )
-ERASE_MODES = ('pixel', 'rand', 'const')  # timm's RandomErasing
 
 
 def _check_values(args: argparse.Namespace) -> None:

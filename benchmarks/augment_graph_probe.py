@@ -10,43 +10,16 @@ host ms of eager issue against capture + instantiate (paid for every batch: the 
     python benchmarks/augment_graph_probe.py              # needs CUDA; prints one table
 """
 import argparse
-import statistics
 import sys
-import time
-from typing import Callable, List
+from typing import List
 
 import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from gpu_augment_speed import synthetic_photos
+from kan_host_overhead import host_and_gpu_us
 from vision_kan.train.data import TransformConfig
 from vision_kan.train.gpu_augment import build_gpu_transform
-
-
-def gpu_ms(fn: Callable[[], object], reps: int) -> float:
-    """Median GPU ms of fn() between events, each call queued behind a `_sleep` (the events then time the GPU)."""
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(100_000_000)  # ~50 ms: longer than the eager issue (~10 ms)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def host_ms(fn: Callable[[], object], reps: int) -> float:
-    """Median host ms of fn(), the device synchronised before each call (not after: issue time only)."""
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t))
-    torch.cuda.synchronize()
-    return statistics.median(times)
 
 
 def main(argv: List[str] = None) -> int:
@@ -74,8 +47,9 @@ def main(argv: List[str] = None) -> int:
         shapes = sizes if cfg.input_size != 32 else [(32, 32)] * a.batch
         p = tf.sample_params(shapes, torch.Generator().manual_seed(0))
         eager = tf.apply(batch, p)  # also the warm-up: Triton compiles, cuBLAS handles, before any capture
-        e_host = host_ms(lambda: tf.apply(batch, p), a.reps)
-        e_gpu = gpu_ms(lambda: tf.apply(batch, p), a.reps)
+        # (host µs, GPU µs) of one call, medians over reps, queued behind a 50 ms `_sleep` (longer than its ~10 ms
+        # of issue: the events then time the GPU alone)
+        e_host, e_gpu = (v / 1e3 for v in host_and_gpu_us(lambda: tf.apply(batch, p), 1, a.reps, sleep_ms=50.0))
         stream = torch.cuda.Stream()
         graphs: List[torch.cuda.CUDAGraph] = []
         outs: List[torch.Tensor] = []
@@ -87,7 +61,7 @@ def main(argv: List[str] = None) -> int:
                 outs.append(tf.apply(batch, p))
             graphs.append(graph)
         try:
-            c_host = host_ms(capture, a.reps)
+            c_host = host_and_gpu_us(capture, 1, a.reps, sleep_ms=0.0)[0] / 1e3  # capture synchronises: no sleep
         except Exception as e:  # noqa: BLE001  what fails to capture is the finding
             print(f'| {name} | {e_host:.2f} | {e_gpu:.3f} | capture failed: {type(e).__name__}: '
                   f'{" ".join(str(e).split())[:200]} | | | |', flush=True)
@@ -96,8 +70,7 @@ def main(argv: List[str] = None) -> int:
         graph.replay()
         torch.cuda.synchronize()
         equal = torch.equal(outs[-1], eager)
-        r_host = host_ms(graph.replay, a.reps)
-        r_gpu = gpu_ms(graph.replay, a.reps)
+        r_host, r_gpu = (v / 1e3 for v in host_and_gpu_us(graph.replay, 1, a.reps, sleep_ms=50.0))
         print(f'| {name} | {e_host:.2f} | {e_gpu:.3f} | {c_host:.2f} | {r_host:.3f} | {r_gpu:.3f} | {equal} |',
               flush=True)
         graphs.clear()  # their memory pools go before the next transform

@@ -24,23 +24,7 @@ from typing import Optional
 
 import torch
 
-
-def trainer(seconds: float, ready: 'mp.synchronize.Barrier', out: 'mp.Queue') -> None:
-    """bf16 4096^3 GEMMs for `seconds` after the barrier; puts TFLOP/s."""
-    torch.cuda.set_device(0)
-    a = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
-    b = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
-    for _ in range(20):
-        a @ b
-    torch.cuda.synchronize()
-    ready.wait()
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        for _ in range(8):
-            a @ b
-        torch.cuda.synchronize()
-        n += 8
-    out.put(('trainer', n * 2 * 4096 ** 3 / (time.perf_counter() - t) / 1e12))
+from jpeg_decoder_probe import gemm_in_process  # the "trainer": bf16 GEMMs in a process of its own, TFLOP/s
 
 
 def _spin(us: float) -> None:
@@ -50,9 +34,9 @@ def _spin(us: float) -> None:
 
 
 def producer(mode: str, seconds: float, kernels: int, gap_us: float, period_ms: float, numel: int,
-             ready: 'mp.synchronize.Barrier', out: 'mp.Queue') -> None:
-    """Gives the GPU `kernels` elementwise kernels a period, as `mode` says, for `seconds` after the barrier; puts the
-    GPU ms of one period's kernels (timed alone before the barrier)."""
+             start: 'mp.synchronize.Event', out: 'mp.Queue') -> None:
+    """Gives the GPU `kernels` elementwise kernels a period, as `mode` says, for `seconds` after `start` is set; puts
+    'ready' when set up, then the GPU ms of one period's kernels (timed alone before the start)."""
     torch.cuda.set_device(0)
     stream = torch.cuda.Stream()
     x = torch.zeros(numel, device='cuda')
@@ -79,7 +63,8 @@ def producer(mode: str, seconds: float, kernels: int, gap_us: float, period_ms: 
             graph.replay()
             torch.cuda.synchronize()
         cycles = int(gpu_ms * 1e-3 * 1.98e9)  # _sleep counts SM clock cycles (H100/H200 boost ~1.98 GHz)
-        ready.wait()
+        out.put('ready')
+        start.wait()
         t = time.perf_counter()
         while time.perf_counter() - t < seconds:
             began = time.perf_counter()
@@ -95,23 +80,27 @@ def producer(mode: str, seconds: float, kernels: int, gap_us: float, period_ms: 
             if rest > 0:
                 time.sleep(rest)
         torch.cuda.synchronize()
-    out.put(('producer', gpu_ms))
+    out.put(gpu_ms)
 
 
 def run(mode: Optional[str], a: argparse.Namespace) -> tuple:
+    """(trainer TFLOP/s, producer GPU ms a period or None) of one run: both processes set up, then started at once."""
     ctx = mp.get_context('spawn')
-    n = 1 if mode is None else 2
-    ready, out = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=trainer, args=(a.seconds, ready, out))]
+    start, gemm_out, prod_out = ctx.Event(), ctx.Queue(), ctx.Queue()
+    procs = [(ctx.Process(target=gemm_in_process, args=(a.seconds, start, gemm_out)), gemm_out)]
     if mode is not None:
-        procs.append(ctx.Process(target=producer, args=(mode, a.seconds, a.kernels, a.gap_us, a.period_ms, a.numel,
-                                                        ready, out)))
-    for p in procs:
+        procs.append((ctx.Process(target=producer, args=(mode, a.seconds, a.kernels, a.gap_us, a.period_ms, a.numel,
+                                                         start, prod_out)), prod_out))
+    for p, _ in procs:
         p.start()
-    got = dict(out.get(timeout=600) for _ in procs)
-    for p in procs:
+    for _, out in procs:
+        if out.get(timeout=600) != 'ready':
+            raise RuntimeError('a probe process did not start')
+    start.set()
+    got = [out.get(timeout=600) for _, out in procs]
+    for p, _ in procs:
         p.join()
-    return got['trainer'], got.get('producer')
+    return got[0], (got[1] if mode is not None else None)
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,8 @@ import sys
 
 import torch
 
+from kan_host_overhead import host_and_gpu_us
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,17 +35,8 @@ def main(argv=None) -> int:
     def run() -> torch.Tensor:
         return grt.resample_boxes_fused(images, p.y, p.x, 224, out_dtype=torch.uint8)
 
-    def gpu_ms() -> float:
-        run()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(200_000_000)  # the GPU busy while the host queues the reps: events then time the GPU
-        start.record()
-        for _ in range(a.reps):
-            run()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / a.reps
+    def gpu_ms() -> float:  # reps calls queued behind a 100 ms `_sleep`: the events time the GPU, not the host
+        return host_and_gpu_us(run, a.reps, rounds=1, sleep_ms=100.0)[1] / 1e3
 
     want = run()
     rows = []

@@ -290,6 +290,28 @@ def _bad_data(root: Path, kind: str) -> Path:
     return data
 
 
+# the bad-input cases that are only flags added to the resumed run
+FLAG_CASES = {
+    'unknown_model': ['--model', 'vit_kan_tinny'],
+    'batch_too_large': ['--batch-size', '64'],
+    'cli_type': ['--epochs', 'x'],
+    'grid_eps': ['--grid-update-eps', '2'],
+    'compile_backend': ['--compile', '--compile-backend', 'inductr'],
+    'unknown_opt': ['--opt', 'adamww'],
+    'opt_kwargs': ['--opt-kwargs', 'fusd=True'],
+    'unknown_sched': ['--sched', 'cosin'],
+    'patch_size_0': ['--model-kwargs', 'patch_size=0'],
+    'drop_path': ['--drop-path', '1.5'],
+    'min_lr': ['--min-lr', '-1'],
+    'grid_tokens': ['--grid-update-epochs', '1', '--grid-update-tokens', '0'],
+    'scale': ['--scale', '1.0', '0.5'],
+    'remode': ['--remode', 'weird'],
+    'aa': ['--aa', 'autoaug'],
+    'interpolation': ['--aa', 'rand-m9-mstd0.5-inc1', '--train-interpolation', 'lanczos'],
+    'bce_smoothing': ['--bce-loss', '--mixup', '0.8', '--smoothing', '0.1'],
+}
+
+
 @pytest.mark.parametrize('case, fragment', [
     ('missing_data', 'does not exist'),
     ('empty_class', 'class_1 has no images'),
@@ -337,37 +359,14 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(tmp_path, capsys, case,
         data = tmp_path / 'nowhere'
     elif case in ('empty_class', 'corrupt'):
         data = _bad_data(tmp_path, case)
-    elif case == 'unknown_model':
-        extra += ['--model', 'vit_kan_tinny']
+    elif case in FLAG_CASES:
+        extra += FLAG_CASES[case]
     elif case in ('unknown_key', 'typed_value'):
         (tmp_path / 'r.yaml').write_text('learning_rate: 5.0e-4\n' if case == 'unknown_key' else 'lr: 5e-4\n')
         extra += ['--config', str(tmp_path / 'r.yaml')]
     elif case == 'unwritable':
         (tmp_path / 'a_file').write_text('x')
         out, extra = tmp_path / 'a_file' / 'run', []
-    elif case == 'batch_too_large':
-        extra += ['--batch-size', '64']
-    elif case == 'cli_type':
-        extra += ['--epochs', 'x']
-    elif case == 'grid_eps':
-        extra += ['--grid-update-eps', '2']
-    elif case == 'compile_backend':
-        extra += ['--compile', '--compile-backend', 'inductr']
-    elif case == 'unknown_opt':
-        extra += ['--opt', 'adamww']
-    elif case == 'opt_kwargs':
-        extra += ['--opt-kwargs', 'fusd=True']
-    elif case == 'unknown_sched':
-        extra += ['--sched', 'cosin']
-    elif case == 'patch_size_0':
-        extra += ['--model-kwargs', 'patch_size=0']
-    elif case in ('drop_path', 'min_lr', 'grid_tokens', 'scale', 'remode', 'aa', 'interpolation'):
-        extra += {'drop_path': ['--drop-path', '1.5'], 'min_lr': ['--min-lr', '-1'], 'scale': ['--scale', '1.0', '0.5'],
-                  'grid_tokens': ['--grid-update-epochs', '1', '--grid-update-tokens', '0'],
-                  'remode': ['--remode', 'weird'], 'aa': ['--aa', 'autoaug'],
-                  'interpolation': ['--aa', 'rand-m9-mstd0.5-inc1', '--train-interpolation', 'lanczos']}[case]
-    elif case == 'bce_smoothing':
-        extra += ['--bce-loss', '--mixup', '0.8', '--smoothing', '0.1']
     elif case in ('no_teacher_weights', 'not_distilled'):
         extra += ['--distillation-type', 'soft', '--teacher-model', 'kan_mlp']
         if case == 'no_teacher_weights':

@@ -25,7 +25,7 @@ from .samplers import RepeatedAugSampler, ShardSampler
 
 __all__ = [
     'TransformConfig', 'build_transform', 'build_three_augment', 'build_datasets', 'build_loaders', 'build_grid_sample_loader',
-    'load_rgb_image', 'DataConfig', 'build_data', 'train_sampler',
+    'load_rgb_image', 'DataConfig', 'build_data', 'train_sampler', 'ERASE_MODES',
 ]
 
 
@@ -37,6 +37,9 @@ def load_rgb_image(path: str) -> Image.Image:
             return img.convert('RGB')  # convert() forces the full decode, so truncated files fail here
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise CorruptImageError(f'corrupt image file {path}: {e}') from None
+
+
+ERASE_MODES = ('pixel', 'rand', 'const')  # timm RandomErasing's fills (--remode)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .data import TransformConfig
+from .data import ERASE_MODES, TransformConfig
 from .errors import ConfigError
 from .gpu_randaugment import (ENHANCE_KINDS, RandAugmentParams, RandAugmentPolicy, apply_rand_augment, enhance,
                               parse_rand_augment, sample_rand_augment)
@@ -33,7 +33,6 @@ from .gpu_three_augment import ThreeAugmentParams, apply_three_augment, sample_t
 
 __all__ = ['GpuTransform', 'TransformParams', 'build_gpu_transform', 'cat_params']
 
-_ERASE_MODES = ('pixel', 'rand', 'const')
 
 
 @dataclass
@@ -95,8 +94,8 @@ class GpuTransform:
         if cfg.three_augment:  # DeiT III: no RandAugment, no erasing, no vertical flip; bicubic whatever is set
             self.jitter = cfg.color_jitter if cfg.color_jitter and cfg.color_jitter > 0 else 0.0
             return
-        if cfg.reprob > 0 and cfg.remode not in _ERASE_MODES:
-            raise ConfigError(f'--remode {cfg.remode!r}: the GPU backend knows {", ".join(_ERASE_MODES)}')
+        if cfg.reprob > 0 and cfg.remode not in ERASE_MODES:
+            raise ConfigError(f'--remode {cfg.remode!r}: the GPU backend knows {", ".join(ERASE_MODES)}')
         if cfg.train_interpolation != 'bicubic':
             raise ConfigError(f'--train-interpolation {cfg.train_interpolation!r}: the GPU backend resizes bicubic')
         aa = cfg.aa if cfg.aa and cfg.aa.lower() != 'none' else None
