@@ -66,6 +66,28 @@ def test_process_gives_the_in_process_batches(tmp_path, resident, processes):
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='the fork start method is the Linux choice')
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the CUDA hand-over (IPC tensors, _Handoff) needs a GPU')
+def test_process_gives_the_in_process_batches_on_the_gpu(tmp_path):
+    """The batches cross as CUDA IPC tensors, are copied into the trainer's memory (_Handoff) and the received ones
+    freed behind the copies: the same batches as the in-process loader's, two epochs, and none left pending."""
+    data = make_image_folder(tmp_path / 'data', num_classes=3, train_per_class=8, val_per_class=2, size=20)
+    cuda = torch.device('cuda')  # no index: the producer takes the current device's
+    here = build_data(_cfg(data, device='cuda', num_workers=2), TCFG, cuda, 1, 0)[3]
+    there = build_data(_cfg(data, device='cuda', data_process=True, num_workers=2), TCFG, cuda, 1, 0)[3]
+    try:
+        for epoch in (0, 1):
+            here.sampler.set_epoch(epoch)
+            there.sampler.set_epoch(epoch)
+            expected = [(x.clone(), y.clone()) for x, y in here]
+            got = []
+            for x, y in there:
+                assert x.is_cuda and y.is_cuda
+                got.append((x.clone(), y.clone()))
+            assert _same(got, expected), epoch
+    finally:
+        there.close()
+
+
 def test_producer_loader_forks_its_workers_and_stops_them_on_close(tmp_path):
     # In a spawned process the default start method is spawn: 14 spawned workers, each importing torch and
     # unpickling the sample list in turn, took 162 s to start on an H100 host. The producer's loader forks them.

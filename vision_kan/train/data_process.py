@@ -4,7 +4,7 @@ Why: in one process the loader's host work (collating, the nvjpeg call, ~300 sma
 on the CPU) and the training loop's (eager dispatch of a step) share one GIL, so their host times add up instead of
 overlapping: the loader in a thread trained deit_tiny at 224 px at 0.60x synthetic (H200, 2026-11-28), in this
 process at 0.80x (vit_grkan_tiny 0.59x -> 0.91x). The batches cross as tensors through torch.multiprocessing (on
-CUDA an IPC handle and an event: no copy, and the training stream waits for the producer's kernels).
+CUDA an IPC handle and an event, then one device copy in the parent: _Handoff says why).
 Opt-in: it is not faster in every measured row yet (README, "GPU data backends"). Its workers are forked
 (gpu_data.decode_train_loader): spawned, as a spawned process's children are by default, 14 of them took 162 s to
 start (benchmarks/data_process_check.py found it).
@@ -27,6 +27,7 @@ parent, augmentations included (each batch's generator is a function of (seed, r
 producers die with the parent (PR_SET_PDEATHSIG on Linux, and a check of its parent on every queue wait).
 """
 import atexit
+import collections
 import ctypes
 import os
 import queue
@@ -199,6 +200,46 @@ class _Producer:
             self.process.join(timeout=5)
 
 
+class _Handoff:
+    """The trainer's side of a CUDA batch from a producer: copied into the trainer's own memory on the training
+    stream, the received tensors freed once that copy has run, inside a stream with nothing queued.
+
+    Why: torch frees a CUDA tensor received from another process with a cudaStreamSynchronize of the current stream
+    (its IPC deleter: the producer may reuse the memory at once). Freed on the training stream, as the engine's
+    loop drops the last batch, that is a full wait every step: the host can no longer queue step n + 1 while the GPU
+    runs step n. DeiT-tiny at 224 px (H200, 2026-11-28) trained at 0.73x --synthetic-data with that wait. The copy
+    costs the training stream one pass over the batch (256 x 3 x 224 x 224 fp32: 154 MB, ~0.1 ms at H200 rates)
+    and holds ~2 batches more of memory until their copies have run.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == 'cuda'
+        self.idle = torch.cuda.Stream(device) if self.cuda else None
+        self.pending: 'collections.deque[Tuple[Tuple[torch.Tensor, ...], torch.cuda.Event]]' = collections.deque()
+
+    def take(self, *received: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Own copies of `received` (queued on the current stream), after releasing the batches already copied."""
+        if not self.cuda or not any(t.is_cuda for t in received):
+            return received
+        own = tuple(t.clone() for t in received)
+        copied = torch.cuda.Event()
+        copied.record()
+        self.pending.append((received, copied))
+        del received
+        self.release()
+        return own
+
+    def release(self, every: bool = False) -> None:
+        """Free the received tensors whose copy has run (every one, waiting for the copies, with every=True)."""
+        if not self.pending:
+            return
+        with torch.cuda.stream(self.idle):  # the IPC deleter's stream sync returns at once here
+            while self.pending and (every or self.pending[0][1].query()):
+                received, copied = self.pending.popleft()
+                copied.synchronize()
+                del received
+
+
 class ProcessLoader:
     """A loader whose batches spawned processes make: len(), `.sampler` (the parent's, set_epoch is called on it)
     and iteration, like the in-process loader that make_loader builds.
@@ -214,6 +255,8 @@ class ProcessLoader:
                  drop_last: bool, device: torch.device, depth: int = 3, processes: int = 1):
         if processes < 1:
             raise ValueError(f'processes must be at least 1, got {processes}')
+        if device.type == 'cuda' and device.index is None:  # the producer's set_device needs an index
+            device = torch.device('cuda', torch.cuda.current_device())
         self.make_loader, self.sampler, self.device, self.depth = make_loader, sampler, device, depth
         self.processes = processes
         self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)  # type: ignore[arg-type]
@@ -265,6 +308,7 @@ class ProcessLoader:
         for p, (indices, ids) in zip(self._producers, self._shares()):
             p.commands.put((epoch, indices, ids))
             p.pending = True
+        handoff = _Handoff(self.device)
         try:
             for b in range(len(self)):
                 kind, a, c = self._producers[b % self.processes].get()
@@ -272,14 +316,17 @@ class ProcessLoader:
                     raise a
                 if kind != 'batch':
                     raise RuntimeError(f'the data process ended its epoch after {b} of {len(self)} batches')
-                yield a, c
-                del a, c
+                images, labels = handoff.take(a, c)
+                del a, c  # the received tensors live on in handoff.pending only
+                yield images, labels
+                del images, labels
             for p in self._producers:
                 kind, a, _ = p.get()
                 if kind == 'error':
                     raise a
                 p.pending = kind != 'end'
         finally:
+            handoff.release(every=True)
             self._drain()
 
     def close(self) -> None:
