@@ -92,20 +92,21 @@ def _tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
-# kernels.BACKENDS plus a measurement knob: 'auto-recompute' is 'auto' with every FasterKANLinear's
-# compiled_auto_form = 'recompute' (under torch.compile: the plain-torch form, basis recomputed in the backward)
-BENCH_BACKENDS = tuple(kernels.BACKENDS) + ('auto-recompute',)
+# kernels.BACKENDS plus two measurement knobs: 'auto-recompute' / 'auto-fused' are 'auto' with every FasterKANLinear's
+# compiled_auto_form set to 'recompute' (the default: under torch.compile the plain-torch form, basis recomputed in the
+# backward) / 'fused' (the kernels under torch.compile too)
+BENCH_BACKENDS = tuple(kernels.BACKENDS) + ('auto-recompute', 'auto-fused')
 
 
 def set_bench_backend(model: nn.Module, name: str) -> nn.Module:
-    """kernels.set_backend, and for 'auto-recompute' the FasterKAN layers' compiled form (on the instances: rows
-    compiled side by side keep their own)."""
-    if name != 'auto-recompute':
+    """kernels.set_backend, and for 'auto-recompute' / 'auto-fused' the FasterKAN layers' compiled form (on the
+    instances: rows compiled side by side keep their own)."""
+    if name not in ('auto-recompute', 'auto-fused'):
         return kernels.set_backend(model, name)
     kernels.set_backend(model, 'auto')
     for m in model.modules():
         if hasattr(m, 'compiled_auto_form'):
-            m.compiled_auto_form = 'recompute'
+            m.compiled_auto_form = name.split('-')[1]
     return model
 
 
@@ -457,7 +458,8 @@ def main():
     parser.add_argument('--layers', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--backends', default='auto,reference',
                         help='comma list of KAN backends: auto (the default path), fused, reference, and '
-                             "auto-recompute (auto with FasterKAN's compiled recompute form)")
+                             "auto-recompute / auto-fused (auto with FasterKAN's compiled form set to the recompute "
+                             'form, the default, or to the kernels)')
     parser.add_argument('--compile-mode', default=None,
                         help="torch.compile mode of the compiled model rows, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument('--layer-modes', default=None, help='modes of the layer table (default: --modes)')

@@ -6,8 +6,9 @@
 Per layer pair (KANLinear 192 -> 192 -> 192, FasterKANLinear the same): max relative error of the output and every
 gradient, compiled fused (backend 'auto') against eager reference, and the worst of them for eager fused; then fwd + bwd ms (CUDA events, median of 20) of
 eager fused, compiled fused and compiled reference: the dispatch rule asks compiled fused <= compiled reference.
-For FasterKAN also the compiled recompute form (backend 'auto' with compiled_auto_form 'recompute': the reference
-with its basis recomputed in the backward), and each compiled form's peak memory for one fwd + bwd.
+For FasterKAN, "compiled fused" is backend 'auto' with compiled_auto_form 'fused' (the kernels), and a column more
+times the compiled recompute form (compiled_auto_form 'recompute', FasterKAN's compiled default: the reference with
+its basis recomputed in the backward); each compiled form's peak memory for one fwd + bwd.
 With --profile, each compiled form's kernels (torch.profiler, GPU µs per fwd + bwd, largest first) follow the table.
 """
 import argparse
@@ -100,6 +101,9 @@ def main():
             ref = run(net, x, dy)
         eager_got = run(net, x, dy)  # eager fused (the autograd.Function over the kernels)
         eager_worst = max(((o - r).abs().max() / r.abs().max()).item() for r, o in zip(ref, eager_got))
+        forms = [m for m in net.modules() if hasattr(m, 'compiled_auto_form')]
+        for m in forms:  # FasterKAN's compiled default is the recompute form: this column times the kernels
+            m.compiled_auto_form = 'fused'
         compiled = torch.compile(net, fullgraph=True)
         got = run(compiled, x, dy)
         errs = [((o - r).abs().max() / r.abs().max()).item() for r, o in zip(ref, got)]
@@ -117,7 +121,6 @@ def main():
                 profiles.append(kernel_table(f'{name}, compiled reference', lambda: run(ref_compiled, x, dy)))
         torch._dynamo.reset()
         rec_ms, rec_err = '—', ''
-        forms = [m for m in net.modules() if hasattr(m, 'compiled_auto_form')]
         if forms:  # FasterKAN: backend 'auto' under compile taking the recompute form (basis recomputed in backward)
             for m in forms:
                 m.compiled_auto_form = 'recompute'
@@ -129,7 +132,7 @@ def main():
             if args.profile:
                 profiles.append(kernel_table(f'{name}, compiled recompute', lambda: run(rec_compiled, x, dy)))
             for m in forms:
-                m.compiled_auto_form = 'fused'
+                del m.compiled_auto_form  # back to the class default
             torch._dynamo.reset()
         print(f'| {name} | {errs[0]:.1e} | {errs[1]:.1e} | {max(errs[2:]):.1e} | {eager_worst:.1e} | {eager_ms:.3f} | '
               f'{fused_ms:.3f} | {ref_ms:.3f} | {rec_ms}{rec_err} | {" / ".join(f"{v:.0f}" for v in peaks)} |',

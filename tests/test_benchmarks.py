@@ -54,9 +54,10 @@ def test_bench_data_pipeline_rounds_give_per_round_ratios(tmp_path):
     assert proc.returncode == 2 and 'must include synthetic' in proc.stderr.splitlines()[-1]
 
 
-def test_bench_vit_auto_recompute_rows_set_the_fasterkan_instances_only():
-    """bench_vit's 'auto-recompute' backend: kernel backend 'auto' and compiled_auto_form 'recompute' on the row's
-    FasterKAN layers (instances: another row and the class keep 'fused')."""
+def test_bench_vit_auto_recompute_and_auto_fused_rows_set_the_fasterkan_instances_only():
+    """bench_vit's 'auto-recompute' / 'auto-fused' backends: kernel backend 'auto' and compiled_auto_form
+    'recompute' / 'fused' on the row's FasterKAN layers (instances: another row and the class keep the default,
+    'recompute')."""
     import importlib.util
     import timm
     from vision_kan.layers import FasterKANLinear
@@ -64,10 +65,12 @@ def test_bench_vit_auto_recompute_rows_set_the_fasterkan_instances_only():
     bench_vit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_vit)
     rows = [bench_vit.set_bench_backend(timm.create_model('vit_fasterkan_tiny', depth=1), name)
-            for name in ('auto-recompute', 'auto')]
+            for name in ('auto-recompute', 'auto-fused', 'auto')]
     layers = [[m for m in row.modules() if isinstance(m, FasterKANLinear)] for row in rows]
     assert layers[0] and all(m.kernel_backend == 'auto' and m.compiled_auto_form == 'recompute' for m in layers[0])
-    assert all(m.compiled_auto_form == 'fused' for m in layers[1]) and FasterKANLinear.compiled_auto_form == 'fused'
+    assert layers[1] and all(m.kernel_backend == 'auto' and m.compiled_auto_form == 'fused' for m in layers[1])
+    assert all('compiled_auto_form' not in vars(m) for m in layers[2])
+    assert FasterKANLinear.compiled_auto_form == 'recompute'
 
 
 def test_model_table_counts_vits_and_conv_kans():

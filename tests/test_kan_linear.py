@@ -258,8 +258,8 @@ def test_faster_kan_recompute_form_equals_reference_and_saves_only_the_normalise
 
 def test_faster_kan_takes_the_recompute_form_only_when_compiled_auto_asks(monkeypatch):
     """Where the kernels would run (fused_path True), 'auto' under torch.compile takes recompute_forward when the
-    instance's compiled_auto_form is 'recompute', and the kernels otherwise; eager and 'fused' never take it. The
-    compiled gradients equal the reference path's."""
+    layer's compiled_auto_form is 'recompute' (the default), and the kernels otherwise; eager and 'fused' never take
+    it. The compiled gradients equal the reference path's."""
     import vision_kan.layers.kan_linear as kl
     calls = []
     monkeypatch.setattr(kl, 'fused_path', lambda layer, x: True)
@@ -267,7 +267,7 @@ def test_faster_kan_takes_the_recompute_form_only_when_compiled_auto_asks(monkey
     torch.manual_seed(0)
     layer = FasterKANLinear(16, 12)
     x = torch.randn(2, 5, 16)
-    layer.compiled_auto_form = 'recompute'
+    assert layer.compiled_auto_form == 'recompute'  # the class default (measured: README, issue 14)
     layer(x)  # eager: the kernels
     y = torch.compile(layer, backend='aot_eager', fullgraph=True)(x.requires_grad_(True))
     assert calls == ['kernels'], calls  # compiled: the recompute form, not the kernels

@@ -324,12 +324,12 @@ class FasterKANLinear(nn.Module):
         """(..., d) -> (..., d, K), on the normalised input."""
         return rswaf_basis(self.norm(x), self.grid, self.inv_h)
 
-    # Under torch.compile with kernel_backend 'auto', where the kernels would run: 'fused' takes them (as eager does);
-    # 'recompute' takes `recompute_forward`, plain torch that inductor fuses and cuBLAS multiplies, with the memory of
-    # the kernels. A measurement knob (set on an instance, e.g. by bench_vit.py's 'auto-recompute' rows) until the
-    # model-level numbers choose: the compiled reference beat the kernels at the layer level (2.04 against 1.52 ms a
-    # layer pair, H200, 2026-11-28) but saves the (M, d K) basis for the backward (1.42x the memory, issue 14).
-    compiled_auto_form = 'fused'
+    # Under torch.compile with kernel_backend 'auto', where the kernels would run: 'recompute' (the default) takes
+    # `recompute_forward`, plain torch that inductor fuses and cuBLAS multiplies, the basis recomputed in the
+    # backward; 'fused' takes the kernels (as eager does). Chosen by measurement (H200, 2026-11-28, one call, bf16):
+    # a layer pair fwd + bwd 2.009 ms recompute / 2.251 fused / 2.051 compiled reference; vit_fasterkan_tiny
+    # compiled, x DeiT-tiny, median of 3 rounds, 0.76 / 0.72 / 0.89 train img/s and 0.65 / 0.85 / 1.42 peak memory.
+    compiled_auto_form = 'recompute'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, 'FasterKANLinear')
