@@ -284,3 +284,44 @@ def test_faster_kan_takes_the_recompute_form_only_when_compiled_auto_asks(monkey
         torch.compile(layer, backend='aot_eager', fullgraph=True)(x.detach())
         torch._dynamo.reset()
     assert calls == ['kernels'] * 3, calls
+
+
+def _compiled_backward_ops(net: nn.Module, x: torch.Tensor):
+    """The call_function targets of `net`'s compiled backward graph (AOT autograd, min-cut partitioner, as inductor
+    partitions) and the bytes the forward saves for it."""
+    from functorch.compile import make_boxed_func
+    from torch._functorch.aot_autograd import aot_module_simplified
+    from torch._functorch.partitioners import min_cut_rematerialization_partition
+    got = {}
+
+    def bw(g, inputs):
+        got['ops'] = [str(n.target) for n in g.graph.nodes if n.op == 'call_function']
+        got['saved'] = sum(n.meta['val'].numel() * n.meta['val'].element_size() for n in g.graph.nodes
+                           if n.op == 'placeholder' and isinstance(n.meta.get('val'), torch.Tensor))
+        return make_boxed_func(g.forward)
+
+    def backend(gm, inputs):
+        return aot_module_simplified(gm, inputs, fw_compiler=lambda g, i: make_boxed_func(g.forward),
+                                     bw_compiler=bw, partition_fn=min_cut_rematerialization_partition)
+    torch._dynamo.reset()
+    torch.compile(net, backend=backend, fullgraph=True)(x).sum().backward()
+    torch._dynamo.reset()
+    return got['ops'], got['saved']
+
+
+def test_faster_kan_compiled_recompute_form_recomputes_the_basis_not_the_matmul(monkeypatch):
+    """Two FasterKAN layers compiled (the recompute form, the default, where the kernels would run): the backward
+    graph holds exactly the reference's matmuls (the next layer's LayerNorm backward reads the first layer's output; a
+    plain checkpoint recomputed that output's whole GEMM there), recomputes the basis (its tanh), and the forward
+    saves under half the reference's bytes."""
+    import vision_kan.layers.kan_linear as kl
+    torch.manual_seed(0)
+    net = nn.Sequential(FasterKANLinear(16, 48), FasterKANLinear(48, 12))
+    x = torch.randn(64, 16, requires_grad=True)
+    ref_ops, ref_saved = _compiled_backward_ops(net, x)  # fused_path False on the CPU: the reference path
+    monkeypatch.setattr(kl, 'fused_path', lambda layer, x: True)
+    rec_ops, rec_saved = _compiled_backward_ops(net, x)
+    matmuls = lambda ops: sorted(o for o in ops if o in ('aten.mm.default', 'aten.addmm.default'))  # noqa: E731
+    assert matmuls(ref_ops) and matmuls(rec_ops) == matmuls(ref_ops), (matmuls(rec_ops), matmuls(ref_ops))
+    assert 'aten.tanh.default' in rec_ops and 'aten.tanh.default' not in ref_ops
+    assert rec_saved < ref_saved / 2, (rec_saved, ref_saved)

@@ -5,13 +5,14 @@
 
 Both take any leading dims: (..., d) -> (..., d').
 """
+import functools
 import math
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .basis import bspline_basis_auto, knots_are_uniform, rswaf_basis, uniform_knots
 from .kernels import KIND_BSPLINE, KIND_RSWAF, basis_linear_call, compute_dtype, fused_path
@@ -269,6 +270,17 @@ def _least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(ata, atb).to(b.dtype)
 
 
+_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+
+
+def _save_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpoint policy: keep matmul outputs, recompute the rest (the elementwise basis)."""
+    return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+_SAVE_MATMULS_CONTEXT = functools.partial(create_selective_checkpoint_contexts, _save_matmuls)
+
+
 class FasterKANLinear(nn.Module):
     """FasterKAN layer: LayerNorm -> RSWAF basis on K grid points -> linear (d * K -> d').
 
@@ -345,10 +357,13 @@ class FasterKANLinear(nn.Module):
     def recompute_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reference path with the basis recomputed in the backward instead of saved: LayerNorm, then the
         RSWAF basis + linear inside torch.utils.checkpoint, so the backward keeps LayerNorm(x) (M, d) where the
-        reference keeps the (M, d K) basis (and its tanh). Same values and gradients as the reference path."""
+        reference keeps the (M, d K) basis (and its tanh). Same values and gradients as the reference path.
+        Selective: the matmul's output (M, d') is saved, only the basis recomputed. A plain checkpoint recomputes the
+        matmul too wherever its output is needed in the backward (the next layer's LayerNorm backward reads it): in
+        vit_fasterkan_tiny's compiled backward that was fc1's whole forward GEMM again (graph counted on the CPU)."""
         lead = x.shape[:-1]
         xn = self.norm(x.reshape(-1, self.in_features))  # (M, d)
-        y = checkpoint(self._basis_linear, xn, use_reentrant=False)
+        y = checkpoint(self._basis_linear, xn, use_reentrant=False, context_fn=_SAVE_MATMULS_CONTEXT)
         return y.reshape(*lead, self.out_features)
 
     def _basis_linear(self, xn: torch.Tensor) -> torch.Tensor:
