@@ -199,6 +199,7 @@ def bench_models_interleaved(runs, args, device: torch.device, mode: str, macs_c
     rows = []
     for spec, backend_name in runs:
         kan_backend = 'reference' if backend_name == '—' else backend_name
+        started = time.perf_counter()
         row = build_model_row(spec, args, device, mode, macs_cache, kan_backend)
         try:
             for _ in range(args.warmup):  # compiles (a graph per row: rows do not share dynamo's cache entries)
@@ -206,13 +207,18 @@ def bench_models_interleaved(runs, args, device: torch.device, mode: str, macs_c
             synchronize(device)
         except Exception as exc:
             row['note'] = f'failed: {type(exc).__name__}: {str(exc)[:200]}'
+        # progress as it comes (a run cut by a timeout still says how far it got and what each row cost to build)
+        print(f'# {mode} {spec} {backend_name}: built and warmed in {time.perf_counter() - started:.0f} s',
+              flush=True)
         rows.append(row)
     times: List[List[float]] = [[] for _ in rows]
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for k, row in enumerate(rows):
             if 'note' not in row:
                 try:
                     times[k].append(time_it(row['train_step'], device, 1, args.steps))
+                    print(f'# {mode} round {r + 1}: {runs[k][0]} {runs[k][1]} '
+                          f'{args.batch_size / times[k][-1]:.0f} img/s', flush=True)
                 except Exception as exc:
                     row['note'] = f'failed: {type(exc).__name__}: {str(exc)[:200]}'
     for k, row in enumerate(rows):
