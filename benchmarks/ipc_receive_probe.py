@@ -10,6 +10,9 @@ batch released in one of two ways:
 
   drop:     the received tensors dropped on the training stream (torch's IPC deleter syncs the stream each time);
   handoff:  data_process._Handoff (copy on the training stream, received tensors freed behind it on an idle stream);
+  ring:     a prototype of the alternative: the producer shares --depth + 1 batch slots and an interprocess event
+            for each once; per batch only a slot number crosses (the parent waits on the slot's event on the GPU,
+            copies the slot and records an event of its own that the producer's stream waits on before refilling);
   local:    no producer, the batch made in this process (the step alone).
 
     python benchmarks/ipc_receive_probe.py                     # needs CUDA; prints one table
@@ -44,6 +47,29 @@ def produce(batch: int, size: int, out: 'mp.Queue', stop: 'mp.synchronize.Event'
         torch.cuda.ipc_collect()
 
 
+def produce_ring(batch: int, size: int, slots: int, out: 'mp.Queue', free: 'mp.Queue',
+                 stop: 'mp.synchronize.Event') -> None:
+    """The ring producer: sends its slots and their 'filled' events once, takes the parent's 'consumed' events
+    back, then fills whichever slot the parent frees and sends its number."""
+    torch.cuda.set_device(0)
+    images = [torch.empty(batch, 3, size, size, device='cuda') for _ in range(slots)]
+    labels = [torch.empty(batch, dtype=torch.long, device='cuda') for _ in range(slots)]
+    filled = [torch.cuda.Event(interprocess=True) for _ in range(slots)]
+    out.put(('slots', images, labels, filled))
+    consumed = free.get(timeout=60)  # the parent's events, then slot numbers
+    stream = torch.cuda.current_stream()
+    while not stop.is_set():
+        try:
+            k = free.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        stream.wait_event(consumed[k])  # the parent's copy of this slot has run (a no-op before its first record)
+        images[k].uniform_()
+        labels[k].random_(0, 1000)
+        filled[k].record(stream)
+        out.put(k)
+
+
 def sleep_cycles_per_ms() -> float:
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -65,9 +91,19 @@ def run(mode: str, a, cycles_per_ms: float) -> Dict[str, float]:
     stop = ctx.Event()
     q = ctx.Queue(maxsize=a.depth)
     proc = None
-    if mode != 'local':
+    free = ctx.Queue()
+    if mode in ('drop', 'handoff'):
         proc = ctx.Process(target=produce, args=(a.batch, a.size, q, stop), daemon=True)
         proc.start()
+    elif mode == 'ring':
+        slots = a.depth + 1
+        proc = ctx.Process(target=produce_ring, args=(a.batch, a.size, slots, q, free, stop), daemon=True)
+        proc.start()
+        _, ring_images, ring_labels, filled = q.get(timeout=120)
+        consumed = [torch.cuda.Event(interprocess=True) for _ in range(slots)]
+        free.put(consumed)
+        for k in range(slots):
+            free.put(k)
     handoff = _Handoff(torch.device('cuda', 0)) if mode == 'handoff' else None
     gets: List[float] = []
     local = torch.empty(a.batch, 3, a.size, a.size, device='cuda')
@@ -79,6 +115,12 @@ def run(mode: str, a, cycles_per_ms: float) -> Dict[str, float]:
         t = time.perf_counter()
         if mode == 'local':
             images = local.uniform_()
+        elif mode == 'ring':
+            k = q.get(timeout=60)
+            torch.cuda.current_stream().wait_event(filled[k])
+            images, labels = ring_images[k].clone(), ring_labels[k].clone()
+            consumed[k].record()
+            free.put(k)
         else:
             images, labels = q.get(timeout=60)
             if handoff is not None:
@@ -114,13 +156,13 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument('--depth', type=int, default=3, help='batches waiting in the queue (data_process: 3)')
     ap.add_argument('--warmup', type=int, default=5)
     ap.add_argument('--steps', type=int, default=40)
-    ap.add_argument('--modes', default='local,drop,handoff')
+    ap.add_argument('--modes', default='local,drop,handoff,ring')
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print('ipc_receive_probe.py: needs a CUDA GPU', file=sys.stderr)
         return 2
     modes = [m for m in a.modes.split(',') if m]
-    unknown = set(modes) - {'local', 'drop', 'handoff'}
+    unknown = set(modes) - {'local', 'drop', 'handoff', 'ring'}
     if unknown:
         print(f'ipc_receive_probe.py: unknown --modes {sorted(unknown)}', file=sys.stderr)
         return 2
