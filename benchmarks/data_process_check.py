@@ -14,7 +14,8 @@ One guess it tests: main.py's start-up check (data.check_gpu_backend) decodes a 
 trainer, so two processes hold a hardware-decoder handle on one GPU. Phase A starts a producer while this process
 has not touched nvjpeg; phase B decodes a probe here first (as main.py does), then starts a second producer;
 phase C is B with no DataLoader workers in the producer (nothing forked from a process that holds a CUDA context).
-With --trace the producer also prints its milestones (started, device ready, loader built, each early batch).
+With --trace the producer also prints its milestones (started, device ready, loader built, each early batch) and
+each epoch's batch times (making, waiting to hand over).
 """
 import argparse
 import faulthandler

@@ -88,6 +88,23 @@ def test_process_gives_the_in_process_batches_on_the_gpu(tmp_path):
         there.close()
 
 
+def test_trace_prints_each_epochs_batch_times(tmp_path, monkeypatch, capfd):
+    """VISION_KAN_DATA_PROCESS_TRACE=0 (milestones without stack dumps): after each epoch the producer says how long
+    its batches took to make and to hand over (the question a slow --data-process run asks first)."""
+    import re
+    data = make_image_folder(tmp_path / 'data', num_classes=3, train_per_class=8, val_per_class=2, size=20)
+    monkeypatch.setenv('VISION_KAN_DATA_PROCESS_TRACE', '0')
+    there = build_data(_cfg(data, data_process=True), TCFG, CPU, 1, 0)[3]
+    try:
+        assert len(list(there)) == 6
+    finally:
+        there.close()
+    err = capfd.readouterr().err
+    assert re.search(r'epoch 0: 6 batches; ms a batch, median / max: making [\d.]+ / [\d.]+ \(the first [\d.]+\), '
+                     r'waiting to hand over [\d.]+ / [\d.]+', err), err
+    assert 'Timeout' not in err  # no stack dumps with 0
+
+
 def test_producer_loader_forks_its_workers_and_stops_them_on_close(tmp_path):
     # In a spawned process the default start method is spawn: 14 spawned workers, each importing torch and
     # unpickling the sample list in turn, took 162 s to start on an H100 host. The producer's loader forks them.

@@ -32,7 +32,9 @@ import ctypes
 import os
 import queue
 import signal
+import statistics
 import sys
+import time
 import traceback
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -87,10 +89,10 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
     """The producer's main loop: one command (epoch, indices) per epoch, None to stop."""
     _die_with_parent()
     trace = os.environ.get('VISION_KAN_DATA_PROCESS_TRACE')
-    if trace:  # debugging (benchmarks/data_process_check.py): milestones, and every thread's stack every N seconds
-        import faulthandler
-        import time
-        faulthandler.dump_traceback_later(float(trace), repeat=True)
+    if trace:  # debugging (benchmarks/data_process_check.py): milestones, each epoch's batch times, and (N > 0)
+        import faulthandler  # every thread's stack every N seconds
+        if float(trace) > 0:
+            faulthandler.dump_traceback_later(float(trace), repeat=True)
         started = time.time()
 
         def mark(what: str) -> None:
@@ -130,8 +132,13 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
         order.epoch, order.indices, order.batch_ids = command
         mark(f'epoch {order.epoch}: {len(order.indices)} indices, {len(order.batch_ids)} batches')
         batches = iter(loader)
+        make_ms: List[float] = []  # per batch: waiting for the loader (decode + augmentation issue) ...
+        put_ms: List[float] = []  # ... and for room in the queue (the parent not taking batches as fast)
         try:
+            t = time.perf_counter()
             for images, labels in batches:
+                made = time.perf_counter()
+                make_ms.append((made - t) * 1e3)
                 if sent < 2:
                     mark(f'batch {sent} made')
                 if cancel.is_set() or not put(('batch', images, labels)):
@@ -140,6 +147,8 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
                 if sent < 2:
                     mark(f'batch {sent} handed over')
                 sent += 1
+                t = time.perf_counter()
+                put_ms.append((t - made) * 1e3)
                 if device.type == 'cuda' and sent % 16 == 0:
                     torch.cuda.ipc_collect()  # free the blocks the parent has released
         except BaseException as e:  # noqa: BLE001  (handed to the parent, raised there)
@@ -148,6 +157,10 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
             # an epoch left early: stop its prefetch thread now, so that the next epoch's iterator resets the
             # persistent workers from a quiet state
             getattr(batches, 'close', lambda: None)()
+        if trace and make_ms:
+            mark(f'epoch {order.epoch}: {len(make_ms)} batches; ms a batch, median / max: making '
+                 f'{statistics.median(make_ms):.1f} / {max(make_ms):.1f} (the first {make_ms[0]:.1f}), waiting to hand '
+                 f'over {statistics.median(put_ms or [0.0]):.1f} / {max(put_ms or [0.0]):.1f}')
         put(('end', None, None))
     getattr(loader, 'close', lambda: None)()  # the decode backend's DataLoader workers
     # leave without the interpreter's teardown: freeing CUDA blocks that carry stream events (record_stream) while
