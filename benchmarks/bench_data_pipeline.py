@@ -43,6 +43,8 @@ BACKENDS = [  # (key for --backends, row name, main.py flags); the resident rows
                                                           '--data-processes', '2']),
     ('gpu-process3', 'gpu, --data-process, 3 producers', ['--data-backend', 'gpu', '--data-process',
                                                           '--data-processes', '3']),
+    ('gpu-process4', 'gpu, --data-process, 4 producers', ['--data-backend', 'gpu', '--data-process',
+                                                          '--data-processes', '4']),
     ('resident', 'gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']),
     ('resident-group1', 'gpu, --data-on-gpu, one batch a call', ['--data-backend', 'gpu', '--data-on-gpu',
                                                                  '--data-on-gpu-group', '1']),
