@@ -88,6 +88,57 @@ def test_process_gives_the_in_process_batches_on_the_gpu(tmp_path):
         there.close()
 
 
+class _NumberedBatches:
+    """A producer's loader (module level: spawned producers unpickle it by name) whose batch b of epoch e is filled
+    with 100 e + b; batch 7 has 3 rows where the others have 4 (it cannot use the ring's slots)."""
+
+    def __init__(self, order: EpochIndices):
+        self.order = order
+
+    def __iter__(self):
+        for b in self.order.batch_ids:
+            rows = 3 if b == 7 else 4
+            yield torch.full((rows, 2), 100.0 * self.order.epoch + b), torch.full((rows,), b)
+
+
+class _Epochs(list):
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+@pytest.mark.parametrize('slots', [True, False], ids=['ring', 'plain'])
+def test_batches_cross_through_the_ring_in_order_and_an_odd_one_the_plain_way(slots):
+    """12 batches from 2 producers with depth 1 (3 slots each): every slot is written several times, the trainer's
+    batches stay its own after the slot is refilled, batch 7 (another shape) crosses the plain way, and an epoch
+    left early returns its drained slots (else the next epoch would wait for a free slot forever)."""
+    sampler = _Epochs(range(48))
+    loader = ProcessLoader(_NumberedBatches, sampler, 4, True, CPU, depth=1, processes=2, slots=slots)
+
+    def hung(*_):
+        raise TimeoutError('the loader waited 90 s for a batch: a slot never given back?')
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(90)
+    try:
+        for epoch in (0, 1, 2):
+            sampler.set_epoch(epoch)
+            got = list(loader)  # held until the end of the epoch: a slot refilled under a batch would change it
+            assert [x.shape[0] for x, _ in got] == [3 if b == 7 else 4 for b in range(12)]
+            for b, (x, y) in enumerate(got):
+                assert torch.equal(x, torch.full_like(x, 100.0 * epoch + b)) and torch.equal(y, torch.full_like(y, b))
+            it = iter(loader)
+            next(it)
+            it.close()
+        assert all((p.slots is not None) == slots for p in loader._producers)
+        if slots:
+            assert all(len(p.slots.images) == 3 for p in loader._producers)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        loader.close()
+
+
 def test_trace_prints_each_epochs_batch_times(tmp_path, monkeypatch, capfd):
     """VISION_KAN_DATA_PROCESS_TRACE=0 (milestones without stack dumps): after each epoch the producer says how long
     its batches took to make and to hand over (the question a slow --data-process run asks first)."""

@@ -3,8 +3,10 @@
 Why: in one process the loader's host work (collating, the nvjpeg call, ~300 small augmentation ops a batch planned
 on the CPU) and the training loop's (eager dispatch of a step) share one GIL, so their host times add up instead of
 overlapping: the loader in a thread trained deit_tiny at 224 px at 0.60x synthetic (H200, 2026-11-28), in this
-process at 0.80x (vit_grkan_tiny 0.59x -> 0.91x). The batches cross as tensors through torch.multiprocessing (on
-CUDA an IPC handle and an event, then one device copy in the parent: _Handoff says why).
+process at 0.80x (vit_grkan_tiny 0.59x -> 0.91x). The batches cross through a ring of buffers that each producer
+shares once (batch_slots: per batch a slot number, one device copy in the parent); a batch of another shape crosses
+as tensors of its own through torch.multiprocessing (on CUDA an IPC handle and an event; _Handoff says how it is
+taken in).
 Opt-in: it is not faster in every measured row yet (README, "GPU data backends"). Its workers are forked
 (gpu_data.decode_train_loader): spawned, as a spawned process's children are by default, 14 of them took 162 s to
 start (benchmarks/data_process_check.py found it).
@@ -13,7 +15,9 @@ start (benchmarks/data_process_check.py found it).
     sampler.set_epoch(e); iter(loader)  -- (e, indices, batch numbers) -->  the in-process loader over the indices
                                                              of batches k, k + N, ...: decode in a thread, augment
                                                              on its main thread
-                <-- ('batch', images, labels) per batch, then ('end',) --   (at most `depth` waiting)
+                <-- ('slots', buffers, events) once per producer (batch_slots) --
+                <-- ('slot', k) or ('batch', images, labels) per batch, then ('end',) --   (at most `depth` waiting)
+                -- slot k free again, once the parent's copy of it has run -->
     the parent reads batch b from producer b % N, so the order is the sampler's
     a loop left early: the cancel event, then the parent drains every producer up to its ('end',)
     an error there: ('error', exception) then ('end',); raised here as the same exception (CorruptImageError ...)
@@ -41,6 +45,8 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 import torch.multiprocessing as torch_mp
 from torch.utils.data import BatchSampler
+
+from .batch_slots import SlotReader, SlotWriter
 
 __all__ = ['ProcessLoader', 'EpochIndices']
 
@@ -85,7 +91,7 @@ def _picklable(error: BaseException) -> BaseException:
 
 
 def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, commands: Any, results: Any,
-             cancel: Any, parent_pid: int) -> None:
+             freed: Any, slots: int, cancel: Any, parent_pid: int) -> None:
     """The producer's main loop: one command (epoch, indices) per epoch, None to stop."""
     _die_with_parent()
     trace = os.environ.get('VISION_KAN_DATA_PROCESS_TRACE')
@@ -121,6 +127,7 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
                 continue
         return False
 
+    ring = SlotWriter(slots, freed)
     sent = 0
     while alive():
         try:
@@ -141,7 +148,15 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
                 make_ms.append((made - t) * 1e3)
                 if sent < 2:
                     mark(f'batch {sent} made')
-                if cancel.is_set() or not put(('batch', images, labels)):
+                if cancel.is_set():
+                    break
+                if slots and ring.fits(images, labels):
+                    if not ring.images and not put(ring.allocate(images, labels)):
+                        break
+                    k = ring.write(images, labels, lambda: alive() and not cancel.is_set(), _POLL_S)
+                    if k is None or not put(('slot', k, None)):
+                        break
+                elif not put(('batch', images, labels)):
                     break
                 del images, labels
                 if sent < 2:
@@ -150,7 +165,7 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
                 t = time.perf_counter()
                 put_ms.append((t - made) * 1e3)
                 if device.type == 'cuda' and sent % 16 == 0:
-                    torch.cuda.ipc_collect()  # free the blocks the parent has released
+                    torch.cuda.ipc_collect()  # free the blocks of plain batches that the parent has released
         except BaseException as e:  # noqa: BLE001  (handed to the parent, raised there)
             put(('error', _picklable(e), None))
         finally:
@@ -173,29 +188,39 @@ def _produce(make_loader: Callable[[EpochIndices], Any], device: torch.device, c
 
 
 class _Producer:
-    """One spawned producer with its queues: commands in, results out (at most `depth` waiting)."""
+    """One spawned producer with its queues: commands in, results out (at most `depth` waiting), slot numbers
+    back (batch_slots: depth + 2 slots, so that it never waits for one while the queue has room; 0: no ring)."""
 
     def __init__(self, ctx: Any, make_loader: Callable[[EpochIndices], Any], device: torch.device, depth: int,
-                 cancel: Any, name: str):
+                 slots: bool, cancel: Any, name: str):
         self.commands = ctx.Queue()
         self.results = ctx.Queue(maxsize=depth)
+        self.freed = ctx.Queue()
+        self.slots: Optional[SlotReader] = None  # from the producer's first 'slots' message
         self.pending = False  # an epoch was started and its ('end',) not yet read
         self.process = ctx.Process(target=_produce, name=name,
-                                   args=(make_loader, device, self.commands, self.results, cancel, os.getpid()))
+                                   args=(make_loader, device, self.commands, self.results, self.freed,
+                                         depth + 2 if slots else 0, cancel, os.getpid()))
         self.process.start()
 
     def get(self) -> Tuple[str, Any, Any]:
+        """The next ('batch' | 'slot' | 'error' | 'end', ...) message; a 'slots' message is taken in on the way."""
         while True:
             try:
-                return self.results.get(timeout=_POLL_S)
+                kind, a, c = self.results.get(timeout=_POLL_S)
             except queue.Empty:
                 if not self.process.is_alive():
                     raise RuntimeError(f'the data process (--data-process) exited with code '
                                        f'{self.process.exitcode} before its batches were made') from None
+                continue
+            if kind != 'slots':
+                return kind, a, c
+            self.slots = SlotReader(a, c, self.freed)
 
     def stop(self) -> None:
         """The stop command, the results emptied meanwhile so that a producer blocked on a full queue sees it, then
         terminate() if it has not ended within ~10 s."""
+        self.slots = None  # the trainer's view of the slots goes before the producer that owns them
         try:
             self.commands.put(None)
             for _ in range(100):
@@ -261,16 +286,18 @@ class ProcessLoader:
     by each producer. processes: producers; producer k makes batches k, k + processes, ... of each epoch (its
     EpochIndices holds their indices and numbers) and the parent reads them back in order. The augmentations'
     generator is a function of the batch number (gpu_data.batch_generator), so any count gives the same batches.
+    slots: batches cross through a ring of buffers shared once (batch_slots); False: each batch as tensors of its
+    own (an IPC handle per batch on CUDA, taken in by _Handoff), the way of the batches that do not fit the ring.
     """
 
     def __init__(self, make_loader: Callable[[EpochIndices], Any], sampler: Sequence[int], batch_size: int,
-                 drop_last: bool, device: torch.device, depth: int = 3, processes: int = 1):
+                 drop_last: bool, device: torch.device, depth: int = 3, processes: int = 1, slots: bool = True):
         if processes < 1:
             raise ValueError(f'processes must be at least 1, got {processes}')
         if device.type == 'cuda' and device.index is None:  # the producer's set_device needs an index
             device = torch.device('cuda', torch.cuda.current_device())
         self.make_loader, self.sampler, self.device, self.depth = make_loader, sampler, device, depth
-        self.processes = processes
+        self.processes, self.slots = processes, slots
         self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)  # type: ignore[arg-type]
         self.batch_size = batch_size
         self._ctx = torch_mp.get_context('spawn')
@@ -286,7 +313,7 @@ class ProcessLoader:
         for p in self._producers:  # one of them died: start afresh
             p.stop()
         self._cancel = self._ctx.Event()
-        self._producers = [_Producer(self._ctx, self.make_loader, self.device, self.depth, self._cancel,
+        self._producers = [_Producer(self._ctx, self.make_loader, self.device, self.depth, self.slots, self._cancel,
                                      f'vision-kan-data-{k}') for k in range(self.processes)]
         atexit.register(self.close)  # a producer left running would keep the interpreter from exiting
 
@@ -298,7 +325,10 @@ class ProcessLoader:
         try:
             for p in self._producers:
                 while p.pending:
-                    p.pending = p.get()[0] != 'end'
+                    kind, a, _ = p.get()
+                    if kind == 'slot':
+                        p.slots.skip(a)  # type: ignore[union-attr]
+                    p.pending = kind != 'end'
         finally:
             for p in self._producers:
                 p.pending = False
@@ -323,13 +353,17 @@ class ProcessLoader:
         handoff = _Handoff(self.device)
         try:
             for b in range(len(self)):
-                kind, a, c = self._producers[b % self.processes].get()
+                p = self._producers[b % self.processes]
+                kind, a, c = p.get()
                 if kind == 'error':
                     raise a
-                if kind != 'batch':
+                if kind == 'slot':
+                    images, labels = p.slots.take(a)  # type: ignore[union-attr]
+                elif kind == 'batch':
+                    images, labels = handoff.take(a, c)
+                    del a, c  # the received tensors live on in handoff.pending only
+                else:
                     raise RuntimeError(f'the data process ended its epoch after {b} of {len(self)} batches')
-                images, labels = handoff.take(a, c)
-                del a, c  # the received tensors live on in handoff.pending only
                 yield images, labels
                 del images, labels
             for p in self._producers:
