@@ -338,9 +338,11 @@ class FasterKANLinear(nn.Module):
 
     # Under torch.compile with kernel_backend 'auto', where the kernels would run: 'recompute' (the default) takes
     # `recompute_forward`, plain torch that inductor fuses and cuBLAS multiplies, the basis recomputed in the
-    # backward; 'fused' takes the kernels (as eager does). Chosen by measurement (H200, 2026-11-28, one call, bf16):
-    # a layer pair fwd + bwd 2.009 ms recompute / 2.251 fused / 2.051 compiled reference; vit_fasterkan_tiny
-    # compiled, x DeiT-tiny, median of 3 rounds, 0.76 / 0.72 / 0.89 train img/s and 0.65 / 0.85 / 1.42 peak memory.
+    # backward (a selective checkpoint: the matmul outputs saved); 'fused' takes the kernels (as eager does). Chosen
+    # by measurement (H200, 2026-11-28, bf16): vit_fasterkan_tiny compiled, x DeiT-tiny, 3 interleaved rounds, train
+    # img/s 0.85 recompute / 0.81 fused / 0.77 compiled reference, peak memory 0.65 / 0.85 / 1.42 (eleventh run). The
+    # layer pair alone moves more between calls than the forms differ (ms fwd + bwd: recompute as a plain checkpoint
+    # 2.009 / fused 2.251 / reference 2.051 in one call; selective 1.968 / 1.611 / 1.865 in another).
     compiled_auto_form = 'recompute'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
