@@ -45,6 +45,10 @@ BACKENDS = [  # (key for --backends, row name, main.py flags); the resident rows
                                                           '--data-processes', '3']),
     ('gpu-process4', 'gpu, --data-process, 4 producers', ['--data-backend', 'gpu', '--data-process',
                                                           '--data-processes', '4']),
+    # the same producers without RandAugment and erasing: what the recipe's heaviest GPU work costs the step
+    ('gpu-process3-crop', 'gpu, --data-process, 3 producers, crop + flip only (no RandAugment, jitter, erasing)',
+     ['--data-backend', 'gpu', '--data-process', '--data-processes', '3', '--aa', 'none', '--color-jitter', '0',
+      '--reprob', '0']),
     ('resident', 'gpu, --data-on-gpu', ['--data-backend', 'gpu', '--data-on-gpu']),
     ('resident-group1', 'gpu, --data-on-gpu, one batch a call', ['--data-backend', 'gpu', '--data-on-gpu',
                                                                  '--data-on-gpu-group', '1']),
