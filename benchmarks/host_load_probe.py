@@ -41,7 +41,9 @@ def mean_mhz() -> Optional[float]:
         return None
 
 
-def make_step(size: int, batch: int, device: torch.device):
+def make_step(size: int, batch: int, device: torch.device, read_loss: bool = False):
+    """DeiT-tiny's train step on fixed random data (read_loss: the loss read after the forward, as engine.py's NaN
+    check does: a sync each step)."""
     patch = 16 if size >= 128 else 4
     model = timm.create_model('deit_tiny_patch16_224', img_size=size, patch_size=patch, num_classes=1000).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -51,6 +53,8 @@ def make_step(size: int, batch: int, device: torch.device):
     def step() -> None:
         with torch.autocast('cuda', dtype=torch.bfloat16):
             loss = torch.nn.functional.cross_entropy(model(x), y)
+        if read_loss:
+            loss.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

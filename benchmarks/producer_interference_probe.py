@@ -31,11 +31,12 @@ import sys
 import time
 from typing import Callable, Dict, List, Tuple
 
-import timm
 import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from gpu_augment_speed import kernel_ms, synthetic_photos
+from host_load_probe import make_step
+from ipc_receive_probe import sleep_cycles_per_ms
 from vision_kan.train.data import TransformConfig
 from vision_kan.train.gpu_augment import build_gpu_transform
 
@@ -78,24 +79,6 @@ def produce(kind: str, k: int, n: int, jpegs: List[torch.Tensor], size: int, sle
         work()
         torch.cuda.synchronize()
         turn += n
-
-
-def make_step(size: int, batch: int) -> Callable[[], None]:
-    """DeiT-tiny's train step on fixed random data, the loss read after the forward (engine.py's NaN check)."""
-    model = timm.create_model('deit_tiny_patch16_224', img_size=size, patch_size=16 if size >= 128 else 4,
-                              num_classes=1000).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, size, size, device='cuda')
-    y = torch.randint(0, 1000, (batch,), device='cuda')
-
-    def step() -> None:
-        with torch.autocast('cuda', dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
 
 
 def timed_steps(step: Callable[[], None], steps_done: 'mp.sharedctypes.Synchronized', warmup: int,
@@ -159,18 +142,12 @@ def main(argv: List[str] = None) -> int:
             total, per_name = kernel_ms(make_work(kind, jpegs, a.size, 0), dev, 5)
             copies = sum(ms for name, ms in per_name.items() if name.startswith('Memcpy'))
             gpu[kind] = (total - copies, copies)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    torch.cuda._sleep(10_000_000)
-    end.record()
-    end.synchronize()
-    cycles_per_ms = 10_000_000 / start.elapsed_time(end)
     sleep_ms = sum(gpu.get('pipeline', (3.6, 0.0)))
     gpu['sleep'] = (sleep_ms, 0.0)
     gpu['none'] = (0.0, 0.0)
-    sleep_cycles = int(sleep_ms * cycles_per_ms)
+    sleep_cycles = int(sleep_ms * sleep_cycles_per_ms())
 
-    step = make_step(a.size, a.batch)
+    step = make_step(a.size, a.batch, dev, read_loss=True)  # the loss read after the forward, as engine.py
     times: Dict[str, List[float]] = {w: [] for w in works}
     for r in range(a.rounds):
         for kind in works:

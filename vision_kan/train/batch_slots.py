@@ -73,16 +73,13 @@ class SlotWriter:
             else:
                 self.consumed, self.heard_back = item, True
         k = self.free.pop(0)
-        if self.filled is not None:
-            stream = torch.cuda.current_stream()
-            if self.consumed is not None:
-                stream.wait_event(self.consumed[k])  # a no-op before the trainer first records it
-            self.images[k].copy_(images, non_blocking=True)
-            self.labels[k].copy_(labels, non_blocking=True)
-            self.filled[k].record(stream)
-        else:
-            self.images[k].copy_(images)
-            self.labels[k].copy_(labels)
+        stream = torch.cuda.current_stream() if self.filled is not None else None
+        if stream is not None and self.consumed is not None:
+            stream.wait_event(self.consumed[k])  # a no-op before the trainer first records it
+        self.images[k].copy_(images, non_blocking=True)  # on the CPU: a plain (synchronous) copy
+        self.labels[k].copy_(labels, non_blocking=True)
+        if stream is not None:
+            self.filled[k].record(stream)  # type: ignore[index]
         return k
 
 
@@ -98,12 +95,11 @@ class SlotReader:
 
     def take(self, k: int) -> Batch:
         """Own copies of slot k (queued on the current stream on CUDA); the slot goes back to the producer."""
-        if self.filled is None:
-            own = self.images[k].clone(), self.labels[k].clone()
-        else:
-            stream = torch.cuda.current_stream(self.images[k].device)
-            stream.wait_event(self.filled[k])
-            own = self.images[k].clone(), self.labels[k].clone()
+        stream = torch.cuda.current_stream(self.images[k].device) if self.filled is not None else None
+        if stream is not None:
+            stream.wait_event(self.filled[k])  # type: ignore[index]
+        own = self.images[k].clone(), self.labels[k].clone()
+        if stream is not None:
             self.consumed[k].record(stream)  # type: ignore[index]
         self.freed.put(k)
         return own

@@ -34,7 +34,6 @@ from .gpu_three_augment import ThreeAugmentParams, apply_three_augment, sample_t
 __all__ = ['GpuTransform', 'TransformParams', 'build_gpu_transform', 'cat_params']
 
 
-
 @dataclass
 class TransformParams:
     """Every random choice for one batch (CPU tensors, first dim B): the debug hook the tests read.
